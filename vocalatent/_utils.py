@@ -1,0 +1,138 @@
+"""Shared helpers: errors, parameter validation, logging, progress bars, devices, RNG.
+
+Every module of vocalatent reports bad parameters through :class:`ParameterError` and bad
+data through :class:`DataError`; both are ``ValueError`` subclasses so that callers that only
+know the standard library still catch them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+
+logger = logging.getLogger("vocalatent")
+logger.addHandler(logging.NullHandler())
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+class VocalatentError(Exception):
+    """Base class of vocalatent's own errors (the CLI turns these into one-line messages)."""
+
+
+class ParameterError(VocalatentError, ValueError):
+    """A parameter has a value that is not allowed. The message echoes the value."""
+
+
+class DataError(VocalatentError, ValueError):
+    """Input data (an array or a file) is unusable. The message names the file when there is one."""
+
+    def __init__(self, message: str, *, path: str | os.PathLike | None = None):
+        self.path = None if path is None else str(path)
+        super().__init__(f"{self.path}: {message}" if self.path else message)
+
+
+class NotFittedError(VocalatentError, AttributeError):
+    """An estimator was used before ``fit``."""
+
+
+def check_option(name: str, value: Any, allowed: Iterable[Any]) -> Any:
+    """Return ``value`` if it is one of ``allowed``, else raise a ParameterError listing them."""
+    allowed = list(allowed)
+    if value not in allowed:
+        raise ParameterError(
+            f"{name} must be one of {', '.join(repr(a) for a in allowed)}; got {value!r}"
+        )
+    return value
+
+
+def check_positive(name: str, value: Any, *, integer: bool = False, allow_zero: bool = False):
+    """Validate a positive (or non-negative) number; return it."""
+    ok_type = (int, np.integer) if integer else (int, float, np.integer, np.floating)
+    if isinstance(value, bool) or not isinstance(value, ok_type):
+        kind = "an integer" if integer else "a number"
+        raise ParameterError(f"{name} must be {kind}; got {value!r}")
+    if not np.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ParameterError(f"{name} must be {bound}; got {value!r}")
+    return value
+
+
+def check_random_state(random_state: Any) -> np.random.Generator:
+    """Turn ``None``, an int or a Generator into a NumPy Generator (never touches global RNG)."""
+    if isinstance(random_state, np.random.Generator):
+        return random_state
+    if random_state is None or isinstance(random_state, (int, np.integer)):
+        return np.random.default_rng(random_state)
+    raise ParameterError(f"random_state must be None, an int or a numpy Generator; got {random_state!r}")
+
+
+def resolve_device(device: Any = "auto"):
+    """Resolve ``"auto"``/``"cpu"``/``"cuda"``/``"cuda:N"``/torch.device to a torch.device.
+
+    ``"auto"`` means CUDA when available, else CPU. Asking for CUDA without it is an error.
+    """
+    import torch
+
+    if isinstance(device, torch.device):
+        dev = device
+    elif device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    elif isinstance(device, str) and (device == "cpu" or device.startswith("cuda")):
+        dev = torch.device(device)
+    else:
+        raise ParameterError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got {device!r}")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ParameterError(
+            f"device={device!r} was requested but CUDA is not available on this machine "
+            "(torch.cuda.is_available() is False); use device='cpu' or 'auto'"
+        )
+    return dev
+
+
+def progress(iterable=None, *, desc: str | None = None, total: int | None = None,
+             verbose: bool | None = None, **kwargs):
+    """A tqdm progress bar that follows the package logger's level (hidden above INFO)."""
+    from tqdm.auto import tqdm
+
+    if verbose is None:
+        disable = not logger.isEnabledFor(logging.INFO) and logger.getEffectiveLevel() != logging.NOTSET
+        disable = disable or os.environ.get("VOCALATENT_NO_PROGRESS") == "1"
+    else:
+        disable = not verbose
+    return tqdm(iterable, desc=desc, total=total, disable=disable, leave=False, **kwargs)
+
+
+def set_log_level(level: int | str) -> None:
+    """Set vocalatent's logging level and attach a stderr handler once."""
+    if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.NullHandler)
+               for h in logger.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s vocalatent: %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(level)
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike, *, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success rename it onto ``path`` atomically.
+
+    On an exception the temporary file is removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or ".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
