@@ -550,7 +550,8 @@ def _extract(manifest: Manifest, archive: Path, out: Path) -> None:
             if proc.returncode != 0:
                 raise DataError(f"dpkg-deb -x failed: {_tail(proc.stderr)}", path=archive)
             for f in files:
-                src = Path(tmp) / f.member.lstrip("./")
+                member = f.member[2:] if f.member.startswith("./") else f.member.lstrip("/")
+                src = Path(tmp) / member
                 if not src.is_file():
                     raise _missing_member(manifest, f.member, archive)
                 (out / f.path).parent.mkdir(parents=True, exist_ok=True)
