@@ -1,0 +1,477 @@
+"""Amplitude segmentation of vocalizations in a frequency band, with hysteresis thresholds.
+
+The recording is cut into short overlapping frames (``window_s`` long, every ``hop_s``); each
+frame's power in the band [``f_min``, ``f_max``] gives a log-amplitude trace in dB relative to
+full scale (a full-scale sine in the band reads 0 dB). The trace is mapped onto [0, 1] between
+``amp_min_db`` and ``amp_max_db`` — fixed, or calibrated from percentiles of the recording's own
+trace so that defaults work without tuning — smoothed, and cut with three thresholds
+``th1 < th2 < th3``: a syllable needs a frame above ``th3``; it extends while the trace stays
+above ``th1``; two syllables joined above ``th1`` are split at the lowest point of a dip below
+``th2`` that separates two peaks above ``th3``. Segments closer than ``min_gap_s`` are merged,
+then those shorter than ``min_dur_s`` or longer than ``max_dur_s`` are dropped.
+
+Long files are processed in chunks: each frame depends only on its own samples, chunks are
+aligned on the frame grid and overlap by one window minus one hop, so the trace computed chunk
+by chunk is bit-identical to the trace of the whole file. Only the trace (8 bytes per frame,
+about 14 MB per hour at a 2 ms hop) is kept for the whole file; calibration, smoothing and
+thresholding run on it, so a syllable on a chunk boundary is neither lost nor doubled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+from scipy import fft as sp_fft
+from scipy.ndimage import gaussian_filter1d
+
+from .._utils import DataError, ParameterError, check_option, check_positive
+from .io import audio_info, iter_blocks
+
+__all__ = [
+    "AmplitudeTrace",
+    "SegmentParams",
+    "amplitude_trace",
+    "segment_file",
+    "segment_signal",
+    "segments_from_trace",
+]
+
+_FRAME_BATCH = 2048  # frames per FFT batch (bounds memory; results do not depend on it)
+
+
+def _params_from_dict(cls, d: Mapping[str, Any]):
+    if not isinstance(d, Mapping):
+        raise ParameterError(f"{cls.__name__}.from_dict needs a mapping; got {type(d).__name__}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ParameterError(
+            f"unknown {cls.__name__} key(s) {', '.join(map(repr, unknown))}; "
+            f"known keys: {', '.join(sorted(names))}"
+        )
+    kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()}
+    return cls(**kwargs)
+
+
+def _check_percentiles(name: str, value) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ParameterError(f"{name} must be two numbers (low, high); got {value!r}") from None
+    if not 0.0 <= lo < hi <= 100.0:
+        raise ParameterError(f"{name} must satisfy 0 <= low < high <= 100; got {value!r}")
+    return lo, hi
+
+
+@dataclass(frozen=True)
+class SegmentParams:
+    """Parameters of amplitude segmentation, in physical units.
+
+    Parameters
+    ----------
+    f_min, f_max : float, default=400, 10000
+        Frequency band (Hz) whose power makes the amplitude trace. ``f_max`` must be at most
+        half the sample rate of every file (checked per file).
+    window_s : float, default=0.008
+        Analysis window (s); the FFT length is ``round(window_s * sr)`` samples.
+    hop_s : float, default=0.002
+        Time between frames (s): the time resolution of onsets and offsets.
+    nperseg, noverlap : int or None, default=None
+        Window and overlap in samples; when ``nperseg`` is given it replaces ``window_s`` and
+        ``hop_s`` (``noverlap`` defaults to ``nperseg // 2``). Useful to copy published settings.
+    weighting : {"sum", "softmax"}, default="sum"
+        ``"sum"``: total band power per frame. ``"softmax"``: a softmax-weighted mean of the
+        per-bin dB levels (temperature ``softmax_temperature_db``), close to the loudest bin's
+        level; it favours tonal syllables over broadband noise.
+    softmax_temperature_db : float, default=6
+    amp_min_db, amp_max_db : float or None, default=None
+        Fixed range (dBFS) mapped onto [0, 1]. Both None: calibrated per file as the
+        ``calib_percentiles`` of the file's trace (low = noise floor, high = loud syllables),
+        widened to at least ``min_range_db``.
+    calib_percentiles : (float, float), default=(20, 99.5)
+    min_range_db : float, default=20
+        Smallest calibrated range (dB); keeps a noise-only file from being "all syllables".
+    th1, th2, th3 : float, default=0.1, 0.2, 0.3
+        Thresholds on the normalized trace, ``0 <= th1 < th2 < th3 <= 1``: boundary, split
+        dip, onset peak.
+    smoothing_s : float, default=0.004
+        Standard deviation (s) of the Gaussian that smooths the normalized trace (0: none).
+    min_dur_s, max_dur_s : float, default=0.02, 0.5
+        Syllable duration limits (s); ``max_dur_s=None`` means no upper limit.
+    min_gap_s : float, default=0
+        Segments separated by a shorter silence (s) are merged.
+    """
+
+    f_min: float = 400.0
+    f_max: float = 10000.0
+    window_s: float = 0.008
+    hop_s: float = 0.002
+    nperseg: int | None = None
+    noverlap: int | None = None
+    weighting: str = "sum"
+    softmax_temperature_db: float = 6.0
+    amp_min_db: float | None = None
+    amp_max_db: float | None = None
+    calib_percentiles: tuple[float, float] = (20.0, 99.5)
+    min_range_db: float = 20.0
+    th1: float = 0.1
+    th2: float = 0.2
+    th3: float = 0.3
+    smoothing_s: float = 0.004
+    min_dur_s: float = 0.02
+    max_dur_s: float | None = 0.5
+    min_gap_s: float = 0.0
+
+    def __post_init__(self):
+        check_positive("f_min", self.f_min, allow_zero=True)
+        check_positive("f_max", self.f_max)
+        if self.f_min >= self.f_max:
+            raise ParameterError(f"f_min must be < f_max; got f_min={self.f_min}, f_max={self.f_max}")
+        check_positive("window_s", self.window_s)
+        check_positive("hop_s", self.hop_s)
+        if self.nperseg is not None:
+            check_positive("nperseg", self.nperseg, integer=True)
+            if self.nperseg < 8:
+                raise ParameterError(f"nperseg must be >= 8; got {self.nperseg}")
+            if self.noverlap is not None:
+                check_positive("noverlap", self.noverlap, integer=True, allow_zero=True)
+                if self.noverlap >= self.nperseg:
+                    raise ParameterError(
+                        f"noverlap must be < nperseg; got noverlap={self.noverlap}, "
+                        f"nperseg={self.nperseg}")
+        elif self.noverlap is not None:
+            raise ParameterError(f"noverlap={self.noverlap} needs nperseg to be set too")
+        check_option("weighting", self.weighting, ["sum", "softmax"])
+        check_positive("softmax_temperature_db", self.softmax_temperature_db)
+        if (self.amp_min_db is None) != (self.amp_max_db is None):
+            raise ParameterError(
+                "amp_min_db and amp_max_db must both be set (fixed range) or both be None "
+                f"(calibrated); got amp_min_db={self.amp_min_db}, amp_max_db={self.amp_max_db}")
+        if self.amp_min_db is not None and not self.amp_min_db < self.amp_max_db:
+            raise ParameterError(f"amp_min_db must be < amp_max_db; got {self.amp_min_db}, "
+                                 f"{self.amp_max_db}")
+        object.__setattr__(self, "calib_percentiles",
+                           _check_percentiles("calib_percentiles", self.calib_percentiles))
+        check_positive("min_range_db", self.min_range_db)
+        for name in ("th1", "th2", "th3"):
+            v = getattr(self, name)
+            check_positive(name, v, allow_zero=True)
+            if v > 1:
+                raise ParameterError(f"{name} must be in [0, 1]; got {v}")
+        if not self.th1 < self.th2 < self.th3:
+            raise ParameterError(
+                f"thresholds must satisfy th1 < th2 < th3; got th1={self.th1}, th2={self.th2}, "
+                f"th3={self.th3}")
+        check_positive("smoothing_s", self.smoothing_s, allow_zero=True)
+        check_positive("min_dur_s", self.min_dur_s, allow_zero=True)
+        if self.max_dur_s is not None:
+            check_positive("max_dur_s", self.max_dur_s)
+            if self.max_dur_s <= self.min_dur_s:
+                raise ParameterError(f"max_dur_s must be > min_dur_s; got max_dur_s="
+                                     f"{self.max_dur_s}, min_dur_s={self.min_dur_s}")
+        check_positive("min_gap_s", self.min_gap_s, allow_zero=True)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "SegmentParams":
+        """Build from a mapping (e.g. a TOML ``[segment]`` table); unknown keys are an error."""
+        return _params_from_dict(cls, d)
+
+    def to_dict(self) -> dict:
+        """A JSON-ready dict that :meth:`from_dict` turns back into equal parameters."""
+        d = dataclasses.asdict(self)
+        d["calib_percentiles"] = list(self.calib_percentiles)
+        return d
+
+    def frame_geometry(self, sr: int) -> tuple[int, int]:
+        """``(nperseg, hop)`` in samples at sample rate ``sr``."""
+        if self.nperseg is not None:
+            noverlap = self.nperseg // 2 if self.noverlap is None else self.noverlap
+            return int(self.nperseg), int(self.nperseg - noverlap)
+        nperseg = max(8, int(round(self.window_s * sr)))
+        hop = max(1, int(round(self.hop_s * sr)))
+        return nperseg, hop
+
+
+@dataclass(frozen=True)
+class AmplitudeTrace:
+    """The amplitude trace of a recording, before and after normalization.
+
+    Attributes
+    ----------
+    times : np.ndarray [shape=(n_frames,)]
+        Centre of each frame (s).
+    level_db : np.ndarray [shape=(n_frames,)]
+        Band level (dBFS) per frame.
+    normalized : np.ndarray [shape=(n_frames,), range [0, 1]]
+        ``level_db`` mapped onto [0, 1] between ``lo_db`` and ``hi_db`` and smoothed: the trace
+        the thresholds apply to.
+    lo_db, hi_db : float
+        The range used (fixed or calibrated).
+    hop_s : float
+        Time between frames (s).
+    """
+
+    times: np.ndarray
+    level_db: np.ndarray
+    normalized: np.ndarray
+    lo_db: float
+    hi_db: float
+    hop_s: float
+
+
+def _check_rate(sr: int, params: SegmentParams, path) -> None:
+    if sr < 2 * params.f_max:
+        raise DataError(
+            f"sample rate {sr} Hz is below 2*f_max = {2 * params.f_max:g} Hz: the band up to "
+            f"f_max={params.f_max:g} Hz is not in this recording; lower f_max",
+            path=path)
+
+
+def _band_levels(frames: np.ndarray, window: np.ndarray, lo_bin: int, hi_bin: int,
+                 norm: float, params: SegmentParams) -> np.ndarray:
+    """Band level (dB) of each row of ``frames`` [shape=(n, nperseg)]."""
+    spec = sp_fft.rfft(frames * window, axis=-1)[:, lo_bin:hi_bin]
+    power = (spec.real ** 2 + spec.imag ** 2) * norm
+    if params.weighting == "sum":
+        return 10.0 * np.log10(power.sum(axis=-1) + 1e-20)
+    level = 10.0 * np.log10(power + 1e-20)
+    z = level / params.softmax_temperature_db
+    z -= z.max(axis=-1, keepdims=True)
+    w = np.exp(z)
+    w /= w.sum(axis=-1, keepdims=True)
+    return (w * level).sum(axis=-1)
+
+
+class _TraceBuilder:
+    """Computes band levels for frames on a fixed grid, block by block."""
+
+    def __init__(self, sr: int, n_samples: int, params: SegmentParams, path=None):
+        self.params = params
+        self.sr = sr
+        self.nperseg, self.hop = params.frame_geometry(sr)
+        if n_samples < self.nperseg:
+            raise DataError(
+                f"shorter than one FFT window: {n_samples} samples "
+                f"({1000 * n_samples / sr:.2f} ms) < {self.nperseg} samples "
+                f"({1000 * self.nperseg / sr:.2f} ms)", path=path)
+        self.n_frames = 1 + -(-(n_samples - self.nperseg) // self.hop)
+        self.window = np.hanning(self.nperseg + 1)[:-1].astype(np.float64)  # periodic Hann
+        freqs = np.fft.rfftfreq(self.nperseg, 1.0 / sr)
+        self.lo_bin = int(np.searchsorted(freqs, params.f_min, side="left"))
+        self.hi_bin = int(np.searchsorted(freqs, params.f_max, side="right"))
+        if self.hi_bin <= self.lo_bin:
+            raise ParameterError(
+                f"the band [{params.f_min:g}, {params.f_max:g}] Hz holds no FFT bin at "
+                f"sr={sr} Hz with a {self.nperseg}-sample window; widen the band or the window")
+        s = self.window.sum()
+        enbw = self.nperseg * np.sum(self.window ** 2) / s ** 2
+        self.norm = 4.0 / (s * s) / enbw  # full-scale sine in the band -> 0 dB
+        self.levels = np.empty(self.n_frames, dtype=np.float64)
+        self.peak = 0.0
+
+    def add_block(self, start: int, y: np.ndarray, first_frame: int, n_frames: int) -> None:
+        """Levels of frames ``first_frame .. first_frame+n_frames-1``; ``y`` starts at ``start``."""
+        need = (first_frame + n_frames - 1) * self.hop + self.nperseg - start
+        if y.size < need:
+            y = np.concatenate([y, np.zeros(need - y.size, dtype=y.dtype)])
+        if y.size:
+            self.peak = max(self.peak, float(np.max(np.abs(y))))
+        y64 = y.astype(np.float64)
+        offset = first_frame * self.hop - start
+        frames = np.lib.stride_tricks.sliding_window_view(y64[offset:], self.nperseg)[::self.hop]
+        for b in range(0, n_frames, _FRAME_BATCH):
+            rows = frames[b:min(n_frames, b + _FRAME_BATCH)]
+            self.levels[first_frame + b:first_frame + b + rows.shape[0]] = _band_levels(
+                rows, self.window, self.lo_bin, self.hi_bin, self.norm, self.params)
+
+    def finish(self, path=None) -> AmplitudeTrace:
+        if self.peak == 0.0:
+            raise DataError("silent: every sample is 0", path=path)
+        return normalize_levels(self.levels, self.params, hop=self.hop, nperseg=self.nperseg,
+                                sr=self.sr)
+
+
+def normalize_levels(levels: np.ndarray, params: SegmentParams, *, hop: int, nperseg: int,
+                     sr: int) -> AmplitudeTrace:
+    """Map band levels (dB) onto [0, 1] (fixed or calibrated range) and smooth them."""
+    if params.amp_min_db is not None:
+        lo, hi = float(params.amp_min_db), float(params.amp_max_db)
+    else:
+        lo, hi = (float(v) for v in np.percentile(levels, params.calib_percentiles))
+        hi = max(hi, lo + params.min_range_db)
+    a = np.clip((levels - lo) / (hi - lo), 0.0, 1.0)
+    hop_s = hop / sr
+    if params.smoothing_s > 0:
+        a = gaussian_filter1d(a, params.smoothing_s / hop_s, mode="nearest")
+    times = (np.arange(levels.size) * hop + nperseg / 2) / sr
+    return AmplitudeTrace(times=times, level_db=levels, normalized=a, lo_db=lo, hi_db=hi,
+                          hop_s=hop_s)
+
+
+def _runs(mask: np.ndarray) -> np.ndarray:
+    """Start/stop (exclusive) indices of the runs of True in a 1-D boolean array, shape (k, 2)."""
+    d = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
+    return np.stack([np.flatnonzero(d == 1), np.flatnonzero(d == -1)], axis=1)
+
+
+def segments_from_trace(trace: AmplitudeTrace, params: SegmentParams) -> pd.DataFrame:
+    """Hysteresis segmentation of a normalized amplitude trace.
+
+    Parameters
+    ----------
+    trace : AmplitudeTrace
+    params : SegmentParams
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``onset_s``, ``offset_s``, ``duration_s`` (s, frame edges: a segment spanning
+        frames i..j runs from ``times[i] - hop/2`` to ``times[j] + hop/2``) and ``peak`` (the
+        highest normalized amplitude inside, in [0, 1]); sorted by onset.
+    """
+    a = trace.normalized
+    pieces: list[tuple[int, int]] = []
+    for s, e in _runs(a > params.th1):
+        seg = a[s:e]
+        if seg.max() <= params.th3:
+            continue
+        cur = s
+        for ds, de in _runs(seg < params.th2) + s:
+            if ds <= cur or de >= e:
+                continue
+            if a[cur:ds].max() > params.th3 and a[de:e].max() > params.th3:
+                split = ds + int(np.argmin(a[ds:de]))
+                pieces.append((cur, split))
+                cur = split
+        pieces.append((cur, e))
+    pieces = [(s, e) for s, e in pieces if a[s:e].max() > params.th3]
+    half = trace.hop_s / 2
+    onsets = np.array([trace.times[s] - half for s, _ in pieces])
+    offsets = np.array([trace.times[e - 1] + half for _, e in pieces])
+    peaks = np.array([a[s:e].max() for s, e in pieces])
+    if params.min_gap_s > 0 and onsets.size > 1:
+        keep_on, keep_off, keep_pk = [onsets[0]], [offsets[0]], [peaks[0]]
+        for on, off, pk in zip(onsets[1:], offsets[1:], peaks[1:]):
+            if on - keep_off[-1] < params.min_gap_s:
+                keep_off[-1] = max(keep_off[-1], off)
+                keep_pk[-1] = max(keep_pk[-1], pk)
+            else:
+                keep_on.append(on)
+                keep_off.append(off)
+                keep_pk.append(pk)
+        onsets, offsets, peaks = np.array(keep_on), np.array(keep_off), np.array(keep_pk)
+    dur = offsets - onsets
+    ok = dur >= params.min_dur_s - 1e-9
+    if params.max_dur_s is not None:
+        ok &= dur <= params.max_dur_s + 1e-9
+    return pd.DataFrame({
+        "onset_s": onsets[ok].astype(np.float64),
+        "offset_s": offsets[ok].astype(np.float64),
+        "duration_s": dur[ok].astype(np.float64),
+        "peak": peaks[ok].astype(np.float64),
+    })
+
+
+def amplitude_trace(y: np.ndarray, sr: int, params: SegmentParams, *, path=None) -> AmplitudeTrace:
+    """Amplitude trace of a signal held in memory.
+
+    Parameters
+    ----------
+    y : np.ndarray [shape=(n,), full-scale float samples]
+    sr : int
+        Sample rate (Hz), at least ``2 * params.f_max``.
+    params : SegmentParams
+    path : path-like, optional
+        Named in error messages.
+
+    Returns
+    -------
+    AmplitudeTrace
+    """
+    y = np.asarray(y)
+    if y.ndim != 1:
+        raise DataError(f"expected a 1-D signal; got shape {y.shape}", path=path)
+    if not np.all(np.isfinite(y)):
+        if not np.any(np.isfinite(y)):
+            raise DataError("all samples are NaN or infinite", path=path)
+        y = np.where(np.isfinite(y), y, 0.0)
+    _check_rate(sr, params, path)
+    builder = _TraceBuilder(sr, y.size, params, path)
+    builder.add_block(0, y, 0, builder.n_frames)
+    return builder.finish(path)
+
+
+def segment_signal(y: np.ndarray, sr: int, params: SegmentParams | None = None, *,
+                   path=None) -> pd.DataFrame:
+    """Segment a signal held in memory (see the module docstring for the algorithm).
+
+    Parameters
+    ----------
+    y : np.ndarray [shape=(n,), full-scale float samples]
+    sr : int
+        Sample rate (Hz).
+    params : SegmentParams, optional
+        Defaults to ``SegmentParams()``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``onset_s``, ``offset_s``, ``duration_s``, ``peak``: see :func:`segments_from_trace`.
+    """
+    params = SegmentParams() if params is None else params
+    return segments_from_trace(amplitude_trace(y, sr, params, path=path), params)
+
+
+def segment_file(path: str | os.PathLike, params: SegmentParams | None = None, *,
+                 channel: int = 0, chunk_s: float = 60.0, return_trace: bool = False):
+    """Segment one channel of an audio file, reading it in chunks with bounded memory.
+
+    Parameters
+    ----------
+    path : path-like
+    params : SegmentParams, optional
+    channel : int, default=0
+    chunk_s : float, default=60
+        Seconds of audio read at a time (rounded to whole hops). Memory is about
+        ``chunk_s * sr * 8`` bytes for the chunk plus 8 bytes per frame of trace; the result
+        does not depend on ``chunk_s``.
+    return_trace : bool, default=False
+        Also return the :class:`AmplitudeTrace`.
+
+    Returns
+    -------
+    segments : pandas.DataFrame
+        ``onset_s``, ``offset_s``, ``duration_s``, ``peak``, as :func:`segment_signal` gives
+        for the whole file.
+    trace : AmplitudeTrace
+        Only with ``return_trace=True``.
+
+    Raises
+    ------
+    DataError
+        Naming the file: unreadable, corrupt, truncated, empty, wrong extension (see
+        :func:`vocalatent.audio.io.audio_info`), all samples NaN, silent (every sample 0),
+        shorter than one FFT window, or a sample rate below ``2 * f_max``.
+    """
+    params = SegmentParams() if params is None else params
+    check_positive("chunk_s", chunk_s)
+    info = audio_info(path)
+    _check_rate(info.sample_rate, params, info.path)
+    builder = _TraceBuilder(info.sample_rate, info.n_samples, params, info.path)
+    frames_per_chunk = max(1, int(round(chunk_s * info.sample_rate / builder.hop)))
+    step = frames_per_chunk * builder.hop
+    for start, y in iter_blocks(info, step=step, overlap=builder.nperseg - builder.hop,
+                                channel=channel):
+        first = start // builder.hop
+        n = min(frames_per_chunk, builder.n_frames - first)
+        if n > 0:
+            builder.add_block(start, y, first, n)
+    trace = builder.finish(info.path)
+    segments = segments_from_trace(trace, params)
+    return (segments, trace) if return_trace else segments
