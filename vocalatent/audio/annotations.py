@@ -1,0 +1,327 @@
+"""Reading and writing segment annotations in the formats of the field.
+
+Every reader returns the same table: ``onset_s``, ``offset_s`` (float seconds) and ``label``
+(str, ``""`` when the file gives none). Labels are kept as they are in the file.
+
+=============  ======================================  ===================================
+format         files                                   read with
+=============  ======================================  ===================================
+``audacity``   Audacity label track export (.txt)      own reader (crowsetta's ``aud-seq``
+                                                       rejects unlabelled regions, which
+                                                       Audacity writes routinely)
+``raven``      Raven selection table (.txt)            own reader (crowsetta ``raven``
+                                                       rejects empty labels); written
+                                                       with crowsetta ``raven``
+``textgrid``   Praat TextGrid (first interval tier)    crowsetta ``textgrid``
+``notmat``     evsonganaly ``.not.mat``                crowsetta ``notmat``
+``csv``        CSV with onset_s, offset_s[, label]     pandas (extra columns are kept)
+``ava``        AVA two-column onset/offset .txt        own reader (``#`` comment lines)
+=============  ======================================  ===================================
+
+Writers: :func:`write_segments` writes CSV, Audacity labels (via :func:`write_audacity`) or a
+Raven selection table (via crowsetta), each of which :func:`read_annotation` reads back.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .._utils import DataError, ParameterError, atomic_path, check_option
+
+__all__ = [
+    "ANNOTATION_FORMATS",
+    "find_annotation",
+    "read_annotation",
+    "write_audacity",
+    "write_raven",
+    "write_segments",
+]
+
+ANNOTATION_FORMATS = ("audacity", "raven", "textgrid", "notmat", "csv", "ava")
+_RAVEN_LABEL_COLUMNS = ("Annotation", "annotation", "Label", "label", "Species", "Call Type", "Type")
+
+
+def _table(onsets, offsets, labels) -> pd.DataFrame:
+    df = pd.DataFrame({
+        "onset_s": np.asarray(onsets, dtype=np.float64),
+        "offset_s": np.asarray(offsets, dtype=np.float64),
+        "label": ["" if (lab is None or (isinstance(lab, float) and np.isnan(lab))) else str(lab)
+                  for lab in labels],
+    })
+    return df.sort_values("onset_s", kind="stable").reset_index(drop=True)
+
+
+def _data_lines(path: Path) -> list[str]:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise DataError(f"unreadable annotation file ({exc})", path=path) from None
+    return [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+
+
+def _is_number(s: str) -> bool:
+    try:
+        float(s)
+    except ValueError:
+        return False
+    return True
+
+
+def sniff_format(path: str | os.PathLike) -> str:
+    """Guess an annotation file's format from its name and (for .txt) its first lines."""
+    path = Path(path)
+    name = path.name.lower()
+    if name.endswith(".not.mat"):
+        return "notmat"
+    if name.endswith(".textgrid"):
+        return "textgrid"
+    if name.endswith(".csv"):
+        return "csv"
+    if name.endswith(".txt"):
+        lines = _data_lines(path)
+        if not lines:
+            return "audacity"
+        first = lines[0]
+        if "Begin Time" in first and "\t" in first:
+            return "raven"
+        fields = first.split("\t") if "\t" in first else first.split()
+        if len(fields) == 2 and all(_is_number(f) for f in fields):
+            return "ava"
+        if len(fields) >= 2 and all(_is_number(f) for f in fields[:2]):
+            return "audacity"
+    raise DataError("cannot tell the annotation format from the name or content; pass "
+                    f"format= one of {', '.join(ANNOTATION_FORMATS)}", path=path)
+
+
+def _read_audacity(path: Path) -> pd.DataFrame:
+    on, off, lab = [], [], []
+    for i, line in enumerate(_data_lines(path), 1):
+        if line.startswith("\\"):  # spectral-selection line of the previous label
+            continue
+        fields = line.split("\t")
+        if len(fields) < 2 or not (_is_number(fields[0]) and _is_number(fields[1])):
+            raise DataError(f"line {i} is not 'start<TAB>end<TAB>label': {line!r}", path=path)
+        on.append(float(fields[0]))
+        off.append(float(fields[1]))
+        lab.append(fields[2].strip() if len(fields) > 2 else "")
+    return _table(on, off, lab)
+
+
+def _read_ava(path: Path) -> pd.DataFrame:
+    try:
+        arr = np.loadtxt(path, comments="#", ndmin=2)
+    except ValueError as exc:
+        raise DataError(f"not an AVA onset/offset file ({exc})", path=path) from None
+    if arr.size == 0:
+        return _table([], [], [])
+    if arr.shape[1] != 2:
+        raise DataError(f"AVA files have two columns (onset, offset); found {arr.shape[1]}",
+                        path=path)
+    return _table(arr[:, 0], arr[:, 1], [""] * arr.shape[0])
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    try:
+        df = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DataError(f"not a readable CSV ({exc})", path=path) from None
+    missing = [c for c in ("onset_s", "offset_s") if c not in df.columns]
+    if missing:
+        raise DataError(f"CSV annotation lacks column(s) {missing}; it has {list(df.columns)}",
+                        path=path)
+    labels = df["label"] if "label" in df.columns else [""] * len(df)
+    out = _table(df["onset_s"], df["offset_s"], labels)
+    extra = [c for c in df.columns if c not in ("onset_s", "offset_s", "label", "source",
+                                                  "duration_s")]
+    order = np.argsort(df["onset_s"].to_numpy(), kind="stable")
+    for c in extra:
+        out[c] = df[c].to_numpy()[order]
+    return out
+
+
+def _read_raven(path: Path) -> pd.DataFrame:
+    try:
+        df = pd.read_csv(path, sep="\t", keep_default_na=False, dtype=str)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DataError(f"not a readable Raven selection table ({exc})", path=path) from None
+    missing = [c for c in ("Begin Time (s)", "End Time (s)") if c not in df.columns]
+    if missing:
+        raise DataError(f"Raven table lacks column(s) {missing}", path=path)
+    if "View" in df.columns and df["View"].nunique() > 1:  # one row per view: keep spectrogram
+        spec = df["View"].str.startswith("Spectrogram")
+        df = df[spec] if spec.any() else df
+    annot_col = next((c for c in _RAVEN_LABEL_COLUMNS if c in df.columns), None)
+    labels = df[annot_col] if annot_col else [""] * len(df)
+    try:
+        on = df["Begin Time (s)"].astype(float)
+        off = df["End Time (s)"].astype(float)
+    except ValueError as exc:
+        raise DataError(f"Raven table has non-numeric times ({exc})", path=path) from None
+    return _table(on, off, labels)
+
+
+def _read_textgrid(path: Path, tier=None) -> pd.DataFrame:
+    import crowsetta
+
+    try:
+        tg = crowsetta.formats.by_name("textgrid").from_file(path)
+    except Exception as exc:  # crowsetta's parser raises many types on malformed files
+        raise DataError(f"not a valid Praat TextGrid ({type(exc).__name__}: {exc})",
+                        path=path) from None
+    if tier is None:
+        tier = next((i for i, t in enumerate(tg.tiers) if hasattr(t, "intervals")), None)
+        if tier is None:
+            raise DataError("TextGrid has no interval tier", path=path)
+    seq = tg.to_seq(tier=tier, round_times=False)
+    return _table(seq.onsets_s, seq.offsets_s, seq.labels)
+
+
+def _read_notmat(path: Path) -> pd.DataFrame:
+    import crowsetta
+
+    try:
+        nm = crowsetta.formats.by_name("notmat").from_file(path)
+    except Exception as exc:  # scipy.io / crowsetta raise many types on malformed files
+        raise DataError(f"not a valid evsonganaly .not.mat file ({type(exc).__name__}: {exc})",
+                        path=path) from None
+    return _table(nm.onsets, nm.offsets, nm.labels)
+
+
+def read_annotation(path: str | os.PathLike, *, format: str | None = None) -> pd.DataFrame:
+    """Read one annotation file into a table of segments.
+
+    Parameters
+    ----------
+    path : path-like
+    format : {"audacity", "raven", "textgrid", "notmat", "csv", "ava"} or None
+        None: guessed from the name (``.not.mat``, ``.TextGrid``, ``.csv``) or, for ``.txt``,
+        the content (Raven header, two numeric columns = AVA, else Audacity).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``onset_s``, ``offset_s`` (s), ``label`` (str); sorted by onset. CSV files keep their
+        extra columns.
+
+    Raises
+    ------
+    DataError
+        Naming the file, when it is missing, malformed, or has an offset before its onset.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError("no such annotation file", path=path)
+    fmt = sniff_format(path) if format is None else check_option("format", format,
+                                                                  ANNOTATION_FORMATS)
+    reader = {"audacity": _read_audacity, "raven": _read_raven, "textgrid": _read_textgrid,
+              "notmat": _read_notmat, "csv": _read_csv, "ava": _read_ava}[fmt]
+    df = reader(path)
+    bad = df["offset_s"] < df["onset_s"]
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise DataError(f"segment {i} ends before it starts (onset_s={df['onset_s'].iloc[i]}, "
+                        f"offset_s={df['offset_s'].iloc[i]})", path=path)
+    return df
+
+
+def annotation_candidates(audio_path: str | os.PathLike, *,
+                          directory: str | os.PathLike | None = None) -> list[Path]:
+    """Annotation file names looked for beside an audio file, in order of preference.
+
+    For ``song.wav``: ``song.wav.csv``, ``song.csv``, ``song.wav.not.mat``, ``song.TextGrid``,
+    ``song.wav.TextGrid``, ``song.Table.1.selections.txt``, ``song.wav.txt``, ``song.txt``.
+    With ``directory`` they are looked for there instead of beside the audio.
+    """
+    audio_path = Path(audio_path)
+    folder = audio_path.parent if directory is None else Path(directory)
+    name, stem = audio_path.name, audio_path.stem
+    names = [f"{name}.csv", f"{stem}.csv", f"{name}.not.mat", f"{stem}.TextGrid",
+             f"{name}.TextGrid", f"{stem}.Table.1.selections.txt", f"{name}.txt", f"{stem}.txt"]
+    return [folder / n for n in names]
+
+
+def find_annotation(audio_path: str | os.PathLike, *,
+                    directory: str | os.PathLike | None = None) -> Path | None:
+    """The first existing file of :func:`annotation_candidates`, or None."""
+    for cand in annotation_candidates(audio_path, directory=directory):
+        if cand.is_file():
+            return cand
+    return None
+
+
+def write_audacity(segments: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Write segments as an Audacity label track (``start<TAB>end<TAB>label`` per line).
+
+    Times are written with 6 decimals (1 µs). Written atomically.
+    """
+    path = Path(path)
+    labels = segments["label"] if "label" in segments.columns else [""] * len(segments)
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            for on, off, lab in zip(segments["onset_s"], segments["offset_s"], labels):
+                lab = "" if lab is None or (isinstance(lab, float) and np.isnan(lab)) else lab
+                fh.write(f"{on:.6f}\t{off:.6f}\t{lab}\n")
+    return path
+
+
+def write_raven(segments: pd.DataFrame, path: str | os.PathLike, *, low_freq_hz: float = 0.0,
+                high_freq_hz: float = 0.0) -> Path:
+    """Write segments as a Raven selection table (through crowsetta). Written atomically.
+
+    The frequency box of each selection is ``low_freq_hz``..``high_freq_hz`` unless the table
+    has ``low_freq_hz``/``high_freq_hz`` columns.
+    """
+    import crowsetta
+
+    path = Path(path)
+    n = len(segments)
+    labels = segments["label"] if "label" in segments.columns else [""] * n
+    df = pd.DataFrame({
+        "Selection": np.arange(1, n + 1),
+        "View": ["Spectrogram 1"] * n,
+        "Channel": (segments["channel"].to_numpy() + 1 if "channel" in segments.columns
+                    else np.ones(n, dtype=int)),
+        "begin_time_s": segments["onset_s"].to_numpy(np.float64),
+        "end_time_s": segments["offset_s"].to_numpy(np.float64),
+        "low_freq_hz": (segments["low_freq_hz"].to_numpy(np.float64)
+                        if "low_freq_hz" in segments.columns else np.full(n, float(low_freq_hz))),
+        "high_freq_hz": (segments["high_freq_hz"].to_numpy(np.float64)
+                         if "high_freq_hz" in segments.columns else np.full(n, float(high_freq_hz))),
+        "annotation": ["" if lab is None or (isinstance(lab, float) and np.isnan(lab)) else str(lab)
+                       for lab in labels],
+    })
+    raven = crowsetta.formats.by_name("raven")(df=df, annot_path=path, annot_col="Annotation")
+    with atomic_path(path, suffix=".txt") as tmp:
+        raven.to_file(tmp)
+    return path
+
+
+def write_segments(segments: pd.DataFrame, path: str | os.PathLike, *, format: str = "csv",
+                   **kwargs) -> Path:
+    """Write one file's segments as ``csv``, ``audacity`` or ``raven``, atomically.
+
+    Parameters
+    ----------
+    segments : pandas.DataFrame
+        With ``onset_s``, ``offset_s`` and optionally ``label`` (and, for CSV, any column).
+    path : path-like
+    format : {"csv", "audacity", "raven"}, default="csv"
+    **kwargs
+        Passed to :func:`write_raven`.
+    """
+    check_option("format", format, ["csv", "audacity", "raven"])
+    for col in ("onset_s", "offset_s"):
+        if col not in segments.columns:
+            raise ParameterError(f"segments lack column {col!r}; they have {list(segments.columns)}")
+    if format == "audacity":
+        return write_audacity(segments, path)
+    if format == "raven":
+        return write_raven(segments, path, **kwargs)
+    path = Path(path)
+    with atomic_path(path, suffix=".csv") as tmp:
+        segments.to_csv(tmp, index=False, float_format="%.6f")
+    return path
