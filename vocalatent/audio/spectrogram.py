@@ -1,0 +1,261 @@
+"""Fixed-size syllable spectrograms (F x T, log amplitude, clipped to [0, 1]).
+
+Each of the ``n_time`` columns is the spectrum of one Hann-windowed frame (``window_s`` long)
+centred on a target time: ``time_mode="stretch"`` spreads the columns evenly over the syllable
+from onset to offset (every syllable fills the image; its duration stays in the segment
+table), ``time_mode="window"`` spreads them over a fixed window of ``window_dur_s`` centred on
+the syllable (durations stay visible; longer syllables are cropped). Frames reaching outside
+the recording read zeros.
+
+The ``n_freq`` rows are target frequencies in [``f_min``, ``f_max``], evenly spaced
+(``freq_scale="linear"``) or on the mel scale (``"mel"``). Each row is a triangular weighting
+of the FFT power (a filterbank whose triangles are as wide as the row spacing, or one FFT bin
+where rows are closer than bins — then it is linear interpolation between the two nearest
+bins), so narrow tonal lines between rows are not missed. Power is converted to dB relative to
+full scale (a full-scale sine gives 0 dB) and mapped onto [0, 1] between ``spec_min_db`` and
+``spec_max_db``, fixed or calibrated from percentiles of the data
+(:func:`calibrate_spectrogram_params`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+from scipy import fft as sp_fft
+
+from .._utils import ParameterError, check_option, check_positive
+from .segment import _check_percentiles, _params_from_dict
+
+__all__ = [
+    "SpectrogramParams",
+    "calibrate_spectrogram_params",
+    "syllable_spectrogram",
+    "syllable_spectrograms",
+]
+
+_SYLLABLE_BATCH = 32
+
+
+@dataclass(frozen=True)
+class SpectrogramParams:
+    """Parameters of syllable spectrograms, in physical units.
+
+    Parameters
+    ----------
+    n_freq, n_time : int, default=128, 128
+        Image size: frequency rows x time columns.
+    f_min, f_max : float, default=400, 10000
+        Frequency range (Hz) of the rows; ``f_max`` at most half the sample rate.
+    freq_scale : {"linear", "mel"}, default="linear"
+    window_s : float, default=0.008
+        Analysis window (s) of each column; ``nperseg`` (samples), when set, replaces it.
+    nperseg : int or None, default=None
+    time_mode : {"stretch", "window"}, default="stretch"
+        ``"stretch"``: columns span onset..offset. ``"window"``: columns span ``window_dur_s``
+        centred on the syllable's midpoint.
+    window_dur_s : float, default=0.2
+        Width (s) of the fixed window in ``"window"`` mode.
+    spec_min_db, spec_max_db : float or None, default=None
+        dBFS values mapped to 0 and 1 (values outside are clipped). Both None: to be
+        calibrated from data with :func:`calibrate_spectrogram_params` (the pipeline does
+        this and records the values it used).
+    calib_percentiles : (float, float), default=(30, 99.8)
+        Percentiles of all syllables' dB values that become ``spec_min_db``, ``spec_max_db``.
+    """
+
+    n_freq: int = 128
+    n_time: int = 128
+    f_min: float = 400.0
+    f_max: float = 10000.0
+    freq_scale: str = "linear"
+    window_s: float = 0.008
+    nperseg: int | None = None
+    time_mode: str = "stretch"
+    window_dur_s: float = 0.2
+    spec_min_db: float | None = None
+    spec_max_db: float | None = None
+    calib_percentiles: tuple[float, float] = (30.0, 99.8)
+
+    def __post_init__(self):
+        for name in ("n_freq", "n_time"):
+            check_positive(name, getattr(self, name), integer=True)
+            if getattr(self, name) < 2:
+                raise ParameterError(f"{name} must be >= 2; got {getattr(self, name)}")
+        check_positive("f_min", self.f_min, allow_zero=True)
+        check_positive("f_max", self.f_max)
+        if self.f_min >= self.f_max:
+            raise ParameterError(f"f_min must be < f_max; got f_min={self.f_min}, f_max={self.f_max}")
+        check_option("freq_scale", self.freq_scale, ["linear", "mel"])
+        check_positive("window_s", self.window_s)
+        if self.nperseg is not None:
+            check_positive("nperseg", self.nperseg, integer=True)
+            if self.nperseg < 8:
+                raise ParameterError(f"nperseg must be >= 8; got {self.nperseg}")
+        check_option("time_mode", self.time_mode, ["stretch", "window"])
+        check_positive("window_dur_s", self.window_dur_s)
+        if (self.spec_min_db is None) != (self.spec_max_db is None):
+            raise ParameterError(
+                "spec_min_db and spec_max_db must both be set (fixed range) or both be None "
+                f"(calibrated); got spec_min_db={self.spec_min_db}, spec_max_db={self.spec_max_db}")
+        if self.spec_min_db is not None and not self.spec_min_db < self.spec_max_db:
+            raise ParameterError(f"spec_min_db must be < spec_max_db; got {self.spec_min_db}, "
+                                 f"{self.spec_max_db}")
+        object.__setattr__(self, "calib_percentiles",
+                           _check_percentiles("calib_percentiles", self.calib_percentiles))
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "SpectrogramParams":
+        """Build from a mapping (e.g. a TOML ``[spectrogram]`` table); unknown keys are an error."""
+        return _params_from_dict(cls, d)
+
+    def to_dict(self) -> dict:
+        """A JSON-ready dict that :meth:`from_dict` turns back into equal parameters."""
+        d = dataclasses.asdict(self)
+        d["calib_percentiles"] = list(self.calib_percentiles)
+        return d
+
+    @property
+    def calibrated(self) -> bool:
+        """True when the clipping range is fixed (given or calibrated)."""
+        return self.spec_min_db is not None
+
+    def frequencies(self) -> np.ndarray:
+        """Centre frequency (Hz) of each row, low to high [shape=(n_freq,)]."""
+        if self.freq_scale == "linear":
+            return np.linspace(self.f_min, self.f_max, self.n_freq)
+        import librosa
+
+        return librosa.mel_frequencies(n_mels=self.n_freq, fmin=self.f_min, fmax=self.f_max)
+
+
+def _filterbank(params: SpectrogramParams, sr: int, nperseg: int) -> np.ndarray:
+    """Row weights [shape=(n_freq, nperseg//2+1)]: triangles over FFT bins, rows sum to 1."""
+    bins = np.fft.rfftfreq(nperseg, 1.0 / sr)
+    df = sr / nperseg
+    f = params.frequencies()
+    spacing = np.gradient(f)
+    half = np.maximum(spacing, df)
+    w = np.clip(1.0 - np.abs(bins[None, :] - f[:, None]) / half[:, None], 0.0, None)
+    return w / w.sum(axis=1, keepdims=True)
+
+
+def _column_times(onsets: np.ndarray, offsets: np.ndarray, params: SpectrogramParams) -> np.ndarray:
+    frac = (np.arange(params.n_time) + 0.5) / params.n_time
+    if params.time_mode == "stretch":
+        return onsets[:, None] + (offsets - onsets)[:, None] * frac[None, :]
+    mid = 0.5 * (onsets + offsets)
+    return mid[:, None] + params.window_dur_s * (frac[None, :] - 0.5)
+
+
+def syllable_spectrograms(y: np.ndarray, sr: int, onsets_s, offsets_s,
+                          params: SpectrogramParams, *, y_start_s: float = 0.0,
+                          return_db: bool = False) -> np.ndarray:
+    """Spectrograms of many syllables of one signal.
+
+    Parameters
+    ----------
+    y : np.ndarray [shape=(n,), full-scale float samples]
+    sr : int
+        Sample rate (Hz), at least ``2 * params.f_max``.
+    onsets_s, offsets_s : array-like [shape=(N,)]
+        Syllable times (s) in the recording.
+    params : SpectrogramParams
+        With a fixed clipping range unless ``return_db``.
+    y_start_s : float, default=0
+        Time in the recording of ``y[0]`` (when ``y`` is an excerpt).
+    return_db : bool, default=False
+        Return the unclipped dBFS values (for calibration) instead of [0, 1] images.
+
+    Returns
+    -------
+    np.ndarray [shape=(N, n_freq, n_time), dtype=float32]
+        Row 0 is ``f_min``; values in [0, 1] (or dBFS with ``return_db``).
+    """
+    onsets = np.atleast_1d(np.asarray(onsets_s, dtype=np.float64))
+    offsets = np.atleast_1d(np.asarray(offsets_s, dtype=np.float64))
+    if onsets.shape != offsets.shape:
+        raise ParameterError(f"onsets_s and offsets_s differ in shape: {onsets.shape} vs {offsets.shape}")
+    if np.any(offsets < onsets):
+        raise ParameterError("every offset_s must be >= its onset_s")
+    if sr < 2 * params.f_max:
+        raise ParameterError(f"sample rate {sr} Hz is below 2*f_max = {2 * params.f_max:g} Hz")
+    if not return_db and not params.calibrated:
+        raise ParameterError("params have no clipping range (spec_min_db/spec_max_db are None): "
+                             "set them or use calibrate_spectrogram_params first")
+    y = np.asarray(y, dtype=np.float64)
+    nperseg = params.nperseg or max(8, int(round(params.window_s * sr)))
+    window = np.hanning(nperseg + 1)[:-1]
+    fb = _filterbank(params, sr, nperseg).T  # (bins, F)
+    # |X| * 2/sum(w) is a sine's amplitude; power in dB re a full-scale sine.
+    scale = (2.0 / window.sum()) ** 2
+    times = _column_times(onsets, offsets, params)
+    starts = np.round((times - y_start_s) * sr).astype(np.int64) - nperseg // 2
+    out = np.empty((onsets.size, params.n_freq, params.n_time), dtype=np.float32)
+    ar = np.arange(nperseg)
+    for b in range(0, onsets.size, _SYLLABLE_BATCH):
+        idx = starts[b:b + _SYLLABLE_BATCH, :, None] + ar  # (B, T, nperseg)
+        inside = (idx >= 0) & (idx < y.size)
+        frames = np.where(inside, y[np.clip(idx, 0, max(y.size - 1, 0))], 0.0) * window
+        spec = sp_fft.rfft(frames, axis=-1)
+        power = (spec.real ** 2 + spec.imag ** 2) * scale
+        db = 10.0 * np.log10(power @ fb + 1e-12)  # (B, T, F)
+        db = np.swapaxes(db, 1, 2)
+        if not return_db:
+            db = np.clip((db - params.spec_min_db) / (params.spec_max_db - params.spec_min_db),
+                         0.0, 1.0)
+        out[b:b + db.shape[0]] = db
+    return out
+
+
+def syllable_spectrogram(y: np.ndarray, sr: int, onset_s: float, offset_s: float,
+                         params: SpectrogramParams, *, y_start_s: float = 0.0) -> np.ndarray:
+    """Spectrogram of one syllable.
+
+    Parameters
+    ----------
+    y : np.ndarray [shape=(n,), full-scale float samples]
+    sr : int
+    onset_s, offset_s : float
+        Syllable times (s) in the recording.
+    params : SpectrogramParams
+        With a fixed clipping range.
+    y_start_s : float, default=0
+        Time in the recording of ``y[0]``.
+
+    Returns
+    -------
+    np.ndarray [shape=(n_freq, n_time), dtype=float32, range [0, 1]]
+    """
+    return syllable_spectrograms(y, sr, [onset_s], [offset_s], params, y_start_s=y_start_s)[0]
+
+
+def calibrate_spectrogram_params(db_values: Iterable[np.ndarray] | np.ndarray,
+                                 params: SpectrogramParams) -> SpectrogramParams:
+    """Fix the clipping range from percentiles of syllables' dB values.
+
+    Parameters
+    ----------
+    db_values : array or iterable of arrays
+        Unclipped dBFS spectrograms (``syllable_spectrograms(..., return_db=True)``) of a
+        sample of syllables.
+    params : SpectrogramParams
+
+    Returns
+    -------
+    SpectrogramParams
+        ``params`` with ``spec_min_db``, ``spec_max_db`` set to the ``calib_percentiles`` of
+        the values (at least 1 dB apart).
+    """
+    if isinstance(db_values, np.ndarray):
+        values = db_values.ravel()
+    else:
+        parts = [np.asarray(v, dtype=np.float64).ravel() for v in db_values]
+        values = np.concatenate(parts) if parts else np.empty(0)
+    if values.size == 0:
+        raise ParameterError("cannot calibrate the spectrogram range from no syllables")
+    lo, hi = (float(v) for v in np.percentile(values, params.calib_percentiles))
+    hi = max(hi, lo + 1.0)
+    return dataclasses.replace(params, spec_min_db=round(lo, 3), spec_max_db=round(hi, 3))
