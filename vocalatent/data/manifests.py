@@ -17,6 +17,7 @@ and files are assembled in a temporary directory and renamed into place.
 from __future__ import annotations
 
 import hashlib
+import lzma
 import os
 import re
 import shutil
@@ -29,6 +30,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
+import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -529,6 +531,16 @@ def _archive(source: Source, root: Path, *, refresh: bool) -> tuple[Path, bool]:
 # Extracting members
 
 
+
+class _BadArchive(Exception):
+    """An archive cannot be unpacked (raised while extracting members)."""
+
+
+# Errors that mean an archive file is damaged (a cached one is then downloaded again).
+_ARCHIVE_ERRORS = (_BadArchive, zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error,
+                   lzma.LZMAError)
+
+
 def _copy_stream(src, dst: Path) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
     with open(dst, "wb") as fh:
@@ -548,7 +560,7 @@ def _extract(manifest: Manifest, archive: Path, out: Path) -> None:
             proc = subprocess.run(["dpkg-deb", "-x", str(archive), tmp], capture_output=True,
                                   text=True, timeout=CLIENT_TIMEOUT_S, check=False)
             if proc.returncode != 0:
-                raise DataError(f"dpkg-deb -x failed: {_tail(proc.stderr)}", path=archive)
+                raise _BadArchive(f"dpkg-deb -x {archive} failed: {_tail(proc.stderr)}")
             for f in files:
                 member = f.member[2:] if f.member.startswith("./") else f.member.lstrip("/")
                 src = Path(tmp) / member
@@ -580,12 +592,13 @@ def _extract(manifest: Manifest, archive: Path, out: Path) -> None:
                 with src:
                     _copy_stream(src, out / f.path)
         return
-    # A plain file (type "url" only): the single listed member is the file itself.
-    if len(files) != 1 or f"{files[0].member}" != archive.name:
-        raise DataError(f"{archive.name} is neither a zip nor a tar archive, so the manifest of "
-                        f"{manifest.name!r} must list exactly one file whose member is "
-                        f"{archive.name!r}", path=archive)
-    _copy_stream(open(archive, "rb"), out / files[0].path)
+    # A plain file is allowed for type "url" only: the single listed member is the file itself.
+    if manifest.source.type != "url" or len(files) != 1 or files[0].member != archive.name:
+        raise _BadArchive(f"{archive.name} is neither a zip nor a tar archive (a plain file is "
+                          f"allowed only for a 'url' source listing one file whose member is "
+                          f"{archive.name!r})")
+    with open(archive, "rb") as src:
+        _copy_stream(src, out / files[0].path)
 
 
 def _move_into_place(manifest: Manifest, tmp: Path, target: Path) -> None:
@@ -648,7 +661,16 @@ def fetch(name: str, *, dest: str | os.PathLike | None = None, force: bool = Fal
             with tempfile.TemporaryDirectory(prefix=f".{target.name}.", dir=target.parent) as tmp:
                 tmp = Path(tmp) / "data"
                 tmp.mkdir()
-                _extract(manifest, archive, tmp)
+                try:
+                    _extract(manifest, archive, tmp)
+                except _ARCHIVE_ERRORS as exc:
+                    if fresh:
+                        raise DataError(f"cannot read the archive downloaded for data set "
+                                        f"{manifest.name!r}: {exc}", path=archive) from None
+                    logger.warning("cached archive %s is unreadable (%s); downloading it again",
+                                   archive, exc)
+                    refresh = True
+                    continue
                 bad = _problems(manifest, tmp)
                 if not bad:
                     _move_into_place(manifest, tmp, target)
