@@ -11,9 +11,8 @@ from vocalatent import DataError, ParameterError
 from vocalatent.data.images import (FASHION_MNIST_CLASSES, load_digits, load_fashion_mnist,
                                     load_mnist)
 
-pytestmark = pytest.mark.network
 
-
+@pytest.mark.network
 def test_digits_match_known_answer(real_data):
     from sklearn.datasets import load_digits as sk_load_digits
 
@@ -27,6 +26,7 @@ def test_digits_match_known_answer(real_data):
     np.testing.assert_array_equal(y, reference.target)
 
 
+@pytest.mark.network
 def test_subsets_are_deterministic_rows_of_the_full_set(real_data):
     directory = real_data("digits")
     X, y = load_digits(data_dir=directory)
@@ -44,6 +44,7 @@ def test_subsets_are_deterministic_rows_of_the_full_set(real_data):
             load_digits(n=bad, data_dir=directory)
 
 
+@pytest.mark.network
 def test_mnist_counts_and_values(real_data):
     X, y = load_mnist(data_dir=real_data("mnist"))
     assert X.shape == (10000, 784) and X.dtype == np.float32
@@ -60,6 +61,7 @@ def test_mnist_counts_and_values(real_data):
     assert Xs.shape == (500, 784) and len(np.unique(ys)) == 10
 
 
+@pytest.mark.network
 def test_fashion_mnist_test_split(real_data):
     X, y = load_fashion_mnist("test", data_dir=real_data("fashion_mnist"))
     assert X.shape == (10000, 784) and X.dtype == np.float32
@@ -69,6 +71,7 @@ def test_fashion_mnist_test_split(real_data):
     assert FASHION_MNIST_CLASSES[y[0]] == "Ankle boot"
 
 
+@pytest.mark.network
 def test_fashion_mnist_train_subset(real_data):
     X, y = load_fashion_mnist("train", n=2000, random_state=1,
                               data_dir=real_data("fashion_mnist"))
@@ -83,7 +86,6 @@ def _write_idx(path, array: np.ndarray) -> None:
         fh.write(header + array.astype(np.uint8).tobytes())
 
 
-@pytest.mark.filterwarnings("ignore")
 def test_idx_round_trip_and_bad_files(tmp_path):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(7, 28, 28))

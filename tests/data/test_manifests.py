@@ -170,6 +170,19 @@ def test_damaged_cached_archive_is_downloaded_again(tmp_path, monkeypatch, damag
     assert zipfile.ZipFile(archive).read("pkg/a.txt") == PAYLOAD["a.txt"]
 
 
+def test_url_source_serving_a_plain_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("VOCALATENT_DATA", str(tmp_path / "cache"))
+    plain = tmp_path / "calls.csv"
+    plain.write_bytes(b"onset,offset\n0.1,0.2\n")
+    path = write_url_manifest(tmp_path, name="plain", url=plain.as_uri())
+    text = path.read_text().split("[[files]]")[0]
+    text += (f'[[files]]\nmember = "calls.csv"\npath = "annot/calls.csv"\n'
+             f'sha256 = "{sha(plain.read_bytes())}"\nsize = {plain.stat().st_size}\n')
+    path.write_text(text)
+    out = fetch(str(path))
+    assert (out / "annot" / "calls.csv").read_bytes() == plain.read_bytes()
+
+
 def test_force_rewrites_and_dest(tmp_path, monkeypatch):
     monkeypatch.setenv("VOCALATENT_DATA", str(tmp_path / "cache"))
     manifest = str(write_url_manifest(tmp_path))
