@@ -788,7 +788,7 @@ def read_csv(path, *, transpose: bool | Literal["auto"] = "auto", sep: str | Non
         if df.shape[0] == 0 or df.shape[1] == 0:
             raise DataError(f"the table is empty ({df.shape[0]} rows x {df.shape[1]} columns)",
                             path=path)
-        nonnum = [c for c, dt in df.dtypes.items() if not np.issubdtype(dt, np.number)]
+        nonnum = [c for c, dt in df.dtypes.items() if not pd.api.types.is_numeric_dtype(dt)]
         if nonnum:
             raise DataError(f"{len(nonnum)} non-numeric columns (e.g. {nonnum[0]!r}); expected a "
                             "table of counts with names in the first column and first row",
