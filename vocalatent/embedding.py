@@ -1,0 +1,106 @@
+"""The embedding as an xarray Dataset: every item's latent position with its metadata.
+
+Layout (written as NetCDF with h5netcdf; readable with plain ``xarray.open_dataset``):
+
+- dims ``item`` and ``latent``;
+- ``embedding`` (item, latent): posterior circular mean in [0, 1) per latent dimension;
+- ``map_point`` (item, latent): the lattice point of highest posterior weight;
+- ``spread`` (item, latent): 1 − mean resultant length of the posterior per dimension, in
+  [0, 1] (0: all mass at one angle; 1: spread uniformly);
+- ``posterior_entropy`` (item): nats; ``log_likelihood`` (item): held-out log p(x) in nats;
+- item metadata as coordinates on ``item`` (``source``, ``onset_s``, ...);
+- attrs: ``vocalatent_version``, ``latent_dim``, ``seed``, ``lattice`` (JSON), ``model``
+  (JSON of the estimator's parameters), plus what the caller adds (``config``, held-out score).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from ._utils import DataError, atomic_path
+from ._version import __version__
+
+
+def _jsonable(value):
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, (tuple, list)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return repr(value)
+
+
+def build_embedding(result: dict, *, model, n_lattice: int, n_shifts: int,
+                    coords: dict | pd.DataFrame | None = None) -> xr.Dataset:
+    """Assemble the Dataset from streamed posterior statistics (see :meth:`QLVM.transform`)."""
+    n, d = result["embedding"].shape
+    ds = xr.Dataset(
+        {
+            "embedding": (("item", "latent"), result["embedding"].astype(np.float64)),
+            "map_point": (("item", "latent"), result["map_point"].astype(np.float64)),
+            "spread": (("item", "latent"), np.clip(1.0 - result["resultant_length"], 0.0, 1.0)),
+            "posterior_entropy": ("item", result["entropy"].astype(np.float64)),
+            "log_likelihood": ("item", result["log_likelihood"].astype(np.float64)),
+        },
+        coords={"item": np.arange(n), "latent": [f"z{k + 1}" for k in range(d)]},
+    )
+    ds["embedding"].attrs.update(long_name="posterior circular mean", units="torus turns [0, 1)")
+    ds["map_point"].attrs.update(long_name="MAP lattice point", units="torus turns [0, 1)")
+    ds["spread"].attrs.update(long_name="1 - posterior mean resultant length")
+    ds["posterior_entropy"].attrs.update(units="nats")
+    ds["log_likelihood"].attrs.update(long_name="log p(x) lattice estimate", units="nats")
+    if coords is not None:
+        ds = add_item_coords(ds, coords)
+    ds.attrs.update(
+        vocalatent_version=__version__,
+        latent_dim=int(d),
+        seed=int(model.seed_),
+        lattice=json.dumps({"n_train": int(model.n_lattice_), "generator": list(model.lattice_generator_),
+                            "n_eval": int(n_lattice), "n_eval_shifts": int(n_shifts)}),
+        model=json.dumps(_jsonable(model.get_params())),
+        likelihood=str(model.likelihood),
+        decoder=str(model.decoder_kind_),
+    )
+    return ds
+
+
+def add_item_coords(ds: xr.Dataset, coords: dict | pd.DataFrame) -> xr.Dataset:
+    """Add per-item metadata columns as coordinates on ``item`` (lengths must match)."""
+    frame = coords if isinstance(coords, pd.DataFrame) else pd.DataFrame(dict(coords))
+    n = ds.sizes["item"]
+    if len(frame) != n:
+        raise DataError(f"item metadata has {len(frame)} rows but the embedding has {n} items")
+    new = {}
+    for col in frame.columns:
+        values = frame[col].to_numpy()
+        if values.dtype == object or pd.api.types.is_string_dtype(frame[col].dtype):
+            values = frame[col].astype("string").fillna("").astype(str).to_numpy(dtype=str)
+        new[str(col)] = ("item", values)
+    return ds.assign_coords(new)
+
+
+def write_embedding(ds: xr.Dataset, path) -> Path:
+    """Write the Dataset as NetCDF4 (h5netcdf engine) atomically; returns the path."""
+    path = Path(path)
+    with atomic_path(path, suffix=".nc") as tmp:
+        ds.to_netcdf(tmp, engine="h5netcdf", invalid_netcdf=False)
+    return path
+
+
+def read_embedding(path) -> xr.Dataset:
+    """Read an embedding written by :func:`write_embedding` (loaded into memory)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError("no such embedding file", path=path)
+    with xr.open_dataset(path, engine="h5netcdf") as ds:
+        return ds.load()

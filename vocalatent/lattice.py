@@ -1,0 +1,246 @@
+"""Rank-1 lattice rules on the unit torus [0, 1)^d, their figure of merit, and random shifts.
+
+A rank-1 lattice with ``n`` points and generating vector ``g`` is the point set
+``x_k = frac(k * g / n)``, ``k = 0, ..., n-1``. For smooth periodic integrands its integration
+error decays much faster than plain Monte Carlo; a Cranley-Patterson random shift
+``frac(x_k + Δ)``, ``Δ ~ U[0, 1)^d``, makes the rule unbiased.
+
+Generators used by default:
+
+- d = 1: the n points ``k / n`` (0 and 1 are the same point on the circle: never both).
+- d = 2: Fibonacci lattices, ``n = F_k``, ``g = (1, F_{k-1})``.
+- d = 3: Korobov lattices ``g = (1, a, a^2 mod n)`` with ``a`` chosen by exhaustive search on
+  the P_2 criterion (table :data:`KOROBOV_3D`; the test suite recomputes it).
+- any other (n, d): :func:`search_generator` (Korobov exhaustive search for small n,
+  component-by-component construction otherwise).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from functools import lru_cache
+
+import numpy as np
+from scipy.special import ndtri
+
+from ._utils import ParameterError, check_positive
+
+logger = logging.getLogger(__name__)
+
+FIBONACCI = (1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144, 233, 377, 610, 987, 1597, 2584, 4181,
+             6765, 10946, 17711, 28657, 46368, 75025, 121393, 196418, 317811)
+
+#: P_2-optimal Korobov parameters ``a`` for d = 3 (exhaustive search over all a coprime to n).
+KOROBOV_3D = {1021: 94, 2039: 1386, 4093: 1884, 8191: 739}
+
+#: Default training lattice size per latent dimension (see docs/method.md for the cost model).
+DEFAULT_N_TRAIN = {1: 256, 2: 987, 3: 2039}
+#: Default evaluation lattice size per latent dimension.
+DEFAULT_N_EVAL = {1: 2048, 2: 6765, 3: 8191}
+
+#: Clip range applied before the inverse normal CDF in :func:`to_gaussian`.
+GAUSSIAN_CLIP = 1e-4
+
+
+def rank1_lattice(n: int, generator) -> np.ndarray:
+    """Points of the rank-1 lattice with ``n`` points and generating vector ``generator``.
+
+    Parameters
+    ----------
+    n : int > 0
+        Number of points.
+    generator : sequence of int [shape=(d,)]
+        Generating vector ``g``; entries are taken modulo ``n``.
+
+    Returns
+    -------
+    points : np.ndarray [shape=(n, d), dtype=float64, range=[0, 1)]
+        ``frac(k * g / n)`` for ``k = 0, ..., n-1``, computed exactly in integer arithmetic.
+    """
+    check_positive("n", n, integer=True)
+    g = np.asarray(generator, dtype=np.int64).reshape(-1) % n
+    k = np.arange(n, dtype=np.int64)[:, None]
+    return ((k * g[None, :]) % n).astype(np.float64) / n
+
+
+def fibonacci_generator(n: int) -> tuple[int, int]:
+    """Generating vector ``(1, F_{k-1})`` of the 2-D Fibonacci lattice with ``n = F_k`` points."""
+    if n not in FIBONACCI or n < 3:
+        raise ParameterError(
+            f"a Fibonacci lattice needs n to be a Fibonacci number >= 3 "
+            f"(e.g. 610, 987, 1597, 2584, 4181, 6765, 10946); got n={n!r}"
+        )
+    i = FIBONACCI.index(n)
+    return (1, FIBONACCI[i - 1])
+
+
+def korobov_generator(n: int, a: int, d: int) -> tuple[int, ...]:
+    """Korobov generating vector ``(1, a, a^2, ..., a^(d-1)) mod n``."""
+    return tuple(pow(int(a), j, int(n)) for j in range(d))
+
+
+def _bernoulli_poly(alpha: int, x: np.ndarray) -> np.ndarray:
+    if alpha == 2:
+        return x * x - x + 1.0 / 6.0
+    if alpha == 4:
+        return x**4 - 2 * x**3 + x**2 - 1.0 / 30.0
+    raise ParameterError(f"alpha must be 2 or 4; got {alpha!r}")
+
+
+def _p_alpha_factor(alpha: int, x: np.ndarray) -> np.ndarray:
+    """1 + c_alpha * B_alpha(x): the one-dimensional factor of the P_alpha product."""
+    c = -((-1.0) ** (alpha // 2)) * (2 * math.pi) ** alpha / math.factorial(alpha)
+    return 1.0 + c * _bernoulli_poly(alpha, x)
+
+
+def p_alpha(n: int, generator, *, alpha: int = 2) -> float:
+    """The P_alpha figure of merit of a rank-1 lattice (smaller is better).
+
+    ``P_alpha = -1 + (1/n) sum_k prod_j [1 - (-1)^(alpha/2) (2 pi)^alpha / alpha! B_alpha(x_kj)]``,
+    the worst-case squared integration error in the weighted Korobov space of smoothness
+    ``alpha / 2`` (Sloan & Joe, *Lattice Methods for Multiple Integration*, 1994).
+
+    Parameters
+    ----------
+    n : int
+        Number of lattice points.
+    generator : sequence of int [shape=(d,)]
+        Generating vector.
+    alpha : {2, 4}
+        Smoothness parameter.
+    """
+    pts = rank1_lattice(n, generator)
+    return float(np.prod(_p_alpha_factor(alpha, pts), axis=1).mean() - 1.0)
+
+
+def _coprime_candidates(n: int) -> np.ndarray:
+    c = np.arange(1, n, dtype=np.int64)
+    return c[np.gcd(c, n) == 1]
+
+
+def search_generator(n: int, d: int, *, alpha: int = 2, method: str = "auto",
+                     max_exhaustive: int = 20000) -> tuple[int, ...]:
+    """Find a good generating vector for an ``n``-point rank-1 lattice in ``d`` dimensions.
+
+    Parameters
+    ----------
+    n, d : int
+        Number of points and dimension.
+    alpha : {2, 4}
+        Criterion P_alpha to minimise.
+    method : {"auto", "korobov", "cbc"}
+        ``"korobov"``: exhaustive search over Korobov vectors ``(1, a, a^2, ...)``, O(n^2 d);
+        ``"cbc"``: component-by-component construction, O(n^2 d) too but one component at a time;
+        ``"auto"``: Korobov when ``n <= max_exhaustive``, else CBC restricted to a random subset
+        of candidates.
+
+    Returns
+    -------
+    generator : tuple of int [shape=(d,)]
+    """
+    check_positive("n", n, integer=True)
+    check_positive("d", d, integer=True)
+    if d == 1:
+        return (1,)
+    if method not in ("auto", "korobov", "cbc"):
+        raise ParameterError(f"method must be 'auto', 'korobov' or 'cbc'; got {method!r}")
+    cands = _coprime_candidates(n)
+    k = np.arange(n, dtype=np.int64)
+    if method == "korobov" or (method == "auto" and n <= max_exhaustive):
+        best_a, best = 1, np.inf
+        for start in range(0, len(cands), 256):
+            a = cands[start:start + 256]
+            prod = np.ones((len(a), n))
+            power = np.ones_like(a)
+            for _ in range(d):
+                prod *= _p_alpha_factor(alpha, ((k[None, :] * power[:, None]) % n) / n)
+                power = (power * a) % n
+            vals = prod.mean(axis=1) - 1.0
+            i = int(np.argmin(vals))
+            if vals[i] < best:
+                best, best_a = float(vals[i]), int(a[i])
+        return korobov_generator(n, best_a, d)
+    # Component-by-component: fix g_1 = 1, then choose each next component greedily.
+    rng = np.random.default_rng(n * 7919 + d)
+    if len(cands) > 4096:
+        cands = np.sort(rng.choice(cands, 4096, replace=False))
+    g = [1]
+    running = _p_alpha_factor(alpha, k / n)
+    for _ in range(1, d):
+        best_c, best, best_fac = None, np.inf, None
+        for start in range(0, len(cands), 128):
+            c = cands[start:start + 128]
+            fac = _p_alpha_factor(alpha, ((k[None, :] * c[:, None]) % n) / n)
+            vals = (running[None, :] * fac).mean(axis=1)
+            i = int(np.argmin(vals))
+            if vals[i] < best:
+                best, best_c, best_fac = float(vals[i]), int(c[i]), fac[i]
+        g.append(best_c)
+        running = running * best_fac
+    return tuple(g)
+
+
+@lru_cache(maxsize=64)
+def default_generator(n: int, d: int) -> tuple[int, ...]:
+    """The generating vector vocalatent uses for ``n`` points in ``d`` dimensions."""
+    if d == 1:
+        return (1,)
+    if d == 2 and n in FIBONACCI and n >= 3:
+        return fibonacci_generator(n)
+    if d == 3 and n in KOROBOV_3D:
+        return korobov_generator(n, KOROBOV_3D[n], 3)
+    logger.info("searching a rank-1 lattice generator for n=%d, d=%d", n, d)
+    return search_generator(n, d)
+
+
+def lattice(n: int, d: int, *, generator=None) -> np.ndarray:
+    """The default ``n``-point rank-1 lattice in ``d`` dimensions (see module docstring).
+
+    Returns
+    -------
+    points : np.ndarray [shape=(n, d), dtype=float64, range=[0, 1)]
+    """
+    check_positive("n", n, integer=True)
+    check_positive("d", d, integer=True)
+    if d > 3:
+        logger.warning("latent_dim=%d > 3: the lattice size needed grows exponentially with d", d)
+    g = default_generator(int(n), int(d)) if generator is None else generator
+    if len(g) != d:
+        raise ParameterError(f"generator must have length d={d}; got {tuple(g)!r}")
+    return rank1_lattice(n, g)
+
+
+def nearest_good_size(n: int, d: int) -> int:
+    """The lattice size vocalatent prefers near ``n``: a Fibonacci number (d=2) or a table entry
+    (d=3) when one is within a factor 1.3, else ``n`` itself."""
+    table = FIBONACCI if d == 2 else tuple(KOROBOV_3D) if d == 3 else ()
+    close = [t for t in table if t >= 3 and 1 / 1.3 <= t / n <= 1.3]
+    return min(close, key=lambda t: abs(math.log(t / n))) if close else int(n)
+
+
+def random_shift(d: int, rng: np.random.Generator) -> np.ndarray:
+    """A Cranley-Patterson shift ``Δ ~ U[0, 1)^d`` drawn from an explicit generator."""
+    return rng.random(d)
+
+
+def shift_points(points: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """``frac(points + shift)``: the shifted lattice, still in [0, 1)^d."""
+    out = points + shift
+    return out - np.floor(out)
+
+
+def to_gaussian(u, *, clip: float = GAUSSIAN_CLIP):
+    """Map points of [0, 1)^d to a standard normal prior by the inverse normal CDF.
+
+    Values are clipped to ``[clip, 1 - clip]`` first (0 would map to -inf). Works on NumPy
+    arrays and torch tensors.
+    """
+    try:
+        import torch
+
+        if isinstance(u, torch.Tensor):
+            return torch.special.ndtri(u.clamp(clip, 1 - clip))
+    except ImportError:  # pragma: no cover
+        pass
+    return ndtri(np.clip(u, clip, 1 - clip))

@@ -1,0 +1,682 @@
+"""The user-facing QLVM estimator: fit / transform / score_samples / save / load.
+
+The math lives in :mod:`vocalatent.nn` (decoders, likelihoods, the lattice estimate); this
+module handles data (NumPy, torch, or lazily read HDF5-backed arrays), devices, the training
+loop, early stopping, evaluation with large lattices streamed in chunks, and checkpoints.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import lattice as _lattice
+from ._utils import (DataError, NotFittedError, ParameterError, atomic_path, check_option,
+                     check_positive, check_random_state, progress, resolve_device)
+from ._version import __version__
+from .nn.decoders import DECODERS, make_decoder
+from .nn.likelihoods import LIKELIHOODS, make_likelihood
+from .nn.qlvm import PosteriorAccumulator, QLVMModule
+
+logger = logging.getLogger(__name__)
+
+_CHECKPOINT_FORMAT = "vocalatent.QLVM/1"
+
+
+# --------------------------------------------------------------------------------------------
+# Data access: in-memory arrays and lazily read array-likes (h5py datasets) behind one interface
+# --------------------------------------------------------------------------------------------
+class _Data:
+    """Rows of ``X`` as float32 (b, D) blocks, whatever ``X`` is.
+
+    ``X`` may be a NumPy array, a torch tensor, or any array-like with ``shape`` and
+    ``__getitem__`` accepting sorted integer arrays (an ``h5py.Dataset``, a
+    :class:`~vocalatent.data.store.SyllableStore`'s spectrograms) that is read block by block.
+    """
+
+    def __init__(self, X, *, name: str = "X"):
+        if isinstance(X, torch.Tensor):
+            X = X.detach().cpu().numpy()
+        if isinstance(X, (list, tuple)):
+            X = np.asarray(X)
+        if not hasattr(X, "shape") or not hasattr(X, "__getitem__"):
+            raise DataError(f"{name} must be an array-like with a shape; got {type(X).__name__}")
+        shape = tuple(int(s) for s in X.shape)
+        if len(shape) not in (2, 3):
+            raise DataError(
+                f"{name} must be 2-D (n_items, n_features) or 3-D (n_items, F, T); got shape {shape}"
+            )
+        if shape[0] == 0 or math.prod(shape[1:]) == 0:
+            raise DataError(f"{name} is empty (shape {shape})")
+        self.name = name
+        self.lazy = not isinstance(X, np.ndarray)
+        self.X = X
+        self.n = shape[0]
+        self.item_shape = shape[1:]
+        self.n_features = math.prod(self.item_shape)
+        self._checked = False
+
+    def check(self, likelihood) -> None:
+        """Validate values (finite, in the likelihood's support); lazily read data is checked
+        block by block as it is read."""
+        if self.lazy:
+            return
+        self._check_block(self.X.reshape(self.n, -1), 0, likelihood)
+        self._checked = True
+
+    def _check_block(self, x: np.ndarray, start: int, likelihood) -> None:
+        finite = np.isfinite(x)
+        if not finite.all():
+            rows = np.nonzero(~finite.all(axis=1))[0][:5] + start
+            kind = "NaN" if np.isnan(x).any() else "infinite"
+            raise DataError(f"{self.name} contains {kind} values (items {rows.tolist()} ...)")
+        if likelihood is not None:
+            try:
+                likelihood.check_data(x)
+            except DataError as exc:
+                raise DataError(f"{self.name}: {exc}") from None
+
+    def read(self, idx: np.ndarray, likelihood=None) -> np.ndarray:
+        """Rows ``idx`` (sorted ints) as a float32 (b, D) array."""
+        if self.lazy:
+            x = np.asarray(self.X[np.sort(idx)], dtype=np.float32).reshape(len(idx), -1)
+            self._check_block(x, int(idx[0]) if len(idx) else 0, likelihood)
+            return x
+        return np.asarray(self.X[idx], dtype=np.float32).reshape(len(idx), -1)
+
+    def sample(self, k: int, rng: np.random.Generator) -> np.ndarray:
+        idx = np.sort(rng.choice(self.n, size=min(k, self.n), replace=False))
+        return self.read(idx)
+
+    def subset(self, idx: np.ndarray) -> "_Data":
+        idx = np.sort(np.asarray(idx))
+        if self.lazy:
+            return _Subset(self, idx)
+        return _Data(self.X[idx], name=self.name)
+
+
+class _Subset(_Data):
+    """Rows ``idx`` of a lazily read _Data."""
+
+    def __init__(self, parent: _Data, idx: np.ndarray):
+        self.name, self.lazy, self.X = parent.name, True, parent.X
+        self.parent, self.idx = parent, idx
+        self.n, self.item_shape, self.n_features = len(idx), parent.item_shape, parent.n_features
+        self._checked = False
+
+    def read(self, idx, likelihood=None):
+        return self.parent.read(self.idx[np.sort(idx)], likelihood)
+
+
+def _frac(t: torch.Tensor) -> torch.Tensor:
+    return t - torch.floor(t)
+
+
+class QLVM:
+    """Quasi-Monte Carlo latent variable model: a decoder on a 1-3-D latent torus, trained by
+    estimating log p(x) with a randomly shifted rank-1 lattice.
+
+    Parameters
+    ----------
+    latent_dim : int, default 2
+        Dimension d of the latent torus [0, 1)^d. 1, 2 or 3 (more is allowed with a warning:
+        the lattice needed grows exponentially).
+    decoder : {"auto", "mlp", "conv"}
+        ``"auto"``: a convolutional decoder for 2-D items (F x T spectrograms, both >= 8),
+        an MLP otherwise.
+    likelihood : {"gaussian", "bernoulli", "poisson", "poisson_offset", "multinomial", "negbin"}
+        Observation model; see :mod:`vocalatent.nn.likelihoods`.
+    n_lattice : int or None
+        Training lattice size m. Default per d: 256, 987 (Fibonacci), 2039 (Korobov). Each
+        step decodes m points (shared by the batch): cost grows linearly in m.
+    batch_size : int, default 256
+        Items per step. Steps cost m decoder passes whatever the batch size, so large batches
+        are cheap (see docs/method.md).
+    max_epochs : int, default 200
+    lr : float, default 1e-3
+        Adam learning rate.
+    weight_decay : float, default 0
+    patience : int, default 20
+        Early stopping: epochs without a better validation log-likelihood before stopping
+        (only when ``fit`` is given validation data).
+    prior : {"uniform", "gaussian"}
+        Uniform on the torus with a periodic decoder (the QLVM), or a standard normal prior
+        (lattice through the inverse normal CDF, non-periodic decoder) for comparisons.
+    n_harmonics : int, default 1
+        Harmonics of the periodic input layer.
+    decoder_options, likelihood_options : dict or None
+        Extra keyword arguments for the decoder (e.g. ``hidden=(512, 512)``,
+        ``base_channels=32``) and the likelihood (e.g. ``sigma=0.1``, ``variance="fixed"``).
+    output_shape : (int, int) or None
+        Item shape for a convolutional decoder when X is given flat (N, F*T).
+    n_eval_lattice : int or None
+        Lattice size for ``score_samples``/``transform``. Default per d: 2048, 6765, 8191.
+    n_eval_shifts : int, default 4
+        Random shifts averaged by ``score_samples``/``transform``.
+    device : {"auto", "cpu", "cuda", "cuda:N"}
+    precision : {"32", "bf16"}
+        ``"bf16"`` runs the decoder under bfloat16 autocast on CUDA (likelihoods stay float32).
+    memory_budget_mb : float, default 512
+        Bound on the working memory of evaluation (lattice chunks x features, data blocks).
+    random_state : int, numpy Generator or None
+        Seeds initialisation, shuffling and lattice shifts (global RNGs are not touched).
+    verbose : bool, default True
+        Progress bars.
+    """
+
+    def __init__(self, latent_dim: int = 2, *, decoder: str = "auto", likelihood: str = "gaussian",
+                 n_lattice: int | None = None, batch_size: int = 256, max_epochs: int = 200,
+                 lr: float = 1e-3, weight_decay: float = 0.0, patience: int = 20,
+                 prior: str = "uniform", n_harmonics: int = 1, decoder_options: dict | None = None,
+                 likelihood_options: dict | None = None, output_shape=None,
+                 n_eval_lattice: int | None = None, n_eval_shifts: int = 4, device="auto",
+                 precision: str = "32", memory_budget_mb: float = 512.0, random_state=None,
+                 verbose: bool = True):
+        self.latent_dim = latent_dim
+        self.decoder = decoder
+        self.likelihood = likelihood
+        self.n_lattice = n_lattice
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.patience = patience
+        self.prior = prior
+        self.n_harmonics = n_harmonics
+        self.decoder_options = decoder_options
+        self.likelihood_options = likelihood_options
+        self.output_shape = output_shape
+        self.n_eval_lattice = n_eval_lattice
+        self.n_eval_shifts = n_eval_shifts
+        self.device = device
+        self.precision = precision
+        self.memory_budget_mb = memory_budget_mb
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # ----------------------------------------------------------------------------- params
+    @classmethod
+    def _param_names(cls):
+        sig = inspect.signature(cls.__init__)
+        return [p for p in sig.parameters if p != "self"]
+
+    def get_params(self) -> dict:
+        """The constructor arguments (scikit-learn convention)."""
+        return {name: getattr(self, name) for name in self._param_names()}
+
+    def set_params(self, **params) -> "QLVM":
+        for key, value in params.items():
+            if key not in self._param_names():
+                raise ParameterError(f"unknown parameter {key!r}; valid: {', '.join(self._param_names())}")
+            setattr(self, key, value)
+        return self
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items()
+                         if v != inspect.signature(type(self).__init__).parameters[k].default)
+        return f"{type(self).__name__}({args})"
+
+    def _validate_params(self) -> None:
+        check_positive("latent_dim", self.latent_dim, integer=True)
+        check_option("decoder", self.decoder, ("auto",) + DECODERS)
+        check_option("likelihood", self.likelihood, LIKELIHOODS)
+        check_option("prior", self.prior, ("uniform", "gaussian"))
+        check_option("precision", self.precision, ("32", "bf16"))
+        for name in ("batch_size", "max_epochs", "patience", "n_harmonics", "n_eval_shifts"):
+            check_positive(name, getattr(self, name), integer=True)
+        for name in ("n_lattice", "n_eval_lattice"):
+            if getattr(self, name) is not None:
+                check_positive(name, getattr(self, name), integer=True)
+        check_positive("lr", self.lr)
+        check_positive("weight_decay", self.weight_decay, allow_zero=True)
+        check_positive("memory_budget_mb", self.memory_budget_mb)
+        for name in ("decoder_options", "likelihood_options"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, dict):
+                raise ParameterError(f"{name} must be a dict or None; got {value!r}")
+
+    # ----------------------------------------------------------------------------- building
+    def _n_train(self) -> int:
+        d = int(self.latent_dim)
+        return int(self.n_lattice or _lattice.DEFAULT_N_TRAIN.get(d, 4096))
+
+    def _n_eval(self, n_lattice=None) -> int:
+        d = int(self.latent_dim)
+        return int(n_lattice or self.n_eval_lattice or _lattice.DEFAULT_N_EVAL.get(d, 16384))
+
+    def _build_module(self, item_shape, n_features) -> QLVMModule:
+        d = int(self.latent_dim)
+        like = make_likelihood(self.likelihood, n_features, **(self.likelihood_options or {}))
+        out_shape = tuple(self.output_shape) if self.output_shape is not None else (
+            tuple(item_shape) if len(item_shape) == 2 else None)
+        kind = self.decoder
+        if kind == "auto":
+            kind = "conv" if out_shape is not None and min(out_shape) >= 8 else "mlp"
+        opts = dict(self.decoder_options or {})
+        opts.setdefault("input_map", "periodic" if self.prior == "uniform" else "identity")
+        if opts["input_map"] == "periodic":
+            opts.setdefault("n_harmonics", self.n_harmonics)
+        dec = make_decoder(kind, d, n_features, n_params=like.n_params,
+                           output_shape=out_shape if kind == "conv" else None, **opts)
+        self.decoder_kind_ = kind
+        return QLVMModule(dec, like, d, prior=self.prior)
+
+    def _seed(self) -> int:
+        if not hasattr(self, "seed_"):
+            rng = check_random_state(self.random_state)
+            self.seed_ = int(rng.integers(0, 2**31 - 1))
+        return self.seed_
+
+    def _check_fitted(self):
+        if not hasattr(self, "module_"):
+            raise NotFittedError(f"this {type(self).__name__} is not fitted yet; call fit(X) first")
+
+    def _data(self, X, name="X") -> _Data:
+        data = X if isinstance(X, _Data) else _Data(X, name=name)
+        if hasattr(self, "module_"):
+            if data.n_features != self.n_features_ or (
+                    len(data.item_shape) == 2 and tuple(data.item_shape) != tuple(self.item_shape_)
+                    and len(self.item_shape_) == 2):
+                raise DataError(
+                    f"{name} has items of shape {data.item_shape}, but this model was trained on "
+                    f"items of shape {tuple(self.item_shape_)}"
+                )
+            data.check(self.module_.likelihood)
+        return data
+
+    def _autocast(self):
+        if self.precision == "bf16" and self.device_.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return torch.autocast("cpu", enabled=False)
+
+    # ----------------------------------------------------------------------------- fitting
+    def fit(self, X, validation=None) -> "QLVM":
+        """Train the decoder by maximising the lattice estimate of log p(x).
+
+        Parameters
+        ----------
+        X : array-like [shape=(N, D) or (N, F, T)]
+            Training items: NumPy array, torch tensor, or a lazily read array (h5py dataset).
+        validation : array-like, float in (0, 1), or None
+            Held-out items for early stopping (same shape as X's items), or a fraction of X to
+            hold out (drawn with ``random_state``). None: train for ``max_epochs``.
+
+        Returns
+        -------
+        self : QLVM
+        """
+        self._validate_params()
+        for attr in ("seed_", "module_"):
+            if hasattr(self, attr):
+                delattr(self, attr)
+        seed = self._seed()
+        rng = np.random.default_rng(seed)
+        data = _Data(X, name="X")
+        val = None
+        if isinstance(validation, float):
+            if not 0 < validation < 1:
+                raise ParameterError(f"validation as a fraction must be in (0, 1); got {validation!r}")
+            n_val = max(1, int(round(validation * data.n)))
+            if data.n - n_val < 1:
+                raise DataError(f"X has {data.n} items: too few to hold out {validation:.0%} for validation")
+            perm = rng.permutation(data.n)
+            val, data = data.subset(perm[:n_val]), data.subset(perm[n_val:])
+            val.name = "validation"
+        elif validation is not None:
+            val = _Data(validation, name="validation")
+            if val.n_features != data.n_features:
+                raise DataError(f"validation items have {val.n_features} features; X items have {data.n_features}")
+
+        self.device_ = resolve_device(self.device)
+        self.item_shape_ = tuple(data.item_shape)
+        self.n_features_ = data.n_features
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            module = self._build_module(self.item_shape_, self.n_features_)
+        data.check(module.likelihood)
+        if val is not None:
+            val.check(module.likelihood)
+        module.likelihood.setup(data.sample(4096, rng))
+        module.to(self.device_)
+        self.module_ = module
+        self.n_lattice_ = self._n_train()
+        if self.latent_dim == 2 and self.n_lattice_ not in _lattice.FIBONACCI:
+            logger.info("n_lattice=%d is not a Fibonacci number; searching a lattice generator", self.n_lattice_)
+        points = torch.as_tensor(_lattice.lattice(self.n_lattice_, int(self.latent_dim)),
+                                 dtype=torch.float32, device=self.device_)
+        self.lattice_generator_ = tuple(int(g) for g in _lattice.default_generator(self.n_lattice_, int(self.latent_dim)))
+
+        opt = torch.optim.Adam(module.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        staged = self._stage(data)
+        history = {"epoch": [], "train_log_likelihood": [], "val_log_likelihood": [], "seconds": []}
+        best, best_state, bad_epochs = -math.inf, None, 0
+        val_seed = seed + 1
+        bar = progress(range(1, self.max_epochs + 1), desc="QLVM fit", verbose=None if self.verbose else False)
+        t0 = time.perf_counter()
+        for epoch in bar:
+            module.train()
+            perm = rng.permutation(data.n)
+            total, count = 0.0, 0
+            for start in range(0, data.n, self.batch_size):
+                idx = perm[start:start + self.batch_size]
+                x = self._batch(data, staged, idx)
+                shift = torch.as_tensor(rng.random(int(self.latent_dim)), dtype=torch.float32,
+                                        device=self.device_)
+                u = _frac(points + shift)
+                with self._autocast():
+                    params = module.params(u)
+                ll = module.likelihood.log_prob_matrix(x, params)
+                logp = torch.logsumexp(ll, dim=1) - math.log(self.n_lattice_)
+                loss = -logp.mean()
+                if not torch.isfinite(loss):
+                    raise DataError(
+                        f"training diverged at epoch {epoch} (non-finite loss); try a smaller lr "
+                        f"(now {self.lr}) or check the data scaling"
+                    )
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += float(logp.detach().sum())
+                count += len(idx)
+            history["epoch"].append(epoch)
+            history["train_log_likelihood"].append(total / count)
+            val_ll = math.nan
+            if val is not None:
+                module.eval()
+                val_ll = float(self._stream(val, self.n_lattice_, 1, seed=val_seed)["log_likelihood"].mean())
+                improved = not math.isfinite(best) or val_ll > best + 1e-4 * abs(best)
+                if improved:
+                    best, best_state, bad_epochs = val_ll, copy.deepcopy(module.state_dict()), 0
+                else:
+                    bad_epochs += 1
+            history["val_log_likelihood"].append(val_ll)
+            history["seconds"].append(time.perf_counter() - t0)
+            if hasattr(bar, "set_postfix"):
+                bar.set_postfix(train=f"{total / count:.1f}", val=f"{val_ll:.1f}")
+            if val is not None and bad_epochs >= self.patience:
+                logger.info("early stopping at epoch %d (best validation log p(x) %.3f)", epoch, best)
+                break
+        if best_state is not None:
+            module.load_state_dict(best_state)
+        module.eval()
+        self.history_ = history
+        self.best_val_log_likelihood_ = best if val is not None else None
+        self.n_epochs_ = len(history["epoch"])
+        return self
+
+    def _stage(self, data: _Data):
+        """Move in-memory data to the device once when it fits the memory budget."""
+        if data.lazy:
+            return None
+        nbytes = data.n * data.n_features * 4
+        if nbytes > max(self.memory_budget_mb, 2048) * 2**20:
+            return None
+        x = np.asarray(data.X, dtype=np.float32).reshape(data.n, -1)
+        return torch.as_tensor(x, device=self.device_)
+
+    def _batch(self, data: _Data, staged, idx) -> torch.Tensor:
+        if staged is not None:
+            return staged[torch.as_tensor(idx, device=self.device_)]
+        idx = np.sort(idx)
+        return torch.as_tensor(data.read(idx, self.module_.likelihood), device=self.device_)
+
+    # ----------------------------------------------------------------------------- evaluation
+    @torch.no_grad()
+    def _stream(self, data: _Data, n_lattice: int, n_shifts: int, *, seed: int,
+                stats: bool = False, desc: str | None = None) -> dict:
+        """Stream lattice chunks x item blocks; return per-item results (NumPy, float64)."""
+        module = self.module_
+        module.eval()
+        d = int(self.latent_dim)
+        points = torch.as_tensor(_lattice.lattice(n_lattice, d), dtype=torch.float32, device=self.device_)
+        shift_rng = np.random.default_rng(seed)
+        shifts = [torch.as_tensor(shift_rng.random(d), dtype=torch.float32, device=self.device_)
+                  for _ in range(n_shifts)]
+        budget = self.memory_budget_mb * 2**20
+        n_params = module.likelihood.n_params
+        chunk = int(max(1, min(n_lattice, budget // (4 * 4 * n_params * self.n_features_))))
+        sub = int(max(1, min(4096, budget // (8 * 4 * chunk))))
+        block = int(max(sub, min(data.n, budget // (2 * 4 * self.n_features_))))
+        per_shift = np.empty((n_shifts, data.n))
+        out = {}
+        if stats:
+            out = {k: np.empty((data.n, d)) for k in ("embedding", "map_point", "resultant_length")}
+            out["entropy"] = np.empty(data.n)
+        n_steps = math.ceil(data.n / block) * n_shifts * math.ceil(n_lattice / chunk)
+        bar = progress(total=n_steps, desc=desc or "QLVM evaluate", verbose=None if self.verbose else False)
+        for b0 in range(0, data.n, block):
+            idx = np.arange(b0, min(data.n, b0 + block))
+            x = torch.as_tensor(data.read(idx, module.likelihood), device=self.device_)
+            accs = [PosteriorAccumulator(len(idx), d, self.device_, stats=False) for _ in shifts]
+            union = PosteriorAccumulator(len(idx), d, self.device_, stats=True) if stats else None
+            for s, shift in enumerate(shifts):
+                for c0 in range(0, n_lattice, chunk):
+                    u = _frac(points[c0:c0 + chunk] + shift)
+                    with self._autocast():
+                        params = module.params(u)
+                    for r0 in range(0, len(idx), sub):
+                        rows = slice(r0, r0 + sub)
+                        ll = module.likelihood.log_prob_matrix(x[rows], params)
+                        accs[s].update(ll, u, rows)
+                        if union is not None:
+                            union.update(ll, u, rows)
+                    accs[s].add_count(u.shape[0])
+                    if union is not None:
+                        union.add_count(u.shape[0])
+                    bar.update(1)
+            for s, acc in enumerate(accs):
+                per_shift[s, idx] = acc.log_marginal().cpu().numpy()
+            if union is not None:
+                out["embedding"][idx] = union.circular_mean().cpu().numpy()
+                out["map_point"][idx] = union.map.cpu().numpy()
+                out["resultant_length"][idx] = union.resultant_length().cpu().numpy()
+                out["entropy"][idx] = union.entropy().cpu().numpy()
+        bar.close()
+        # The union of the shifted lattices is one rule with n_shifts * m points.
+        lse = np.logaddexp.reduce(per_shift, axis=0) - math.log(n_shifts)
+        out["log_likelihood"] = lse
+        out["per_shift"] = per_shift
+        return out
+
+    def score_samples(self, X, *, n_lattice: int | None = None, n_shifts: int | None = None,
+                      random_state=None) -> np.ndarray:
+        """Per-item held-out log p(x) in nats (the lattice estimate, with its − log m term).
+
+        Parameters
+        ----------
+        X : array-like [shape=(N, D) or (N, F, T)]
+        n_lattice : int or None
+            Lattice size (default ``n_eval_lattice``).
+        n_shifts : int or None
+            Independent random shifts; the estimate uses their union (``n_shifts * m`` points).
+        random_state : int or None
+            Seeds the shifts (default: derived from the model's seed).
+
+        Returns
+        -------
+        log_likelihood : np.ndarray [shape=(N,), dtype=float64]
+        """
+        self._check_fitted()
+        data = self._data(X)
+        seed = self.seed_ + 2 if random_state is None else int(random_state)
+        res = self._stream(data, self._n_eval(n_lattice), n_shifts or self.n_eval_shifts, seed=seed,
+                           desc="QLVM score")
+        return res["log_likelihood"]
+
+    def score(self, X, **kwargs) -> float:
+        """Mean held-out log p(x) per item in nats."""
+        return float(np.mean(self.score_samples(X, **kwargs)))
+
+    def evaluate(self, X, *, n_lattice: int | None = None, n_shifts: int | None = None,
+                 random_state=None) -> dict:
+        """Held-out log-likelihood with its standard error over random shifts.
+
+        Returns
+        -------
+        result : dict
+            ``log_likelihood`` (mean nats per item, union of all shifts), ``stderr`` (standard
+            error of the per-shift means), ``per_shift`` (per-shift means), ``bits_per_dim``
+            (−log_likelihood / (D ln 2)), ``n_lattice``, ``n_shifts``, ``n_items``.
+        """
+        self._check_fitted()
+        data = self._data(X)
+        n_shifts = n_shifts or max(self.n_eval_shifts, 2)
+        n = self._n_eval(n_lattice)
+        seed = self.seed_ + 2 if random_state is None else int(random_state)
+        res = self._stream(data, n, n_shifts, seed=seed, desc="QLVM evaluate")
+        per_shift = res["per_shift"].mean(axis=1)
+        ll = float(res["log_likelihood"].mean())
+        return {"log_likelihood": ll,
+                "stderr": float(per_shift.std(ddof=1) / math.sqrt(n_shifts)) if n_shifts > 1 else math.nan,
+                "per_shift": per_shift.tolist(), "bits_per_dim": -ll / (self.n_features_ * math.log(2)),
+                "n_lattice": n, "n_shifts": n_shifts, "n_items": data.n}
+
+    def transform(self, X, *, n_lattice: int | None = None, n_shifts: int | None = None,
+                  random_state=None, coords: dict | None = None):
+        """Embed items: posterior circular mean, MAP point, spread and log p(x), as a Dataset.
+
+        Parameters
+        ----------
+        X : array-like [shape=(N, D) or (N, F, T)]
+        n_lattice, n_shifts, random_state
+            As in :meth:`score_samples`; the posterior statistics use the union of the shifts.
+        coords : dict or None
+            Per-item metadata (e.g. a DataFrame's columns) added as ``item`` coordinates.
+
+        Returns
+        -------
+        ds : xarray.Dataset
+            Dims ``item`` and ``latent``; variables ``embedding`` (circular posterior mean, in
+            [0, 1)), ``map_point``, ``spread`` (1 − mean resultant length, in [0, 1]),
+            ``posterior_entropy`` (nats) and ``log_likelihood`` (nats); attrs describe the model.
+        """
+        from .embedding import build_embedding
+
+        self._check_fitted()
+        data = self._data(X)
+        n = self._n_eval(n_lattice)
+        n_shifts = n_shifts or self.n_eval_shifts
+        seed = self.seed_ + 3 if random_state is None else int(random_state)
+        res = self._stream(data, n, n_shifts, seed=seed, stats=True, desc="QLVM transform")
+        return build_embedding(res, model=self, n_lattice=n, n_shifts=n_shifts, coords=coords)
+
+    def fit_transform(self, X, validation=None, **kwargs):
+        return self.fit(X, validation=validation).transform(X, **kwargs)
+
+    @torch.no_grad()
+    def posterior(self, X, *, n_lattice: int | None = None, shift=None) -> tuple[np.ndarray, np.ndarray]:
+        """The lattice posterior ``w_ij = softmax_j log p(x_i | z_j)`` for one shifted lattice.
+
+        Returns
+        -------
+        weights : np.ndarray [shape=(N, m)], rows sum to 1
+        points : np.ndarray [shape=(m, d)] in [0, 1), the shifted lattice
+        """
+        self._check_fitted()
+        data = self._data(X)
+        n = self._n_eval(n_lattice)
+        d = int(self.latent_dim)
+        if shift is None:
+            shift = np.zeros(d)
+        shift = np.asarray(shift, dtype=np.float64).reshape(d)
+        pts = _lattice.shift_points(_lattice.lattice(n, d), shift)
+        u = torch.as_tensor(pts, dtype=torch.float32, device=self.device_)
+        params = self.module_.params(u)
+        out = np.empty((data.n, n))
+        for b0 in range(0, data.n, 1024):
+            idx = np.arange(b0, min(data.n, b0 + 1024))
+            x = torch.as_tensor(data.read(idx, self.module_.likelihood), device=self.device_)
+            out[idx] = torch.softmax(self.module_.likelihood.log_prob_matrix(x, params).double(), 1).cpu().numpy()
+        return out, pts
+
+    @torch.no_grad()
+    def decode(self, z) -> np.ndarray:
+        """Decoded means at latent points ``z`` (n, d) in [0, 1): shape (n, *item_shape)."""
+        self._check_fitted()
+        z = np.atleast_2d(np.asarray(z, dtype=np.float32))
+        if z.shape[1] != self.latent_dim:
+            raise ParameterError(f"z must have {self.latent_dim} columns (latent_dim); got shape {z.shape}")
+        u = torch.as_tensor(np.mod(z, 1.0), device=self.device_)
+        out = []
+        for c0 in range(0, len(u), 1024):
+            out.append(self.module_.mean(u[c0:c0 + 1024]).float().cpu().numpy())
+        return np.concatenate(out).reshape((len(z),) + tuple(self.item_shape_))
+
+    def mean_function(self):
+        """A differentiable callable ``f(z) -> (n, D)`` mapping torch points in [0,1)^d to the
+        decoded mean (flattened), on the model's device; for the Jacobian and geodesics."""
+        self._check_fitted()
+        module = self.module_
+        module.eval()
+
+        def f(z: torch.Tensor) -> torch.Tensor:
+            return module.mean(z.to(self.device_, torch.float32))
+
+        return f
+
+    @property
+    def output_shape_(self):
+        """The item shape (F, T) for image-like items, else (D,)."""
+        self._check_fitted()
+        return tuple(self.item_shape_)
+
+    # ----------------------------------------------------------------------------- persistence
+    def save(self, path) -> Path:
+        """Write one self-describing checkpoint (parameters, weights, history) atomically."""
+        self._check_fitted()
+        params = self.get_params()
+        params["random_state"] = self.seed_
+        params["device"] = "auto"
+        state = {
+            "format": _CHECKPOINT_FORMAT,
+            "vocalatent_version": __version__,
+            "params": json.dumps(params),
+            "item_shape": list(self.item_shape_),
+            "seed": self.seed_,
+            "decoder_kind": self.decoder_kind_,
+            "n_lattice": self.n_lattice_,
+            "state_dict": {k: v.detach().cpu() for k, v in self.module_.state_dict().items()},
+            "history": {k: [float(v) for v in vals] for k, vals in self.history_.items()},
+        }
+        path = Path(path)
+        with atomic_path(path) as tmp:
+            torch.save(state, tmp)
+        return path
+
+    @classmethod
+    def load(cls, path, *, device="auto") -> "QLVM":
+        """Load a checkpoint written by :meth:`save` (``weights_only=True``: it cannot run code)."""
+        path = Path(path)
+        if not path.is_file():
+            raise DataError("no such model file", path=path)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch raises several types for corrupt files
+            raise DataError(f"not a readable vocalatent model checkpoint ({exc.__class__.__name__}: {exc})",
+                            path=path) from None
+        if not isinstance(state, dict) or state.get("format") != _CHECKPOINT_FORMAT:
+            raise DataError(f"not a {_CHECKPOINT_FORMAT} checkpoint", path=path)
+        params = json.loads(state["params"])
+        params["device"] = device
+        model = cls(**params)
+        model.seed_ = int(state["seed"])
+        model.device_ = resolve_device(device)
+        model.item_shape_ = tuple(state["item_shape"])
+        model.n_features_ = math.prod(model.item_shape_)
+        model.module_ = model._build_module(model.item_shape_, model.n_features_)
+        model.decoder_kind_ = state["decoder_kind"]
+        model.module_.load_state_dict(state["state_dict"])
+        model.module_.to(model.device_).eval()
+        model.n_lattice_ = int(state["n_lattice"])
+        model.lattice_generator_ = tuple(int(g) for g in _lattice.default_generator(model.n_lattice_, int(model.latent_dim)))
+        model.history_ = {k: list(v) for k, v in state["history"].items()}
+        model.n_epochs_ = len(model.history_.get("epoch", []))
+        return model

@@ -1,0 +1,286 @@
+"""Observation models p(x | z) as B x m matrix kernels built from GEMMs.
+
+For a batch of ``B`` items of dimension ``D`` and ``m`` decoded lattice points, every
+likelihood here returns the ``(B, m)`` matrix of ``log p(x_i | z_j)`` without ever forming a
+``B x m x D`` tensor: each one is a sum of matrix products ``x @ a_j^T`` and terms that depend
+on ``i`` alone or on ``j`` alone. Memory is O(B*m + m*D), and the time is that of the GEMMs.
+
+A likelihood is an ``nn.Module`` (it may hold learned parameters, e.g. per-feature variances)
+with
+
+- ``n_params``: how many decoder output channels it needs per feature;
+- ``log_prob_matrix(x, params) -> (B, m)``: all pairs;
+- ``log_prob_pairs(x, params) -> (B,)``: item ``i`` with decoded point ``i`` (for VAEs and
+  for brute-force references);
+- ``mean(params) -> (m, D)``: the decoded mean in data space;
+- ``check_data(x)``: raise :class:`~vocalatent.DataError` when ``x`` is outside the support.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .._utils import DataError, ParameterError, check_option
+
+_LOG_2PI = math.log(2 * math.pi)
+
+
+def _is_integer_valued(x: np.ndarray) -> bool:
+    return bool(np.all(np.equal(np.mod(x, 1), 0)))
+
+
+class Likelihood(nn.Module):
+    """Base class; see the module docstring for the contract."""
+
+    n_params: int = 1
+    name: str = "likelihood"
+
+    def setup(self, x_sample: np.ndarray) -> None:
+        """Initialise data-dependent buffers from a sample of the training data (N, D)."""
+
+    def check_data(self, x: np.ndarray) -> None:
+        """Raise DataError when ``x`` lies outside the support of this likelihood."""
+
+    def log_prob_matrix(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def log_prob_pairs(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def mean(self, params: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        return f"n_params={self.n_params}"
+
+
+class Gaussian(Likelihood):
+    """Diagonal Gaussian ``x_k ~ N(mu_jk, s_k^2)`` (or ``s_jk^2`` when the variance is decoded).
+
+    Parameters
+    ----------
+    n_features : int
+        Data dimension D.
+    variance : {"feature", "fixed", "decoded"}
+        ``"feature"``: one learned variance per feature, shared over the latent space (default);
+        ``"fixed"``: ``sigma**2`` for every feature; ``"decoded"``: the decoder outputs a
+        log-variance per feature and point (two output channels).
+    sigma : float > 0 or "auto"
+        Initial (or fixed) standard deviation in data units. ``"auto"`` (default) starts each
+        feature at its standard deviation in the training data: the posterior then starts
+        broad, the decoder learns the global layout first, and folds of the map are rarer.
+    min_sigma : float > 0
+        Floor on learned standard deviations (stops collapse on constant features).
+
+    Notes
+    -----
+    ``log p = -1/2 [ (x^2/s^2) 1 - 2 (x/s^2) mu^T + 1 (mu^2/s^2)^T ] - sum log s - D/2 log 2 pi``.
+    The three terms nearly cancel when ``x`` is close to ``mu``; to keep float32 accurate the
+    data and the means are both centred on a per-feature constant ``c`` (the training mean),
+    which leaves every log-likelihood unchanged in exact arithmetic.
+    """
+
+    name = "gaussian"
+
+    def __init__(self, n_features: int, *, variance: str = "feature", sigma="auto",
+                 min_sigma: float = 1e-3):
+        super().__init__()
+        check_option("variance", variance, ("feature", "fixed", "decoded"))
+        if not (sigma == "auto" or (isinstance(sigma, (int, float)) and sigma > 0)) or not min_sigma > 0:
+            raise ParameterError(f"sigma must be 'auto' or > 0 and min_sigma > 0; got {sigma!r}, {min_sigma!r}")
+        self.variance = variance
+        self.sigma = sigma
+        self.n_params = 2 if variance == "decoded" else 1
+        self.min_sigma = float(min_sigma)
+        init = self._raw(0.1 if sigma == "auto" else float(sigma))
+        if variance == "feature":
+            self.raw_sigma = nn.Parameter(torch.full((n_features,), init))
+        else:
+            self.register_buffer("raw_sigma", torch.full((n_features,), init))
+        self.register_buffer("center", torch.zeros(n_features))
+
+    def _raw(self, sigma):
+        return math.log(max(float(sigma) - self.min_sigma, self.min_sigma * 0.01))
+
+    def setup(self, x_sample):
+        x_sample = np.asarray(x_sample, dtype=np.float64)
+        self.center.copy_(torch.as_tensor(x_sample.mean(axis=0), dtype=torch.float32))
+        if self.sigma == "auto" and self.variance != "decoded":
+            std = np.maximum(x_sample.std(axis=0), 2 * self.min_sigma)
+            raw = np.log(std - self.min_sigma)
+            with torch.no_grad():
+                self.raw_sigma.copy_(torch.as_tensor(raw, dtype=torch.float32))
+
+    def check_data(self, x):
+        pass
+
+    def _log_sigma(self, params):
+        if self.variance == "decoded":
+            return torch.log(F.softplus(params[:, 1]) + self.min_sigma)  # (m, D)
+        return torch.log(torch.exp(self.raw_sigma) + self.min_sigma)  # (D,)
+
+    def log_prob_matrix(self, x, params):
+        mu = params[:, 0] - self.center
+        xc = x - self.center
+        log_s = self._log_sigma(params)
+        inv_var = torch.exp(-2 * log_s)
+        d = x.shape[1]
+        if log_s.dim() == 1:
+            xs = xc * inv_var
+            quad = (xs * xc).sum(1, keepdim=True) - 2 * xs @ mu.T + ((mu * mu) @ inv_var)[None, :]
+            return -0.5 * quad - log_s.sum() - 0.5 * d * _LOG_2PI
+        quad = ((xc * xc) @ inv_var.T - 2 * xc @ (mu * inv_var).T
+                + (mu * mu * inv_var).sum(1)[None, :])
+        return -0.5 * quad - log_s.sum(1)[None, :] - 0.5 * d * _LOG_2PI
+
+    def log_prob_pairs(self, x, params):
+        mu = params[:, 0]
+        log_s = self._log_sigma(params)
+        z = (x - mu) * torch.exp(-log_s)
+        ls = log_s.sum() if log_s.dim() == 1 else log_s.sum(1)
+        return -0.5 * (z * z).sum(1) - ls - 0.5 * x.shape[1] * _LOG_2PI
+
+    def mean(self, params):
+        return params[:, 0]
+
+
+class Bernoulli(Likelihood):
+    """Bernoulli with decoded logits ``l``: ``log p = x l^T - 1 softplus(l)^T``.
+
+    Data must be 0/1 (binary images, presence/absence).
+    """
+
+    name = "bernoulli"
+
+    def check_data(self, x):
+        if not np.all((x == 0) | (x == 1)):
+            bad = x[(x != 0) & (x != 1)]
+            raise DataError(
+                f"the Bernoulli likelihood needs binary data (0 or 1); found values such as "
+                f"{bad[:3].tolist()} — binarize first (e.g. x > 0.5) or use likelihood='gaussian'"
+            )
+
+    def log_prob_matrix(self, x, params):
+        logits = params[:, 0]
+        return x @ logits.T - F.softplus(logits).sum(1)[None, :]
+
+    def log_prob_pairs(self, x, params):
+        logits = params[:, 0]
+        return (x * logits - F.softplus(logits)).sum(1)
+
+    def mean(self, params):
+        return torch.sigmoid(params[:, 0])
+
+
+def _check_counts(x: np.ndarray, name: str) -> None:
+    if np.any(x < 0):
+        raise DataError(f"the {name} likelihood needs non-negative counts; found min {x.min():g}")
+    if not _is_integer_valued(x):
+        frac = x[np.mod(x, 1) != 0]
+        raise DataError(
+            f"the {name} likelihood needs integer counts; found non-integer values such as "
+            f"{frac[:3].tolist()} (normalized or log-transformed data? use raw counts)"
+        )
+
+
+class Poisson(Likelihood):
+    """Poisson with decoded log-rates: ``log p = x log(lam)^T - 1 lam^T - sum_k log x_k!``.
+
+    Parameters
+    ----------
+    offset : bool
+        If True, rates are ``l_i * rho_jk`` with ``rho_j`` a decoded probability vector
+        (log-softmax over features) and ``l_i = sum_k x_ik`` the item's total count (its size
+        factor): the Poisson-with-offset model for UMI counts. It still factors into one GEMM.
+    """
+
+    name = "poisson"
+
+    def __init__(self, *, offset: bool = False):
+        super().__init__()
+        self.offset = bool(offset)
+
+    def check_data(self, x):
+        _check_counts(x, "Poisson")
+
+    def _log_rate(self, params):
+        raw = params[:, 0]
+        return F.log_softmax(raw, dim=1) if self.offset else raw
+
+    def log_prob_matrix(self, x, params):
+        log_rate = self._log_rate(params)
+        lg = torch.lgamma(x + 1).sum(1, keepdim=True)
+        if self.offset:
+            total = x.sum(1, keepdim=True)
+            log_l = torch.log(total.clamp_min(1e-12))
+            return x @ log_rate.T + total * log_l - total - lg
+        return x @ log_rate.T - torch.exp(log_rate).sum(1)[None, :] - lg
+
+    def log_prob_pairs(self, x, params):
+        log_rate = self._log_rate(params)
+        lg = torch.lgamma(x + 1).sum(1)
+        if self.offset:
+            total = x.sum(1)
+            return (x * log_rate).sum(1) + total * torch.log(total.clamp_min(1e-12)) - total - lg
+        return (x * log_rate - torch.exp(log_rate)).sum(1) - lg
+
+    def mean(self, params):
+        log_rate = self._log_rate(params)
+        return torch.exp(log_rate)
+
+
+class Multinomial(Likelihood):
+    """Multinomial given each item's total count: ``x_i ~ Mult(n_i, rho_j)``.
+
+    ``log p = x log(rho)^T + log n_i! - sum_k log x_ik!`` with ``rho_j = softmax(decoder)``;
+    the decoded mean is the proportion vector ``rho_j``. Equivalent (up to a term in ``i``
+    alone) to the Poisson-with-size-factor model, and the fast default for UMI counts.
+    """
+
+    name = "multinomial"
+
+    def check_data(self, x):
+        _check_counts(x, "multinomial")
+
+    def log_prob_matrix(self, x, params):
+        log_rho = F.log_softmax(params[:, 0], dim=1)
+        total = x.sum(1, keepdim=True)
+        const = torch.lgamma(total + 1) - torch.lgamma(x + 1).sum(1, keepdim=True)
+        return x @ log_rho.T + const
+
+    def log_prob_pairs(self, x, params):
+        log_rho = F.log_softmax(params[:, 0], dim=1)
+        total = x.sum(1)
+        return (x * log_rho).sum(1) + torch.lgamma(total + 1) - torch.lgamma(x + 1).sum(1)
+
+    def mean(self, params):
+        return torch.softmax(params[:, 0], dim=1)
+
+
+LIKELIHOODS = ("gaussian", "bernoulli", "poisson", "poisson_offset", "multinomial", "negbin")
+
+
+def make_likelihood(name: str, n_features: int, **options) -> Likelihood:
+    """Build a likelihood by name: one of :data:`LIKELIHOODS`.
+
+    ``options`` go to the class (e.g. ``variance`` and ``sigma`` for ``"gaussian"``).
+    """
+    check_option("likelihood", name, LIKELIHOODS)
+    if name == "gaussian":
+        return Gaussian(n_features, **options)
+    if name == "bernoulli":
+        return Bernoulli(**options)
+    if name == "poisson":
+        return Poisson(offset=False, **options)
+    if name == "poisson_offset":
+        return Poisson(offset=True, **options)
+    if name == "multinomial":
+        return Multinomial(**options)
+    from .negbin import NegativeBinomial
+
+    return NegativeBinomial(n_features, **options)
