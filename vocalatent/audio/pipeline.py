@@ -1,0 +1,383 @@
+"""File-level orchestration: segment many recordings and build a syllable store, in parallel.
+
+Work is per file (per file and channel) and runs in worker processes
+(:class:`concurrent.futures.ProcessPoolExecutor`) with a progress bar. A file that fails —
+unreadable, corrupt, silent, too short, sample rate too low, ... — is recorded in an errors
+table (``source``, ``error``) and skipped; every other file is processed. Paths in every table
+are relative to the input root (POSIX style), so a store or CSV can move with its data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Mapping
+
+import numpy as np
+import pandas as pd
+
+from .._utils import (DataError, ParameterError, VocalatentError, check_positive,
+                      check_random_state, logger, progress)
+from ..data.store import SyllableStore
+from .annotations import find_annotation, read_annotation
+from .io import audio_info, find_audio, load_audio
+from .segment import SegmentParams, segment_file
+from .spectrogram import SpectrogramParams, calibrate_spectrogram_params, syllable_spectrograms
+
+__all__ = ["build_store", "segment_paths"]
+
+SEGMENT_COLUMNS = ["source", "channel", "onset_s", "offset_s", "duration_s", "sample_rate",
+                   "label", "peak", "segmented_by"]
+_MAX_SPAN_S = 60.0  # a spectrogram task reads at most about this much audio
+
+
+def _n_workers(n_jobs: int | None) -> int:
+    if n_jobs is None:
+        return 1
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, (int, np.integer)) or n_jobs == 0:
+        raise ParameterError(f"n_jobs must be a positive integer or -1 (all cores); got {n_jobs!r}")
+    if n_jobs < 0:
+        return max(1, (os.cpu_count() or 1) + 1 + int(n_jobs))
+    return int(n_jobs)
+
+
+def _ordered_map(func: Callable, tasks: list, n_jobs: int, desc: str) -> Iterator:
+    """Yield ``func(task)`` in task order; at most ``2 * n_jobs`` tasks in flight."""
+    bar = progress(total=len(tasks), desc=desc, unit="task")
+    try:
+        if n_jobs == 1 or len(tasks) <= 1:
+            for t in tasks:
+                yield func(t)
+                bar.update(1)
+            return
+        with ProcessPoolExecutor(max_workers=min(n_jobs, len(tasks))) as pool:
+            pending: deque = deque()
+            it = iter(tasks)
+            for t in it:
+                pending.append(pool.submit(func, t))
+                if len(pending) >= 2 * n_jobs:
+                    break
+            while pending:
+                fut = pending.popleft()
+                yield fut.result()
+                bar.update(1)
+                nxt = next(it, None)
+                if nxt is not None:
+                    pending.append(pool.submit(func, nxt))
+    finally:
+        bar.close()
+
+
+def _error_text(exc: BaseException, path) -> str:
+    if isinstance(exc, VocalatentError):
+        return str(exc)
+    logger.warning("%s: unexpected %s", path, type(exc).__name__, exc_info=exc)
+    return f"{path}: {type(exc).__name__}: {exc}"
+
+
+def _resolve_root(path_or_root) -> tuple[Path, list[Path]]:
+    p = Path(path_or_root)
+    files = find_audio(p)
+    base = p.parent if p.is_file() else p
+    return base, files
+
+
+def _rel(path: Path, base: Path) -> str:
+    return path.relative_to(base).as_posix()
+
+
+def _segment_task(task: dict) -> tuple[list[dict], list[dict]]:
+    path, source = Path(task["path"]), task["source"]
+    params = SegmentParams.from_dict(task["params"])
+    try:
+        info = audio_info(path)
+        channels = range(info.n_channels) if task["channel"] == "all" else [task["channel"]]
+        ann = None
+        if task["annotations"] != "ignore":
+            directory = None if task["annotations"] == "auto" else \
+                Path(task["annotations"]) / Path(source).parent
+            ann = find_annotation(path, directory=directory)
+        rows: list[dict] = []
+        for ch in channels:
+            if ann is not None:
+                df = read_annotation(ann)
+                df["duration_s"] = df["offset_s"] - df["onset_s"]
+                df["peak"] = np.nan
+                df["segmented_by"] = ann.name
+                if ch >= info.n_channels or ch < -info.n_channels:
+                    raise DataError(f"channel {ch} does not exist: the file has "
+                                    f"{info.n_channels} channel(s)", path=path)
+            else:
+                df = segment_file(path, params, channel=ch, chunk_s=task["chunk_s"])
+                df["label"] = ""
+                df["segmented_by"] = "amplitude"
+            df["source"] = source
+            df["channel"] = int(ch) % info.n_channels
+            df["sample_rate"] = info.sample_rate
+            extra = [c for c in df.columns if c not in SEGMENT_COLUMNS]
+            rows.extend(df[SEGMENT_COLUMNS + extra].to_dict("records"))
+        return rows, []
+    except Exception as exc:  # noqa: BLE001 - one bad file must not stop the others
+        return [], [{"source": source, "error": _error_text(exc, path)}]
+
+
+def _empty_segments() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(
+        SEGMENT_COLUMNS, [str, "int64", float, float, float, "int64", str, float, str])})
+
+
+def _errors_frame(rows: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["source", "error"])
+
+
+def segment_paths(path_or_root: str | os.PathLike, *,
+                  params: SegmentParams | Mapping[str, Any] | None = None,
+                  annotations: str | os.PathLike = "auto", channel: int | str = 0,
+                  n_jobs: int = 1, chunk_s: float = 60.0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Segment every audio file under a directory (or one file).
+
+    Parameters
+    ----------
+    path_or_root : path-like
+        A directory (searched recursively for audio files) or one audio file.
+    params : SegmentParams or mapping, optional
+        Segmentation parameters (default ``SegmentParams()``).
+    annotations : "auto", "ignore" or path-like, default="auto"
+        ``"auto"``: a file's annotation beside it (``song.wav.csv``, ``song.TextGrid``,
+        ``song.wav.not.mat``, ``song.txt``, ... see
+        :func:`vocalatent.audio.annotations.annotation_candidates`) replaces automatic
+        segmentation; ``"ignore"``: always segment; a directory: look for annotations there
+        (mirroring sub-directories) instead of beside the audio.
+    channel : int or "all", default=0
+        Channel to segment; ``"all"`` makes each channel its own source.
+    n_jobs : int, default=1
+        Worker processes (-1: all cores).
+    chunk_s : float, default=60
+        Seconds of audio held in memory at a time per worker.
+
+    Returns
+    -------
+    segments : pandas.DataFrame
+        One row per segment: ``source`` (path relative to the root), ``channel``, ``onset_s``,
+        ``offset_s``, ``duration_s``, ``sample_rate``, ``label`` ("" when segmented
+        automatically), ``peak`` (normalized amplitude, NaN for imported segments),
+        ``segmented_by`` ("amplitude" or the annotation file's name), plus any extra columns
+        an annotation CSV had. Sorted by source, channel, onset.
+    errors : pandas.DataFrame
+        ``source``, ``error`` for each file that failed (its message names the file and the
+        problem).
+    """
+    if params is None:
+        params = SegmentParams()
+    elif isinstance(params, Mapping):
+        params = SegmentParams.from_dict(params)
+    if not (channel == "all" or (isinstance(channel, (int, np.integer)) and not isinstance(channel, bool))):
+        raise ParameterError(f"channel must be an integer or 'all'; got {channel!r}")
+    if str(annotations) not in ("auto", "ignore") and not Path(annotations).is_dir():
+        raise ParameterError(f"annotations must be 'auto', 'ignore' or a directory; got "
+                             f"{str(annotations)!r}")
+    check_positive("chunk_s", chunk_s)
+    base, files = _resolve_root(path_or_root)
+    if not files:
+        logger.warning("no audio files found under %s", path_or_root)
+    tasks = [{"path": str(f), "source": _rel(f, base), "params": params.to_dict(),
+              "channel": channel if channel == "all" else int(channel),
+              "annotations": str(annotations), "chunk_s": float(chunk_s)} for f in files]
+    rows: list[dict] = []
+    errors: list[dict] = []
+    for r, e in _ordered_map(_segment_task, tasks, _n_workers(n_jobs), "segmenting"):
+        rows.extend(r)
+        errors.extend(e)
+    segments = pd.DataFrame(rows) if rows else _empty_segments()
+    if rows:
+        segments = segments.sort_values(["source", "channel", "onset_s"], kind="stable")
+        segments = segments.reset_index(drop=True)
+    for e in errors:
+        logger.warning("skipped: %s", e["error"])
+    logger.info("%d segments from %d file(s); %d file(s) failed", len(segments),
+                len(files) - len(errors), len(errors))
+    return segments, _errors_frame(errors)
+
+
+# --------------------------------------------------------------------------- spectrograms
+def _spectrogram_task(task: dict):
+    path, source = Path(task["path"]), task["source"]
+    params = SpectrogramParams.from_dict(task["params"])
+    on, off = np.asarray(task["onsets"]), np.asarray(task["offsets"])
+    try:
+        info = audio_info(path)
+        nperseg = params.nperseg or max(8, int(round(params.window_s * info.sample_rate)))
+        pad = nperseg / info.sample_rate + (params.window_dur_s / 2 if params.time_mode == "window" else 0)
+        t0 = max(0.0, float(on.min()) - pad)
+        t1 = min(info.duration_s, float(off.max()) + pad)
+        if t1 <= t0:
+            raise DataError(f"segments at {on.min():.3f}-{off.max():.3f} s lie outside the "
+                            f"recording ({info.duration_s:.3f} s)", path=path)
+        y, sr = load_audio(path, channel=task["channel"], offset_s=t0, duration_s=t1 - t0)
+        if sr < 2 * params.f_max:
+            raise DataError(f"sample rate {sr} Hz is below 2*f_max = {2 * params.f_max:g} Hz",
+                            path=path)
+        x = syllable_spectrograms(y, sr, on, off, params, y_start_s=t0,
+                                  return_db=task.get("return_db", False))
+        return task["index"], x, None
+    except Exception as exc:  # noqa: BLE001 - one bad file must not stop the others
+        return task["index"], None, {"source": source, "error": _error_text(exc, path)}
+
+
+def _spectrogram_tasks(segments: pd.DataFrame, base: Path, params: dict, batch: int,
+                       return_db: bool = False) -> list[dict]:
+    tasks = []
+    for (source, channel), grp in segments.groupby(["source", "channel"], sort=False):
+        idx = grp.index.to_numpy()
+        on, off = grp["onset_s"].to_numpy(), grp["offset_s"].to_numpy()
+        order = np.argsort(on, kind="stable")
+        start = 0
+        for i in range(1, len(order) + 1):
+            if i == len(order) or i - start >= batch or on[order[i]] - on[order[start]] > _MAX_SPAN_S:
+                sel = order[start:i]
+                tasks.append({"path": str(base / source), "source": source, "channel": int(channel),
+                              "index": idx[sel].tolist(), "onsets": on[sel].tolist(),
+                              "offsets": off[sel].tolist(), "params": params,
+                              "return_db": return_db})
+                start = i
+    return tasks
+
+
+def _segments_digest(segments: pd.DataFrame) -> str:
+    h = hashlib.sha256()
+    for col in ("source", "channel", "onset_s", "offset_s", "label"):
+        vals = segments[col].to_numpy() if col in segments.columns else np.array([])
+        if vals.dtype.kind == "f":
+            vals = np.round(vals, 6)
+        h.update("\x1f".join(map(str, vals.tolist())).encode())
+        h.update(b"\x1e")
+    return h.hexdigest()
+
+
+def build_store(root: str | os.PathLike, out_path: str | os.PathLike, *,
+                segment_params: SegmentParams | Mapping | None = None,
+                spectrogram_params: SpectrogramParams | Mapping | None = None,
+                segments: pd.DataFrame | None = None, annotations: str | os.PathLike = "auto",
+                channel: int | str = 0, n_jobs: int = 1, chunk_s: float = 60.0,
+                dtype: str = "float32", batch_syllables: int = 256, calib_syllables: int = 500,
+                random_state=0, reuse: bool = True) -> tuple[SyllableStore, pd.DataFrame]:
+    """Segment (unless ``segments`` are given), make syllable spectrograms and write a store.
+
+    Parameters
+    ----------
+    root : path-like
+        Directory of recordings (or one file); ``source`` paths are relative to it.
+    out_path : path-like
+        The HDF5 store to write (atomically).
+    segment_params, spectrogram_params : params or mapping, optional
+        Defaults: ``SegmentParams()``, ``SpectrogramParams()``. Without a fixed clipping
+        range, it is calibrated from up to ``calib_syllables`` syllables drawn at random
+        (``random_state``) and recorded in ``store.info["spectrogram_resolved"]``.
+    segments : pandas.DataFrame, optional
+        Use these segments (``source``, ``onset_s``, ``offset_s``, optionally ``channel``,
+        ``label``, ``sample_rate``, metadata) instead of segmenting.
+    annotations, channel, n_jobs, chunk_s
+        As in :func:`segment_paths`.
+    dtype : {"float32", "float16", "uint8"}, default="float32"
+    batch_syllables : int, default=256
+        Syllables per worker task (bounds memory: 64 KB each at 128 x 128 float32).
+    calib_syllables : int, default=500
+    random_state : None, int or Generator, default=0
+    reuse : bool, default=True
+        When ``out_path`` exists and was made from the same segments with the same
+        parameters by this version, return it instead of rebuilding; a store that differs is
+        reported as stale and rebuilt, never reused.
+
+    Returns
+    -------
+    store : SyllableStore
+        Read-only, opened on ``out_path``; one item per segment of every file that did not
+        fail.
+    errors : pandas.DataFrame
+        ``source``, ``error`` of the files that failed (segmenting or spectrograms).
+    """
+    if segment_params is None or isinstance(segment_params, Mapping):
+        segment_params = SegmentParams.from_dict(segment_params or {})
+    if spectrogram_params is None or isinstance(spectrogram_params, Mapping):
+        spectrogram_params = SpectrogramParams.from_dict(spectrogram_params or {})
+    check_positive("batch_syllables", batch_syllables, integer=True)
+    check_positive("calib_syllables", calib_syllables, integer=True)
+    n_workers = _n_workers(n_jobs)
+    base, _ = _resolve_root(root)
+    out_path = Path(out_path)
+    error_rows: list[dict] = []
+    if segments is None:
+        segments, errs = segment_paths(root, params=segment_params, annotations=annotations,
+                                       channel=channel, n_jobs=n_workers, chunk_s=chunk_s)
+        error_rows.extend(errs.to_dict("records"))
+    else:
+        segments = _complete_segments(segments, base)
+    segments = segments.reset_index(drop=True)
+    identity = {"spectrogram": spectrogram_params.to_dict(),
+                "segments_sha256": _segments_digest(segments), "n_segments": int(len(segments))}
+    if out_path.exists():
+        try:
+            old = SyllableStore(out_path)
+            reason = old.stale_reason(identity)
+            if reuse and reason is None:
+                logger.info("%s is up to date (%d items); reusing it", out_path, len(old))
+                return old, _errors_frame(error_rows)
+            old.close()
+            logger.info("%s is stale (%s); rebuilding", out_path,
+                        reason or "reuse=False")
+        except DataError as exc:
+            logger.info("%s is not a usable store (%s); rebuilding", out_path, exc)
+    resolved = spectrogram_params
+    if not resolved.calibrated and len(segments):
+        rng = check_random_state(random_state)
+        pick = np.sort(rng.choice(len(segments), size=min(calib_syllables, len(segments)),
+                                  replace=False))
+        tasks = _spectrogram_tasks(segments.iloc[pick], base, resolved.to_dict(),
+                                   batch_syllables, return_db=True)
+        dbs = [x for _, x, e in _ordered_map(_spectrogram_task, tasks, n_workers, "calibrating")
+               if x is not None]
+        if dbs:
+            resolved = calibrate_spectrogram_params(dbs, resolved)
+            logger.info("spectrogram clipping range calibrated: %.1f to %.1f dBFS",
+                        resolved.spec_min_db, resolved.spec_max_db)
+    info = {"segment": segment_params.to_dict(), "spectrogram_resolved": resolved.to_dict(),
+            "root": str(base.resolve()), "annotations": str(annotations)}
+    tasks = _spectrogram_tasks(segments, base, resolved.to_dict(), batch_syllables)
+    failed: set[str] = set()
+    with SyllableStore.create(out_path, params=identity, dtype=dtype, info=info,
+                              shape=(resolved.n_freq, resolved.n_time)) as store:
+        for index, x, err in _ordered_map(_spectrogram_task, tasks, n_workers, "spectrograms"):
+            if err is not None:
+                if err["source"] not in failed:
+                    error_rows.append(err)
+                    failed.add(err["source"])
+                    logger.warning("skipped: %s", err["error"])
+                continue
+            store.append(x, segments.iloc[index])
+    logger.info("wrote %s: %d syllables", out_path, len(store))
+    return SyllableStore(out_path), _errors_frame(error_rows)
+
+
+def _complete_segments(segments: pd.DataFrame, base: Path) -> pd.DataFrame:
+    missing = [c for c in ("source", "onset_s", "offset_s") if c not in segments.columns]
+    if missing:
+        raise ParameterError(f"segments lack column(s) {missing}; they have {list(segments.columns)}")
+    seg = segments.copy()
+    if "channel" not in seg.columns:
+        seg["channel"] = 0
+    if "label" not in seg.columns:
+        seg["label"] = ""
+    if "duration_s" not in seg.columns:
+        seg["duration_s"] = seg["offset_s"] - seg["onset_s"]
+    if "sample_rate" not in seg.columns:
+        rates = {}
+        for s in seg["source"].unique():
+            try:
+                rates[s] = audio_info(base / s).sample_rate
+            except DataError:
+                rates[s] = 0  # the spectrogram task reports this file's error
+        seg["sample_rate"] = seg["source"].map(rates).astype("int64")
+    return seg.sort_values(["source", "channel", "onset_s"], kind="stable")
