@@ -42,6 +42,10 @@ __all__ = [
     "read_spike_times",
 ]
 
+#: A spike within this fraction of a bin below an edge counts in the later bin, so that
+#: decimal times on an edge (0.3 s with 0.1 s bins) land where they read, despite rounding.
+_EDGE_TOL = 1e-9
+
 #: Factors that convert a time unit to seconds.
 TIME_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6}
 
@@ -162,8 +166,8 @@ def bin_spikes(spike_times: Sequence[np.ndarray] | Mapping[str, np.ndarray], *, 
                ) -> NeuralCounts:
     """Count spikes in bins of ``bin_s`` seconds.
 
-    Bin ``n`` covers ``[t_start + n bin_s, t_start + (n + 1) bin_s)``; its time coordinate is
-    its centre. Spikes outside ``[t_start, t_stop)`` are left out (and their number logged).
+    Bin ``n`` covers ``[t_start + n bin_s, t_start + (n + 1) bin_s)`` (a time within 1e-9 bin
+    widths below an edge counts as on the edge); its time coordinate is its centre. Spikes outside ``[t_start, t_stop)`` are left out (and their number logged).
 
     Parameters
     ----------
@@ -215,13 +219,14 @@ def bin_spikes(spike_times: Sequence[np.ndarray] | Mapping[str, np.ndarray], *, 
     if t_stop < t_start or (explicit_stop and t_stop == t_start):
         raise ParameterError(f"t_stop must be > t_start; got t_start={t_start!r}, t_stop={t_stop!r}")
     span = (t_stop - t_start) / bin_s
-    n_bins = max(int(np.ceil(span)), 1) if explicit_stop else int(np.floor(span)) + 1
+    n_bins = (max(int(np.ceil(span - _EDGE_TOL)), 1) if explicit_stop
+              else int(np.floor(span + _EDGE_TOL)) + 1)
     counts = np.zeros((len(trains), n_bins), dtype=np.int64)
     dropped = 0
     for u, (name, t) in enumerate(zip(names, trains)):
         inside = (t >= t_start) & ((t < t_stop) if explicit_stop else np.ones(t.size, bool))
         dropped += int(t.size - inside.sum())
-        idx = np.floor((t[inside] - t_start) / bin_s).astype(np.int64)
+        idx = np.floor((t[inside] - t_start) / bin_s + _EDGE_TOL).astype(np.int64)
         idx = np.clip(idx, 0, n_bins - 1)          # guards rounding at the last edge
         counts[u] = np.bincount(idx, minlength=n_bins)
         if counts[u].sum() == 0 and not allow_empty_units:
