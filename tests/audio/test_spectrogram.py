@@ -1,0 +1,71 @@
+"""Syllable spectrograms: geometry against known tones and sweeps, calibration, validation."""
+
+import numpy as np
+import pytest
+
+from vocalatent import ParameterError
+from vocalatent.audio.spectrogram import (SpectrogramParams, calibrate_spectrogram_params,
+                                          syllable_spectrogram, syllable_spectrograms)
+from vocalatent.audio.synthetic import synthetic_song
+
+SR = 32000
+
+
+def _tone(freq, dur=0.1, amp=0.5, pad=0.2):
+    t = np.arange(int((dur + 2 * pad) * SR)) / SR
+    y = np.where((t >= pad) & (t < pad + dur), amp * np.sin(2 * np.pi * freq * t), 0.0)
+    return y.astype(np.float32), pad, pad + dur
+
+
+@pytest.mark.parametrize("scale", ["linear", "mel"])
+def test_tone_lands_on_its_row(scale):
+    p = SpectrogramParams(freq_scale=scale, spec_min_db=-80, spec_max_db=0)
+    rows = p.frequencies()
+    for f in (1000.0, 3000.0, 7000.0):
+        y, on, off = _tone(f)
+        S = syllable_spectrogram(y, SR, on, off, p)
+        assert S.shape == (128, 128) and S.dtype == np.float32
+        assert 0.0 <= S.min() and S.max() <= 1.0
+        peak_row = np.argmax(S[:, 64])
+        assert abs(rows[peak_row] - f) <= np.diff(rows).max()
+        # a full-scale sine reads 0 dB: amplitude 0.5 -> -6 dB -> (80-6)/80, less up to
+        # 3 dB when the tone falls between two rows (triangular row weights)
+        assert -9.5 <= S[peak_row, 64] * 80 - 80 <= -5.5
+
+
+def test_stretch_vs_window_time_axis():
+    y, on, off = _tone(2000.0, dur=0.05)
+    stretch = syllable_spectrogram(y, SR, on, off, SpectrogramParams(spec_min_db=-80, spec_max_db=0))
+    window = syllable_spectrogram(y, SR, on, off, SpectrogramParams(
+        time_mode="window", window_dur_s=0.2, spec_min_db=-80, spec_max_db=0))
+    row = np.argmax(stretch[:, 64])
+    on_cols = np.flatnonzero(window[row] > 0.5)
+    # the 50 ms tone covers a quarter of a 200 ms window, centred
+    assert 28 <= on_cols.size <= 40 and abs(on_cols.mean() - 63.5) < 3
+    assert (stretch[row, 8:120] > 0.5).all()
+
+
+def test_sweep_rises_left_to_right():
+    y, sr, truth = synthetic_song(n_syllables=12, types=["up"], random_state=1)
+    p = SpectrogramParams(spec_min_db=-80, spec_max_db=-5)
+    S = syllable_spectrograms(y, sr, truth["onset_s"], truth["offset_s"], p)
+    peak_rows = S.argmax(axis=1)  # (N, T)
+    assert (peak_rows[:, 100] > peak_rows[:, 20] + 30).all()
+
+
+def test_calibration_and_validation():
+    y, sr, truth = synthetic_song(n_syllables=10, random_state=2)
+    p = SpectrogramParams()
+    with pytest.raises(ParameterError, match="clipping range"):
+        syllable_spectrograms(y, sr, truth["onset_s"], truth["offset_s"], p)
+    db = syllable_spectrograms(y, sr, truth["onset_s"], truth["offset_s"], p, return_db=True)
+    cal = calibrate_spectrogram_params(db, p)
+    assert cal.spec_min_db == pytest.approx(np.percentile(db, 30), abs=1e-3)
+    assert cal.spec_max_db == pytest.approx(np.percentile(db, 99.8), abs=1e-3)
+    with pytest.raises(ParameterError, match="time_mode"):
+        SpectrogramParams(time_mode="crop")
+    with pytest.raises(ParameterError, match="unknown SpectrogramParams key.*'mel'"):
+        SpectrogramParams.from_dict({"mel": True})
+    with pytest.raises(ParameterError, match="below 2\\*f_max"):
+        syllable_spectrograms(y, 16000, [0.1], [0.2], cal)
+    assert SpectrogramParams.from_dict(cal.to_dict()) == cal
