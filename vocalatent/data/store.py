@@ -63,9 +63,10 @@ class _LazySpectrograms:
     returns float32 (dequantized when the store is quantized).
     """
 
-    def __init__(self, dset, dtype: str):
+    def __init__(self, dset, dtype: str, owner: "SyllableStore"):
         self._d = dset
         self._kind = dtype
+        self._owner = owner  # keeps the file open while this view is in use
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -386,7 +387,7 @@ class SyllableStore:
     @property
     def spectrograms(self) -> _LazySpectrograms:
         """Lazily indexable (N, F, T) float32 array-like; nothing is read until indexed."""
-        return _LazySpectrograms(self._h5["spectrograms"], str(self._h5.attrs["dtype"]))
+        return _LazySpectrograms(self._h5["spectrograms"], str(self._h5.attrs["dtype"]), self)
 
     @property
     def segments(self) -> pd.DataFrame:

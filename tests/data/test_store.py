@@ -1,0 +1,111 @@
+"""SyllableStore: round trip, lazy reads, append, param refusal, atomicity, quantization."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from vocalatent import DataError, ParameterError
+from vocalatent.data.store import SyllableStore
+
+PARAMS = {"spectrogram": {"n_freq": 6, "f_max": 8000.0, "calib_percentiles": (30, 99)}}
+
+
+def _items(n, seed=0, start=0):
+    rng = np.random.default_rng(seed)
+    x = rng.random((n, 6, 5)).astype(np.float32)
+    seg = pd.DataFrame({"source": [f"d/f{i % 3}.wav" for i in range(start, start + n)],
+                        "onset_s": np.arange(start, start + n) * 0.5,
+                        "offset_s": np.arange(start, start + n) * 0.5 + 0.1,
+                        "sample_rate": 32000, "label": [f"l{i}" for i in range(start, start + n)],
+                        "animal": "bird1"})
+    return x, seg
+
+
+def test_round_trip_lazy_read_and_metadata(tmp_path):
+    x, seg = _items(37)
+    path = tmp_path / "s.h5"
+    with SyllableStore.create(path, params=PARAMS, shape=(6, 5)) as st:
+        for b in range(0, 37, 8):  # the last partial batch (5 items) must not be lost
+            st.append(x[b:b + 8], seg.iloc[b:b + 8])
+    st = SyllableStore(path)
+    assert len(st) == 37 and st.shape == (6, 5)
+    np.testing.assert_array_equal(st.spectrograms[:], x)
+    idx = np.array([30, 2, 2, 17])
+    np.testing.assert_array_equal(st.spectrograms[idx], x[idx])
+    got_x, got_seg = st.read(idx)
+    np.testing.assert_array_equal(got_x, x[idx])
+    assert got_seg["label"].tolist() == ["l30", "l2", "l2", "l17"]
+    table = st.segments
+    assert table["animal"].eq("bird1").all() and table["channel"].eq(0).all()
+    np.testing.assert_allclose(table["duration_s"], 0.1)
+    assert st.params == {"spectrogram": {"n_freq": 6, "f_max": 8000.0, "calib_percentiles": [30, 99]}}
+    assert st.is_compatible(PARAMS) and not st.is_compatible({"spectrogram": {"n_freq": 7}})
+    assert "n_freq" in str(SyllableStore(path).stale_reason({"spectrogram": {"n_freq": 7}}))
+    with pytest.raises(ParameterError, match="read-only"):
+        st.append(x[:1], seg.iloc[:1])
+
+
+def test_append_mode_and_param_refusal(tmp_path):
+    path = tmp_path / "s.h5"
+    x, seg = _items(10)
+    with SyllableStore.create(path, params=PARAMS, shape=(6, 5)) as st:
+        st.append(x, seg)
+    x2, seg2 = _items(4, seed=1, start=10)
+    with SyllableStore(path, mode="a") as st:
+        with pytest.raises(ParameterError, match="made with params.*n_freq.*7.*n_freq.*6"):
+            st.append(x2, seg2, params={"spectrogram": {"n_freq": 7}})
+        st.append(x2, seg2, params=PARAMS)
+    st = SyllableStore(path)
+    assert len(st) == 14
+    np.testing.assert_array_equal(st.spectrograms[10:], x2)
+    with SyllableStore(path, mode="a") as st2:
+        with pytest.raises(ParameterError, match="missing \\['animal'\\]"):
+            st2.append(x2, seg2.drop(columns="animal"))
+
+
+def test_exception_mid_write_leaves_old_store_intact(tmp_path):
+    path = tmp_path / "s.h5"
+    x, seg = _items(6)
+    with SyllableStore.create(path, params=PARAMS, shape=(6, 5)) as st:
+        st.append(x, seg)
+    with pytest.raises(RuntimeError):
+        with SyllableStore.create(path, params={"other": 1}, shape=(6, 5)) as st:
+            st.append(x[:3], seg.iloc[:3])
+            raise RuntimeError("crash")
+    with pytest.raises(RuntimeError):
+        with SyllableStore(path, mode="a") as st:
+            st.append(x, seg)
+            raise RuntimeError("crash")
+    st = SyllableStore(path)
+    assert len(st) == 6 and st.params["spectrogram"]["n_freq"] == 6
+    assert [p.name for p in tmp_path.iterdir()] == ["s.h5"]  # no temporary left behind
+    new = tmp_path / "new.h5"
+    with pytest.raises(RuntimeError):
+        with SyllableStore.create(new, params=PARAMS, shape=(6, 5)) as st:
+            st.append(x, seg)
+            raise RuntimeError("crash")
+    assert not new.exists()
+
+
+@pytest.mark.parametrize("dtype,tol", [("float16", 2.5e-4), ("uint8", 1 / 510 + 1e-7)])
+def test_quantized_error_bound(tmp_path, dtype, tol):
+    x, seg = _items(9)
+    with SyllableStore.create(tmp_path / "q.h5", params=PARAMS, shape=(6, 5), dtype=dtype) as st:
+        st.append(x, seg)
+    back = SyllableStore(tmp_path / "q.h5").spectrograms[:]
+    assert back.dtype == np.float32 and np.abs(back - x).max() <= tol
+
+
+def test_bad_inputs(tmp_path):
+    with pytest.raises(DataError, match="nope.h5: no such syllable store"):
+        SyllableStore(tmp_path / "nope.h5")
+    (tmp_path / "junk.h5").write_bytes(b"not hdf5")
+    with pytest.raises(DataError, match="junk.h5: not a readable HDF5"):
+        SyllableStore(tmp_path / "junk.h5")
+    x, seg = _items(3)
+    with SyllableStore.create(tmp_path / "s.h5", params=PARAMS, shape=(6, 5)) as st:
+        with pytest.raises(ParameterError, match="shape"):
+            st.append(x[:, :5], seg)
+        with pytest.raises(ParameterError, match="required column"):
+            st.append(x, seg.drop(columns="source"))
+        st.append(x, seg)
