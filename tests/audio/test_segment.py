@@ -15,25 +15,14 @@ from vocalatent import DataError, ParameterError
 from vocalatent.audio.io import audio_info, find_audio, iter_chunks, load_audio
 from vocalatent.audio.segment import (SegmentParams, amplitude_trace, segment_file,
                                       segment_signal)
+from vocalatent.audio.synthetic import match_onsets as _match
 from vocalatent.audio.synthetic import synthetic_song, write_long_recording
 
 TOL_S = 0.010  # onset/offset tolerance used for precision and recall
 
 
-def match_onsets(truth: pd.DataFrame, found: pd.DataFrame, tol: float = TOL_S):
-    """Precision and recall of one-to-one onset matches within ``tol`` seconds."""
-    used, tp = set(), 0
-    on = found["onset_s"].to_numpy()
-    for t in truth["onset_s"]:
-        d = np.abs(on - t)
-        for j in np.argsort(d):
-            if d[j] > tol:
-                break
-            if j not in used:
-                used.add(j)
-                tp += 1
-                break
-    return tp / max(len(found), 1), tp / max(len(truth), 1)
+def match_onsets(truth, found, tol=TOL_S):
+    return _match(truth, found, tol_s=tol)
 
 
 def test_precision_recall_on_synthetic_songs():

@@ -20,7 +20,7 @@ import soundfile as sf
 
 from .._utils import ParameterError, atomic_path, check_positive, check_random_state
 
-__all__ = ["SYLLABLE_TYPES", "synthetic_song", "write_long_recording", "write_synthetic_dataset"]
+__all__ = ["SYLLABLE_TYPES", "match_onsets", "synthetic_song", "write_long_recording", "write_synthetic_dataset"]
 
 #: The default repertoire. ``kind`` is the sound; frequencies are fractions of the band
 #: (0 = f_lo, 1 = f_hi); ``duration_s`` is the mean duration (jittered by ±15 %).
@@ -281,3 +281,35 @@ def write_long_recording(path: str | os.PathLike, *, duration_s: float = 3600.0,
                             noise_rms=noise_rms, noise_rng=np.random.default_rng([start, 7]))
                 fh.write(np.clip(y, -1.0, 1.0).astype(np.float32))
     return _truth(sched)
+
+
+def match_onsets(truth: pd.DataFrame, found: pd.DataFrame, *, tol_s: float = 0.010
+                 ) -> tuple[float, float]:
+    """Precision and recall of found segments against ground truth by onset time.
+
+    Each true onset is matched to at most one found onset (the closest unused one) within
+    ``tol_s`` seconds.
+
+    Parameters
+    ----------
+    truth, found : pandas.DataFrame
+        With an ``onset_s`` column (one recording).
+    tol_s : float, default=0.010
+
+    Returns
+    -------
+    precision, recall : float in [0, 1]
+    """
+    used: set[int] = set()
+    tp = 0
+    on = found["onset_s"].to_numpy()
+    for t in truth["onset_s"]:
+        d = np.abs(on - t)
+        for j in np.argsort(d):
+            if d[j] > tol_s:
+                break
+            if j not in used:
+                used.add(j)
+                tp += 1
+                break
+    return tp / max(len(found), 1), tp / max(len(truth), 1)
