@@ -24,11 +24,16 @@ import torch
 
 from .._utils import ParameterError, check_positive
 
-__all__ = ["DEFAULT_CHUNK_SIZE", "negbin_log_prob", "negbin_log_prob_matrix", "plan_blocks"]
+__all__ = ["DEFAULT_CHUNK_SIZE", "DEFAULT_CHUNK_SIZE_CUDA", "negbin_log_prob", "negbin_log_prob_matrix", "plan_blocks"]
 
-#: Default largest number of (item, point, feature) triples evaluated at once (16 MiB of
-#: float32 per block tensor).
+#: Default largest number of (item, point, feature) triples evaluated at once on CPU (16 MiB
+#: of float32 per block tensor).
 DEFAULT_CHUNK_SIZE = 2**22
+
+#: Default on CUDA, where small blocks are bound by kernel launches: measured on an H200 with
+#: B=512, m=610, D=2000 (float32, forward + backward), 2**22 took 79 ms, 2**24 19 ms with a
+#: 203 MiB peak, 2**26 15 ms with 789 MiB; the multinomial GEMM took 0.45 ms.
+DEFAULT_CHUNK_SIZE_CUDA = 2**24
 
 
 def plan_blocks(B: int, m: int, D: int, chunk_size: int) -> tuple[int, int, int]:
@@ -131,7 +136,7 @@ def negbin_log_prob(x: torch.Tensor, log_mu: torch.Tensor, log_theta: torch.Tens
 
 
 def negbin_log_prob_matrix(x: torch.Tensor, log_rho: torch.Tensor, log_size_factor: torch.Tensor,
-                           log_theta: torch.Tensor, *, chunk_size: int = DEFAULT_CHUNK_SIZE
+                           log_theta: torch.Tensor, *, chunk_size: int | None = None
                            ) -> torch.Tensor:
     """Exact (B, m) matrix of NB log-likelihoods log p(x_i | rho_j, l_i, theta), computed in chunks.
 
@@ -161,9 +166,10 @@ def negbin_log_prob_matrix(x: torch.Tensor, log_rho: torch.Tensor, log_size_fact
         ``l_i rho_jk``.
     log_theta : torch.Tensor [shape=(D,)]
         Log of the per-feature inverse dispersion.
-    chunk_size : int > 0
-        Largest number of (item, point, feature) triples evaluated at once. The default
-        2**22 keeps each block tensor at 16 MiB in float32.
+    chunk_size : int > 0 or None
+        Largest number of (item, point, feature) triples evaluated at once. None: 2**22 on
+        CPU (16 MiB per float32 block tensor), 2**24 on CUDA (64 MiB; smaller blocks are
+        bound by kernel launches).
 
     Returns
     -------
@@ -180,6 +186,8 @@ def negbin_log_prob_matrix(x: torch.Tensor, log_rho: torch.Tensor, log_size_fact
         raise ParameterError(f"log_size_factor must have shape ({B},); got {tuple(log_size_factor.shape)}")
     if tuple(log_theta.shape) != (D,):
         raise ParameterError(f"log_theta must have shape ({D},); got {tuple(log_theta.shape)}")
+    if chunk_size is None:
+        chunk_size = DEFAULT_CHUNK_SIZE_CUDA if x.is_cuda else DEFAULT_CHUNK_SIZE
     b, c, d = plan_blocks(B, m, D, chunk_size)
 
     theta = torch.exp(log_theta)
