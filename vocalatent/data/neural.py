@@ -25,7 +25,7 @@ Rules for spike times (all times in seconds after loading):
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Mapping, Sequence
 

@@ -24,7 +24,6 @@ and what it found otherwise, unless ``allow_non_integer=True`` is passed explici
 from __future__ import annotations
 
 import gzip
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
