@@ -22,7 +22,7 @@ def test_every_preset_is_valid_and_cites_a_source():
 def test_extends_and_deep_merge(tmp_path):
     zf = load_pipeline("zebra_finch")
     assert zf["segment"]["min_dur_s"] == 0.03          # own value
-    assert zf["segment"]["th1"] == 0.1                 # inherited from default
+    assert zf["segment"]["window_s"] == 0.008          # inherited from default
     assert zf["pipeline"]["name"] == "zebra_finch"
     base = {"a": {"x": 1, "y": [1, 2]}, "b": 1}
     merged = deep_merge(base, {"a": {"y": [3]}, "c": 2})

@@ -43,6 +43,7 @@ __all__ = [
 ]
 
 _FRAME_BATCH = 2048  # frames per FFT batch (bounds memory; results do not depend on it)
+_DIGITAL_SILENCE_DB = -180.0  # frames of exact zeros read -200 dB; left out of calibration
 
 
 def _params_from_dict(cls, d: Mapping[str, Any]):
@@ -303,7 +304,9 @@ def normalize_levels(levels: np.ndarray, params: SegmentParams, *, hop: int, npe
     if params.amp_min_db is not None:
         lo, hi = float(params.amp_min_db), float(params.amp_max_db)
     else:
-        lo, hi = (float(v) for v in np.percentile(levels, params.calib_percentiles))
+        audible = levels[levels > _DIGITAL_SILENCE_DB]  # zero padding must not set the floor
+        audible = audible if audible.size else levels
+        lo, hi = (float(v) for v in np.percentile(audible, params.calib_percentiles))
         hi = max(hi, lo + params.min_range_db)
     a = np.clip((levels - lo) / (hi - lo), 0.0, 1.0)
     hop_s = hop / sr
