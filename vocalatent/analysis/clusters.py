@@ -1,0 +1,277 @@
+"""Clusters on the latent torus by mode seeking on the periodic grid KDE.
+
+Algorithm (a grid version of mean shift with topological merging, cf. ToMATo):
+
+1. Estimate the density on the periodic grid (:func:`~vocalatent.analysis.density.periodic_kde`).
+2. Steepest ascent on the grid: every node points to its highest neighbour among the ``3^d - 1``
+   wrap-around neighbours (or to itself at a local maximum); following the pointers gives each
+   node's basin of attraction. This is mean shift restricted to the grid.
+3. Merge basins by persistence. For every pair of adjacent basins the *saddle* is the highest
+   "pass" ``min(f(a), f(b))`` over neighbouring node pairs across their border. Processing
+   saddles from high to low, the basin with the lower peak ``p`` is merged into its neighbour
+   when the dip ``(p - saddle) / p`` is below ``min_persistence`` (a shallow dip is noise), or
+   when ``p`` is below ``min_relative_height`` times the highest peak.
+4. Each item takes the label of its nearest grid node; with a lattice posterior it takes the
+   cluster that holds most of its posterior mass instead (posterior-weighted assignment).
+
+Labels are 0..k-1 ordered by the number of items (largest first); -1 marks items below
+``noise_density`` when that option is used.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+
+from .._utils import DataError, ParameterError, check_positive
+from .density import GridKDE, interpolate_grid, periodic_kde
+from .torus import as_latent, wrap
+
+__all__ = ["ClusterResult", "find_clusters", "grid_basins", "nearest_node"]
+
+
+def _neighbour_offsets(d: int, *, include_zero: bool = False, half: bool = False):
+    offs = [o for o in itertools.product((-1, 0, 1), repeat=d) if include_zero or any(o)]
+    if half:
+        offs = [o for o in offs if any(o) and o[next(i for i, v in enumerate(o) if v)] > 0]
+    return offs
+
+
+def nearest_node(z, resolution: int) -> tuple:
+    """Index tuple of the grid node nearest to each point (periodic).
+
+    Parameters
+    ----------
+    z : np.ndarray [shape=(n, d), range [0, 1)]
+    resolution : int
+
+    Returns
+    -------
+    tuple of d np.ndarray [shape=(n,), int]
+    """
+    pts = as_latent(z)
+    idx = np.floor(pts * resolution).astype(np.int64) % resolution
+    return tuple(idx[:, k] for k in range(pts.shape[1]))
+
+
+def grid_basins(density) -> tuple[np.ndarray, np.ndarray]:
+    """Basins of attraction of steepest ascent on a periodic grid.
+
+    Parameters
+    ----------
+    density : np.ndarray [shape=(r,)*d]
+
+    Returns
+    -------
+    basin : np.ndarray [shape=(r,)*d, int]
+        Flat index of the local maximum each node climbs to.
+    peaks : np.ndarray [shape=(k,), int]
+        Flat indices of the local maxima.
+    """
+    f = np.asarray(density, dtype=float)
+    d = f.ndim
+    flat_idx = np.arange(f.size).reshape(f.shape)
+    best_val = f.copy()
+    best_ptr = flat_idx.copy()
+    for off in _neighbour_offsets(d):
+        shift = tuple(-o for o in off)
+        val = np.roll(f, shift, axis=tuple(range(d)))
+        ptr = np.roll(flat_idx, shift, axis=tuple(range(d)))
+        better = val > best_val
+        best_val = np.where(better, val, best_val)
+        best_ptr = np.where(better, ptr, best_ptr)
+    ptr = best_ptr.ravel()
+    while True:
+        nxt = ptr[ptr]
+        if np.array_equal(nxt, ptr):
+            break
+        ptr = nxt
+    return ptr.reshape(f.shape), np.unique(ptr)
+
+
+def _saddles(f: np.ndarray, basin: np.ndarray) -> dict:
+    d = f.ndim
+    best: dict = {}
+    for off in _neighbour_offsets(d, half=True):
+        shift = tuple(-o for o in off)
+        nb = np.roll(basin, shift, axis=tuple(range(d)))
+        nf = np.roll(f, shift, axis=tuple(range(d)))
+        diff = basin != nb
+        if not np.any(diff):
+            continue
+        a, b = basin[diff], nb[diff]
+        passes = np.minimum(f[diff], nf[diff])
+        lo, hi = np.minimum(a, b), np.maximum(a, b)
+        key = lo * f.size + hi
+        order = np.lexsort((-passes, key))
+        key, passes = key[order], passes[order]
+        first = np.r_[True, key[1:] != key[:-1]]
+        for k, p in zip(key[first], passes[first]):
+            pair = (int(k // f.size), int(k % f.size))
+            if p > best.get(pair, -np.inf):
+                best[pair] = float(p)
+    return best
+
+
+def _merge_basins(f_flat: np.ndarray, peaks: np.ndarray, saddles: dict, *,
+                  min_persistence: float, min_relative_height: float) -> dict:
+    parent = {int(p): int(p) for p in peaks}
+
+    def find(x):
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    top = float(f_flat[peaks].max())
+    for (a, b), s in sorted(saddles.items(), key=lambda kv: -kv[1]):
+        ra, rb = find(a), find(b)
+        if ra == rb:
+            continue
+        low, high = (ra, rb) if f_flat[ra] < f_flat[rb] else (rb, ra)
+        p = float(f_flat[low])
+        dip = (p - s) / p if p > 0 else 0.0
+        if dip < min_persistence or p < min_relative_height * top:
+            parent[low] = high
+    return {int(p): find(int(p)) for p in peaks}
+
+
+def _refine_mode(f: np.ndarray, flat: int) -> np.ndarray:
+    """Sub-grid mode location: density-weighted circular centroid of the 3^d neighbourhood."""
+    d, r = f.ndim, f.shape[0]
+    idx = np.array(np.unravel_index(flat, f.shape))
+    offs = np.array(_neighbour_offsets(d, include_zero=True))
+    nb = (idx[None, :] + offs) % r
+    w = f[tuple(nb.T)]
+    w = w - w.min()
+    centre = (idx + 0.5) / r
+    if w.sum() <= 0:
+        return centre
+    return wrap(centre + (w[:, None] * offs).sum(0) / w.sum() / r)
+
+
+@dataclass(frozen=True)
+class ClusterResult:
+    """Clusters found by :func:`find_clusters`.
+
+    Attributes
+    ----------
+    labels : np.ndarray [shape=(n,), int, range -1..k-1]
+        Cluster of each item (0 = most items; -1 = below the noise density).
+    modes : np.ndarray [shape=(k, d), range [0, 1)]
+        Mode (density peak) of each cluster, sub-grid refined.
+    mode_density : np.ndarray [shape=(k,)]
+        KDE value at each mode's grid node (per unit torus volume).
+    grid_labels : np.ndarray [shape=(r,)*d, int]
+        Cluster of every grid node (its merged basin of attraction).
+    kde : GridKDE
+        The density the modes were found on.
+    """
+
+    labels: np.ndarray
+    modes: np.ndarray
+    mode_density: np.ndarray
+    grid_labels: np.ndarray
+    kde: GridKDE
+
+    @property
+    def n_clusters(self) -> int:
+        """Number of clusters k."""
+        return int(self.modes.shape[0])
+
+
+def find_clusters(z, *, weights=None, bandwidth=None, resolution: int | None = None,
+                  min_persistence: float = 0.3, min_relative_height: float = 0.05,
+                  posterior=None, lattice_z=None, noise_density: float | None = None,
+                  kde: GridKDE | None = None) -> ClusterResult:
+    """Cluster points on the torus by periodic mode seeking on the grid KDE.
+
+    Parameters
+    ----------
+    z : np.ndarray [shape=(n, d) or (n,), range [0, 1)]
+        Item embeddings (circular posterior means).
+    weights : np.ndarray [shape=(n,)], optional
+        Item weights for the KDE.
+    bandwidth : float or np.ndarray [shape=(d,)], optional
+        KDE bandwidth in turns; ``None`` selects it by leave-one-out likelihood.
+    resolution : int, optional
+        Grid nodes per axis (default 512 / 128 / 48 for d = 1 / 2 / 3).
+    min_persistence : float in [0, 1)
+        Two density peaks stay separate clusters only if the density between them dips by at
+        least this fraction of the lower peak (0.3: the saddle is below 70 % of the lower peak).
+    min_relative_height : float in [0, 1)
+        Peaks lower than this fraction of the highest peak are merged into a neighbour.
+    posterior : np.ndarray [shape=(n, m)], optional
+        Each item's posterior weights on the lattice ``lattice_z``; when given, an item is
+        assigned to the cluster holding most of its posterior mass (posterior-weighted).
+    lattice_z : np.ndarray [shape=(m, d)], optional
+        Lattice points (required with ``posterior``).
+    noise_density : float, optional
+        Items where the KDE is below this fraction of the highest peak get label -1.
+    kde : GridKDE, optional
+        A density already computed for ``z`` (then ``weights``/``bandwidth``/``resolution`` are
+        not used).
+
+    Returns
+    -------
+    ClusterResult
+    """
+    pts = as_latent(z)
+    n, d = pts.shape
+    if n == 0:
+        raise DataError("no points to cluster")
+    for name, val in (("min_persistence", min_persistence), ("min_relative_height", min_relative_height)):
+        check_positive(name, val, allow_zero=True)
+        if val >= 1:
+            raise ParameterError(f"{name} must be in [0, 1); got {val!r}")
+    if kde is None:
+        kde = periodic_kde(pts, bandwidth=bandwidth, resolution=resolution, weights=weights)
+    elif kde.latent_dim != d:
+        raise ParameterError(f"kde is {kde.latent_dim}-D but z has {d} latent dimension(s)")
+    f = kde.density
+    r = f.shape[0]
+    basin, peaks = grid_basins(f)
+    root = _merge_basins(f.ravel(), peaks, _saddles(f, basin),
+                         min_persistence=min_persistence, min_relative_height=min_relative_height)
+    roots = np.array(sorted(set(root.values())))
+    lut = np.zeros(f.size, dtype=np.int64)
+    for p, rt in root.items():
+        lut[p] = int(np.searchsorted(roots, rt))
+    grid_labels = lut[basin]
+
+    if posterior is not None:
+        labels = _posterior_labels(posterior, lattice_z, grid_labels, len(roots), n)
+    else:
+        labels = grid_labels[nearest_node(pts, r)]
+
+    counts = np.bincount(labels, minlength=len(roots))
+    heights = f.ravel()[roots]
+    order = np.lexsort((-heights, -counts))
+    relabel = np.empty_like(order)
+    relabel[order] = np.arange(len(order))
+    labels = relabel[labels]
+    grid_labels = relabel[grid_labels]
+    roots, heights = roots[order], heights[order]
+    modes = np.stack([_refine_mode(f, int(p)) for p in roots])
+    if noise_density is not None:
+        check_positive("noise_density", noise_density, allow_zero=True)
+        labels = np.where(interpolate_grid(f, pts) < noise_density * f.max(), -1, labels)
+    return ClusterResult(labels=labels.astype(np.int64), modes=modes, mode_density=heights,
+                         grid_labels=grid_labels, kde=kde)
+
+
+def _posterior_labels(posterior, lattice_z, grid_labels, k, n):
+    if lattice_z is None:
+        raise ParameterError("lattice_z is required with posterior (the lattice points the weights refer to)")
+    w = np.asarray(posterior, dtype=float)
+    lz = as_latent(lattice_z, name="lattice_z", latent_dim=grid_labels.ndim)
+    if w.shape != (n, lz.shape[0]):
+        raise ParameterError(f"posterior must have shape ({n}, {lz.shape[0]}) (items x lattice points); "
+                             f"got shape {w.shape}")
+    lattice_labels = grid_labels[nearest_node(lz, grid_labels.shape[0])]
+    onehot = np.zeros((lz.shape[0], k))
+    onehot[np.arange(lz.shape[0]), lattice_labels] = 1.0
+    return np.argmax(w @ onehot, axis=1)
+
