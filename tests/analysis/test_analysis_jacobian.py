@@ -95,3 +95,18 @@ def test_bad_inputs():
         boundaries(np.ones((8, 8)), modes=[[0.1, 0.1]], density_grid=np.ones((4, 4)))
     with pytest.raises(ParameterError, match="latent dimension"):
         boundaries(np.ones((8, 8)), modes=[[0.1, 0.1, 0.1]])
+
+
+@pytest.mark.gpu
+def test_cuda_matches_cpu():
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    f = Fourier64(2)
+    cpu = jacobian_norm_grid(f, latent_dim=2, resolution=16, dtype=torch.float64)
+    f.k, f.w = f.k.cuda(), f.w.cuda()
+    gpu = jacobian_norm_grid(f, latent_dim=2, resolution=16, dtype=torch.float64, device="cuda")
+    np.testing.assert_allclose(gpu, cpu, rtol=1e-10)
+    dec = SyntheticSyllableDecoder(2, output_shape=(32, 32))
+    a = jacobian_norm_grid(dec, latent_dim=2, resolution=32)
+    b = jacobian_norm_grid(dec, latent_dim=2, resolution=32, device="cuda", chunk_size=4096)
+    np.testing.assert_allclose(b, a, rtol=1e-3)

@@ -1,0 +1,323 @@
+"""The ``ds.vl`` accessor: the torus analyses and figures, reached from an embedding Dataset.
+
+Importing this module (``import vocalatent.accessor``) registers the accessor. Methods that
+compute something return a *new* Dataset with the result added (xarray style; the original is
+not modified) or a result object; plotting methods return the Axes/Figure.
+
+Grid products live on their own dims ``grid_0``, ``grid_1``, ``grid_2`` (coordinates: the cell
+centres ``(i + 0.5) / r``). All grid variables of a Dataset share one resolution: asking for
+another raises an error naming the variables to drop first.
+
+Example
+-------
+>>> import vocalatent.accessor  # noqa: F401
+>>> ds = ds.vl.clusters()                       # adds density, cluster, cluster_mode
+>>> ds = ds.vl.jacobian(model).vl.boundaries()  # adds jacobian_norm, boundary
+>>> ds.vl.boundary_strength()                   # pandas DataFrame
+>>> ds.vl.plot_embedding(color="cluster")
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+
+from . import plot as _plot
+from ._utils import ParameterError
+from .analysis._decoder import model_decoder
+from .analysis.clusters import find_clusters
+from .analysis.density import GridKDE, default_resolution, periodic_kde
+from .analysis.geodesic import geodesic as _geodesic
+from .analysis.jacobian import boundaries as _boundaries
+from .analysis.jacobian import jacobian_norm_grid
+from .analysis.torus import grid_centres
+
+__all__ = ["VocalatentAccessor"]
+
+
+@xr.register_dataset_accessor("vl")
+class VocalatentAccessor:
+    """Analyses on the latent torus for an embedding Dataset (``ds.vl``)."""
+
+    def __init__(self, ds: xr.Dataset):
+        self._ds = ds
+
+    # ------------------------------------------------------------------ basics
+    def _require(self, *names, hint: str = ""):
+        missing = [n for n in names if n not in self._ds.variables]
+        if missing:
+            raise ParameterError(
+                f"the Dataset has no {', '.join(repr(m) for m in missing)} variable"
+                f"{'s' if len(missing) > 1 else ''}{'; ' + hint if hint else ''} "
+                f"(it has {sorted(map(str, self._ds.data_vars))})")
+
+    @property
+    def embedding(self) -> np.ndarray:
+        """The ``embedding`` variable as an array [shape=(n_items, d), range [0, 1)]."""
+        self._require("embedding")
+        emb = self._ds["embedding"]
+        if emb.dims != ("item", "latent"):
+            raise ParameterError(f"'embedding' must have dims ('item', 'latent'); got {emb.dims}")
+        return np.asarray(emb.values, dtype=float)
+
+    @property
+    def latent_dim(self) -> int:
+        """Number of latent dimensions d."""
+        if "latent" in self._ds.sizes:
+            return int(self._ds.sizes["latent"])
+        if "latent_dim" in self._ds.attrs:
+            return int(self._ds.attrs["latent_dim"])
+        self._require("embedding", hint="this does not look like a vocalatent embedding")
+        raise ParameterError("the Dataset's 'embedding' has no 'latent' dim")
+
+    @property
+    def grid_dims(self) -> tuple:
+        """Names of the grid dims for this latent dimension (``grid_0``, ...)."""
+        return tuple(f"grid_{k}" for k in range(self.latent_dim))
+
+    @property
+    def grid_resolution(self) -> int | None:
+        """Resolution of the grid variables already present, or None."""
+        dim = self.grid_dims[0]
+        return int(self._ds.sizes[dim]) if dim in self._ds.sizes else None
+
+    def _resolution(self, resolution):
+        existing = self.grid_resolution
+        if resolution is None:
+            return existing if existing is not None else default_resolution(self.latent_dim)
+        if existing is not None and resolution != existing:
+            on_grid = [str(n) for n, v in self._ds.variables.items()
+                       if any(d in v.dims for d in self.grid_dims) and n not in self.grid_dims]
+            raise ParameterError(
+                f"resolution={resolution!r} differs from the grid already in the Dataset "
+                f"({existing} per axis, used by {on_grid}); drop them first with "
+                f"ds.drop_dims({list(self.grid_dims)!r})")
+        return resolution
+
+    def _grid_coords(self, resolution: int) -> dict:
+        c = grid_centres(resolution)
+        return {dim: (dim, c, {"long_name": f"z{k + 1} (grid cell centre)", "units": "turns"})
+                for k, dim in enumerate(self.grid_dims)}
+
+    def _grid_var(self, values, attrs):
+        return xr.DataArray(values, dims=self.grid_dims, attrs=attrs)
+
+    # ------------------------------------------------------------------ analyses
+    def density(self, *, bandwidth=None, resolution: int | None = None, weights=None,
+                method: str = "lcv") -> xr.Dataset:
+        """Add the periodic KDE of the embedding as ``density`` (grid dims).
+
+        Parameters
+        ----------
+        bandwidth : float or sequence of float, optional
+            Kernel standard deviation in turns; ``None`` chooses it (``method``).
+        resolution : int, optional
+            Grid nodes per axis (default: the Dataset's grid, else 512/128/48 for d = 1/2/3).
+        weights : str or np.ndarray [shape=(n_items,)], optional
+            Item weights, or the name of an item variable holding them.
+        method : {"lcv", "scott"}
+            Bandwidth rule (see :func:`vocalatent.analysis.density.select_bandwidth`).
+
+        Returns
+        -------
+        xarray.Dataset
+            A copy with ``density`` (per unit torus volume; mean 1 = uniform) whose attrs hold
+            the bandwidth.
+        """
+        res = self._resolution(resolution)
+        kde = periodic_kde(self.embedding, bandwidth=bandwidth, resolution=res,
+                           weights=self._weights(weights), method=method)
+        return self._with_density(kde)
+
+    def _weights(self, weights):
+        if isinstance(weights, str):
+            self._require(weights)
+            return np.asarray(self._ds[weights].values, dtype=float)
+        return weights
+
+    def _with_density(self, kde: GridKDE) -> xr.Dataset:
+        var = self._grid_var(kde.density, {
+            "long_name": "periodic KDE of the embedding (wrapped-Gaussian kernel)",
+            "units": "per unit torus volume (mean 1 = uniform)",
+            "bandwidth": np.asarray(kde.bandwidth, dtype=float)})
+        return self._ds.assign_coords(self._grid_coords(kde.resolution)).assign(density=var)
+
+    def clusters(self, *, bandwidth=None, resolution: int | None = None, weights=None,
+                 min_persistence: float = 0.3, min_relative_height: float = 0.05,
+                 posterior=None, lattice_z=None, noise_density: float | None = None) -> xr.Dataset:
+        """Cluster the items by periodic mode seeking; adds ``cluster`` and friends.
+
+        Reuses the Dataset's ``density`` when present and no bandwidth/weights are given.
+        See :func:`vocalatent.analysis.clusters.find_clusters` for the parameters.
+
+        Returns
+        -------
+        xarray.Dataset
+            A copy with ``density`` (grid), ``cluster`` (item; -1 = none), ``cluster_mode``
+            (cluster_id, latent), ``cluster_size`` (cluster_id), ``cluster_grid`` (grid: the cluster
+            whose basin holds each node).
+        """
+        res = self._resolution(resolution)
+        kde = None
+        if "density" in self._ds.data_vars and bandwidth is None and weights is None:
+            dens = np.asarray(self._ds["density"].values, dtype=float)
+            if dens.shape[0] == res:
+                bw = self._ds["density"].attrs.get("bandwidth", np.full(self.latent_dim, np.nan))
+                kde = GridKDE(density=dens, bandwidth=np.atleast_1d(np.asarray(bw, dtype=float)))
+        result = find_clusters(self.embedding, weights=self._weights(weights), bandwidth=bandwidth,
+                               resolution=res, min_persistence=min_persistence,
+                               min_relative_height=min_relative_height, posterior=posterior,
+                               lattice_z=lattice_z, noise_density=noise_density, kde=kde)
+        ds = self._with_density(result.kde)
+        k = result.n_clusters
+        sizes = np.bincount(result.labels[result.labels >= 0], minlength=k)
+        params = {"min_persistence": min_persistence, "min_relative_height": min_relative_height,
+                  "posterior_weighted": int(posterior is not None)}
+        return ds.assign(
+            cluster=xr.DataArray(result.labels, dims="item",
+                                 attrs={"long_name": "cluster (periodic mode seeking; -1 = none)", **params}),
+            cluster_mode=xr.DataArray(result.modes, dims=("cluster_id", "latent"),
+                                      coords={"cluster_id": np.arange(k)},
+                                      attrs={"long_name": "density mode of each cluster", "units": "turns"}),
+            cluster_size=xr.DataArray(sizes, dims="cluster_id", attrs={"long_name": "items per cluster"}),
+            cluster_grid=self._grid_var(result.grid_labels, {"long_name": "cluster basin of each grid node"}),
+        )
+
+    def _model(self, model):
+        f, d, output_shape, device = model_decoder(model)
+        if d != self.latent_dim:
+            raise ParameterError(f"the model has a {d}-D latent but the Dataset's embedding is "
+                                 f"{self.latent_dim}-D")
+        return f, output_shape, device
+
+    def jacobian(self, model, *, resolution: int | None = None, chunk_size: int = 512,
+                 device=None) -> xr.Dataset:
+        """Add ``jacobian_norm`` = ``||df/dz||_F`` of the model's decoder on the grid.
+
+        Parameters
+        ----------
+        model : object with ``mean_function()``, ``latent_dim``, ``output_shape``
+        resolution : int, optional
+            Default: the Dataset's grid, else 512/128/48 for d = 1/2/3.
+        chunk_size : int
+            Grid points per vmapped Jacobian call.
+        device : optional
+            Default: the model's device.
+
+        Returns
+        -------
+        xarray.Dataset
+        """
+        f, _, model_device = self._model(model)
+        res = self._resolution(resolution)
+        jac = jacobian_norm_grid(f, latent_dim=self.latent_dim, resolution=res, chunk_size=chunk_size,
+                                 device=device if device is not None else model_device)
+        var = self._grid_var(jac, {"long_name": "Frobenius norm of the decoder Jacobian",
+                                   "units": "data units per turn"})
+        return self._ds.assign_coords(self._grid_coords(res)).assign(jacobian_norm=var)
+
+    def _boundaries(self):
+        self._require("jacobian_norm", "cluster_mode",
+                      hint="run ds.vl.clusters() and ds.vl.jacobian(model) first")
+        dens = self._ds["density"].values if "density" in self._ds.data_vars else None
+        return _boundaries(self._ds["jacobian_norm"].values, modes=self._ds["cluster_mode"].values,
+                           density_grid=dens)
+
+    def boundaries(self) -> xr.Dataset:
+        """Add the boundary ridge mask ``boundary`` (grid dims, bool) between cluster modes.
+
+        Needs ``jacobian_norm`` and ``cluster_mode``; see
+        :func:`vocalatent.analysis.jacobian.boundaries` for the rule.
+        """
+        b = self._boundaries()
+        return self._ds.assign(boundary=self._grid_var(
+            b.ridge_mask, {"long_name": "ridge of the log-Jacobian map between cluster modes"}))
+
+    def boundary_strength(self):
+        """Per-pair boundary strengths between clusters (pandas DataFrame).
+
+        Columns ``cluster_a``, ``cluster_b``, ``strength`` (decades of ``||J||_F`` climbed at
+        the easiest crossing), ``pass_log10_jacobian``, ``straight_max_log10_jacobian``,
+        ``adjacent``, ``pass_density_ratio``.
+        """
+        return self._boundaries().strength
+
+    def geodesic(self, model, z_start, z_end, **kwargs):
+        """Geodesic between two latent points under the model's decoder (a GeodesicResult).
+
+        ``kwargs`` go to :func:`vocalatent.analysis.geodesic.geodesic` (``resolution``,
+        ``connectivity``, ``n_frames``, ...).
+        """
+        f, _, model_device = self._model(model)
+        kwargs.setdefault("device", model_device)
+        return _geodesic(f, z_start, z_end, **kwargs)
+
+    def geodesic_between_clusters(self, model, a: int, b: int, **kwargs):
+        """Geodesic from the mode of cluster ``a`` to the mode of cluster ``b``."""
+        self._require("cluster_mode", hint="run ds.vl.clusters() first")
+        modes = self._ds["cluster_mode"].values
+        for name, c in (("a", a), ("b", b)):
+            if not isinstance(c, (int, np.integer)) or not 0 <= c < modes.shape[0]:
+                raise ParameterError(f"cluster {name} must be an integer in 0..{modes.shape[0] - 1}; got {c!r}")
+        return self.geodesic(model, modes[a], modes[b], **kwargs)
+
+    # ------------------------------------------------------------------ figures
+    def _color(self, color):
+        if color is None:
+            return None, None
+        if not isinstance(color, str):
+            return np.asarray(color), "colour"
+        if color == "spread":
+            self._require("spread")
+            sp = self._ds["spread"]
+            vals = sp.mean("latent").values if "latent" in sp.dims else sp.values
+            return np.asarray(vals, dtype=float), "spread (1 − R), mean over axes"
+        if color == "cluster":
+            self._require("cluster", hint="run ds.vl.clusters() first")
+        if color not in self._ds.variables:
+            raise ParameterError(f"no item variable or coordinate named {color!r} to colour by; "
+                                 f"item variables: {sorted(str(n) for n, v in self._ds.variables.items() if v.dims == ('item',))}")
+        var = self._ds[color]
+        if var.dims != ("item",):
+            raise ParameterError(f"{color!r} must have dims ('item',) to colour points; got {var.dims}")
+        return np.asarray(var.values), color
+
+    def plot_embedding(self, color="cluster", *, ax=None, **kwargs):
+        """Scatter of the embedding coloured by ``cluster``, ``label``, ``source``, ``spread``,
+        any item variable name, or an array (see :func:`vocalatent.plot.plot_embedding`)."""
+        values, label = self._color(color)
+        if self.latent_dim == 1:
+            dens = self._ds["density"].values if "density" in self._ds.data_vars else None
+            return _plot.plot_ring(self.embedding[:, 0], color=values, ax=ax, color_label=label or "",
+                                   density=dens, title=kwargs.get("title"))
+        return _plot.plot_embedding(self.embedding, color=values, ax=ax, color_label=label, **kwargs)
+
+    def plot_density(self, *, ax=None, **kwargs):
+        """The ``density`` grid with the cluster modes (if present)."""
+        self._require("density", hint="run ds.vl.density() first")
+        modes = self._ds["cluster_mode"].values if "cluster_mode" in self._ds.data_vars else None
+        pts = self.embedding if self.latent_dim == 1 else None
+        return _plot.plot_density(self._ds["density"].values, ax=ax, modes=modes, points=pts, **kwargs)
+
+    def plot_jacobian(self, *, ax=None, **kwargs):
+        """The log Jacobian map with boundaries (computed if clusters exist) and modes."""
+        self._require("jacobian_norm", hint="run ds.vl.jacobian(model) first")
+        modes = self._ds["cluster_mode"].values if "cluster_mode" in self._ds.data_vars else None
+        mask = self._ds["boundary"].values if "boundary" in self._ds.data_vars else (
+            self._boundaries().ridge_mask if modes is not None else None)
+        return _plot.plot_jacobian(self._ds["jacobian_norm"].values, boundaries=mask, modes=modes,
+                                   ax=ax, **kwargs)
+
+    def plot_latent_map(self, model, *, n_tiles: int = 8, ax=None, **kwargs):
+        """Decoded outputs of the model tiled over the torus."""
+        f, output_shape, device = self._model(model)
+        return _plot.plot_latent_map(f, output_shape, n_tiles=n_tiles, latent_dim=self.latent_dim,
+                                     ax=ax, device=device, **kwargs)
+
+    def plot_aggregate_posterior(self, *, ax=None, **kwargs):
+        """The aggregate lattice posterior (``aggregate_posterior`` on ``lattice_z``)."""
+        self._require("aggregate_posterior", "lattice_z")
+        kwargs.setdefault("title", "Aggregate posterior on the lattice (mean over items)")
+        kwargs.setdefault("mark_summary", False)
+        return _plot.plot_posterior(self._ds["aggregate_posterior"].values, self._ds["lattice_z"].values,
+                                    ax=ax, **kwargs)
