@@ -162,3 +162,13 @@ def test_save_figure_is_atomic(tmp_path):
         plot.save_figure(broken, target, close=False)
     assert target.read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fig.png"]
+
+
+def test_saved_figure_has_normal_permissions(tmp_path):
+    import os
+
+    fig, _ = plt.subplots()
+    path = plot.save_figure(fig, tmp_path / "perm.png")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (path.stat().st_mode & 0o777) == (0o666 & ~umask)

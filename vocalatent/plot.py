@@ -13,6 +13,7 @@ colormap; densities in ``viridis``; Jacobian maps in ``cividis`` on a log10 scal
 from __future__ import annotations
 
 import itertools
+import os
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +76,9 @@ def save_figure(fig, path, *, dpi: int = 150, close: bool = True) -> Path:
     path = Path(path)
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png", dpi=dpi)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give a figure normal permissions
     if close:
         _plt().close(fig)
     return path
