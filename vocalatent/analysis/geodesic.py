@@ -31,7 +31,6 @@ import numpy as np
 
 from .._utils import DataError, ParameterError, check_positive, logger, progress
 from ._decoder import check_output, decode, decoder_device
-from .density import default_resolution
 from .torus import grid_centres, wrap, wrapped_diff
 
 __all__ = ["GeodesicResult", "geodesic", "path_length"]
