@@ -405,25 +405,55 @@ def _dask_client(scheduler, cluster: str, workers: int | None,
         cl.close()
 
 
-def _collect(client, futures: dict, desc: str) -> dict:
-    """Wait for ``futures`` ({name: future}); return {name: (result, error text or None)}."""
+def _is_killed(exc: BaseException) -> bool:
+    return type(exc).__name__ == "KilledWorker"
+
+
+def _run_tasks(client, tasks: dict, desc: str) -> dict:
+    """Run ``tasks`` ({name: (function, argument, key)}) on the cluster.
+
+    Returns {name: (result, None)} or {name: (None, error text)}. A task whose worker died
+    (Dask re-schedules it up to ``distributed.scheduler.allowed-failures`` times, then raises
+    KilledWorker) may only have shared a worker with the task that crashed it; such tasks are
+    run again one at a time, so that only a task that crashes its worker on its own is
+    reported.
+    """
     from distributed import as_completed
 
-    out = {}
-    bar = progress(total=len(futures), desc=desc, unit="task")
+    if not tasks:
+        return {}
+    futures = {name: client.submit(fn, arg, key=key, pure=False, retries=0)
+               for name, (fn, arg, key) in tasks.items()}
     names = {f.key: name for name, f in futures.items()}
+    out: dict = {}
+    killed: list = []
+    bar = progress(total=len(futures), desc=desc, unit="task")
     try:
         for fut in as_completed(list(futures.values())):
             name = names[fut.key]
             try:
                 out[name] = (fut.result(), None)
             except Exception as exc:  # noqa: BLE001 - a failed task is reported, others go on
-                logger.warning("%s: %s failed: %s", name, desc, _error_text(exc))
-                out[name] = (None, _error_text(exc))
+                if _is_killed(exc) and len(tasks) > 1:
+                    killed.append(name)
+                else:
+                    logger.warning("%s: %s failed: %s", name, desc, _error_text(exc))
+                    out[name] = (None, _error_text(exc))
             fut.release()
             bar.update(1)
     finally:
         bar.close()
+    for name in [n for n in tasks if n in killed]:  # in submission order
+        fn, arg, key = tasks[name]
+        logger.warning("%s: its worker died; running it again on its own", name)
+        fut = client.submit(fn, arg, key=f"{key}-alone", pure=False, retries=0)
+        try:
+            out[name] = (fut.result(), None)
+        except Exception as exc:  # noqa: BLE001
+            text = _error_text(exc) + (" (also when run on its own)" if _is_killed(exc) else "")
+            logger.warning("%s: %s failed: %s", name, desc, text)
+            out[name] = (None, text)
+        fut.release()
     return out
 
 
@@ -607,7 +637,7 @@ def run_batch(manifest: str | os.PathLike | SessionManifest, out: str | os.PathL
         with _dask_client(scheduler, cluster, workers, cluster_options) as client:
             # ---------------------------------------------------------------- 1. segment
             seg_keys = {}
-            futures: dict = {}
+            tasks: dict = {}
             for s in sessions:
                 seg_keys[s.id] = _digest({"version": __version__, "segment": seg_params.to_dict(),
                                           "audio": audio, "base": str(s.base),
@@ -617,11 +647,11 @@ def run_batch(manifest: str | os.PathLike | SessionManifest, out: str | os.PathL
                     continue
                 (sdirs[s.id] / "store.json").unlink(missing_ok=True)
                 for i, (f, src) in enumerate(zip(s.files, s.sources())):
-                    futures[(s.id, i)] = client.submit(
+                    tasks[(s.id, i)] = (
                         _segment_file_task,
                         {"path": str(f), "source": src, "segment": seg_params.to_dict(), **audio},
-                        key=f"vl-segment-{s.id}-{i}-{token}", pure=False, retries=0)
-            results = _collect(client, futures, "segmenting") if futures else {}
+                        f"vl-segment-{s.id}-{i}-{token}")
+            results = _run_tasks(client, tasks, "segmenting")
             for s in sessions:
                 if not any((s.id, i) in results for i in range(len(s.files))):
                     continue
@@ -655,7 +685,7 @@ def run_batch(manifest: str | os.PathLike | SessionManifest, out: str | os.PathL
                         spec_params.spec_max_db)
 
             # ---------------------------------------------------------------- 3. stores
-            store_keys, futures = {}, {}
+            store_keys, tasks = {}, {}
             for s in sessions:
                 store_keys[s.id] = _digest({"segments": seg_keys[s.id], "dtype": dtype,
                                             "spectrogram": spec_params.to_dict()})
@@ -663,13 +693,13 @@ def run_batch(manifest: str | os.PathLike | SessionManifest, out: str | os.PathL
                               sdirs[s.id] / "syllables.h5", sdirs[s.id] / "errors.csv"):
                     continue
                 (sdirs[s.id] / "embedding.json").unlink(missing_ok=True)
-                futures[s.id] = client.submit(
+                tasks[s.id] = (
                     _store_task, {"session": s.id, "dir": str(sdirs[s.id]), "base": str(s.base),
                                   "segment": seg_params.to_dict(),
                                   "spectrogram": spec_params.to_dict(), "dtype": dtype,
                                   "key": store_keys[s.id]},
-                    key=f"vl-store-{s.id}-{token}", pure=False, retries=0)
-            for sid, (res, err) in (_collect(client, futures, "spectrograms") if futures else {}).items():
+                    f"vl-store-{s.id}-{token}")
+            for sid, (res, err) in _run_tasks(client, tasks, "spectrograms").items():
                 if err is not None:
                     state[sid]["status"] = "failed"
                     run_errors.append({"session": sid, "file": "", "error": err})
@@ -693,7 +723,7 @@ def run_batch(manifest: str | os.PathLike | SessionManifest, out: str | os.PathL
             embedded: list[str] = []
             if model_path is not None:
                 sha = _file_sha256(model_path)
-                futures = {}
+                tasks = {}
                 emb_keys = {}
                 for s in sessions:
                     if state[s.id]["status"] == "failed" or state[s.id]["n_items"] == 0:
@@ -705,13 +735,13 @@ def run_batch(manifest: str | os.PathLike | SessionManifest, out: str | os.PathL
                     if _marker_ok(sdirs[s.id] / "embedding.json", emb_keys[s.id],
                                   sdirs[s.id] / "embedding.nc"):
                         continue
-                    futures[s.id] = client.submit(
+                    tasks[s.id] = (
                         _embed_task, {"dir": str(sdirs[s.id]), "model": str(model_path),
                                       "model_sha256": sha, "device": device,
                                       "memory_mb": embed_memory_mb, "metadata": md,
                                       "key": emb_keys[s.id]},
-                        key=f"vl-embed-{s.id}-{token}", pure=False, retries=0)
-                for sid, (res, err) in (_collect(client, futures, "embedding") if futures else {}).items():
+                        f"vl-embed-{s.id}-{token}")
+                for sid, (res, err) in _run_tasks(client, tasks, "embedding").items():
                     if err is not None:
                         state[sid]["status"] = "failed"
                         run_errors.append({"session": sid, "file": "", "error": err})
@@ -758,17 +788,16 @@ def _calibrate(client, sessions, reference, segments, seg_keys, spec_params, cal
     rng = np.random.default_rng(seed)
     pick = np.sort(rng.choice(total, size=min(calib_syllables, total), replace=False))
     offsets = np.concatenate([[0], np.cumsum(counts)])
-    futures = {}
+    tasks = {}
     for k, sid in enumerate(reference):
         local = pick[(pick >= offsets[k]) & (pick < offsets[k + 1])] - offsets[k]
         if len(local) == 0:
             continue
-        futures[sid] = client.submit(
-            _calibration_task, {"segments": segments[sid].iloc[local].to_dict("records"),
-                                "base": str(sessions[sid].base),
-                                "spectrogram": spec_params.to_dict()},
-            key=f"vl-calibrate-{sid}-{token}", pure=False, retries=0)
-    results = _collect(client, futures, "calibrating")
+        tasks[sid] = (_calibration_task,
+                      {"segments": segments[sid].iloc[local].to_dict("records"),
+                       "base": str(sessions[sid].base), "spectrogram": spec_params.to_dict()},
+                      f"vl-calibrate-{sid}-{token}")
+    results = _run_tasks(client, tasks, "calibrating")
     dbs = [x for sid in reference if sid in results and results[sid][0] is not None
            for x in results[sid][0]]
     if not dbs:
@@ -834,6 +863,10 @@ def _combine(out: Path, paths: list[Path], *, reference, model_path) -> Path:
     ds = xr.concat(parts, dim="item", data_vars="all", coords="different", compat="equals",
                    join="outer", combine_attrs="override")
     ds = ds.assign_coords(item=np.arange(ds.sizes["item"]))
+    for name in ds.variables:
+        # the encoding read from the first file (e.g. dtype <U6 for a string coordinate)
+        # would otherwise truncate longer strings of later sessions on writing
+        ds[name].encoding = {}
     ds.attrs["batch_sessions"] = json.dumps([str(p.parent.name) for p in paths])
     ds.attrs["batch_reference_sessions"] = json.dumps(list(reference))
     ds.attrs["batch_model"] = str(model_path)
