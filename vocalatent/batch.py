@@ -38,7 +38,7 @@ import socket
 import time
 import uuid
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -479,6 +479,10 @@ class BatchResult:
         The model the sessions were embedded with.
     embedding_path : pathlib.Path or None
         ``OUT/embedding.nc`` (None when nothing could be embedded).
+    timings : dict
+        Wall-clock seconds of each stage (``segment``, ``calibrate``, ``spectrograms``,
+        ``train``, ``embed``, ``shutdown`` of the cluster, ``combine``) in this run; skipped
+        work costs almost nothing.
     """
 
     out: Path
@@ -486,6 +490,7 @@ class BatchResult:
     errors: pd.DataFrame
     model_path: Path | None
     embedding_path: Path | None
+    timings: dict = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -502,6 +507,12 @@ def _audio_settings(cfg: Mapping) -> dict:
     return {"annotations": str(audio.get("annotations", "auto")),
             "channel": "all" if channel == "all" else int(channel),
             "chunk_s": float(audio.get("chunk_s", 60.0))}
+
+
+def _lap(timings: dict, stage: str, since: float) -> float:
+    now = time.perf_counter()
+    timings[stage] = now - since
+    return now
 
 
 def _model_spectrogram(model_path: Path) -> dict | None:
@@ -634,8 +645,10 @@ def run_batch(manifest: str | os.PathLike | SessionManifest, out: str | os.PathL
             d.mkdir(parents=True, exist_ok=True)
         token = uuid.uuid4().hex[:8]
         run_errors: list[dict] = []
+        timings: dict[str, float] = {}
         with _dask_client(scheduler, cluster, workers, cluster_options) as client:
             # ---------------------------------------------------------------- 1. segment
+            clock = time.perf_counter()
             seg_keys = {}
             tasks: dict = {}
             for s in sessions:
@@ -676,6 +689,7 @@ def run_batch(manifest: str | os.PathLike | SessionManifest, out: str | os.PathL
                             sdirs[s.id] / "segments.json")
             segments = {s.id: _read_segments(sdirs[s.id] / "segments.csv") for s in sessions}
 
+            clock = _lap(timings, "segment", clock)
             # ---------------------------------------------------------------- 2. calibrate
             if not spec_params.calibrated:
                 spec_params = _calibrate(client, sessions, reference, segments, seg_keys,
@@ -684,6 +698,7 @@ def run_batch(manifest: str | os.PathLike | SessionManifest, out: str | os.PathL
             logger.info("spectrogram range %.1f to %.1f dBFS", spec_params.spec_min_db,
                         spec_params.spec_max_db)
 
+            clock = _lap(timings, "calibrate", clock)
             # ---------------------------------------------------------------- 3. stores
             store_keys, tasks = {}, {}
             for s in sessions:
@@ -713,12 +728,14 @@ def run_batch(manifest: str | os.PathLike | SessionManifest, out: str | os.PathL
                 else:
                     state[s.id]["status"] = "failed"
 
+            clock = _lap(timings, "spectrograms", clock)
             # ---------------------------------------------------------------- 4. train
             if model_path is None:
                 model_path = _train(sessions, reference, state, store_keys, sdirs, cfg, out,
                                     spec_params, seg_params, device, seed, train_in_memory_mb,
                                     run_errors)
 
+            clock = _lap(timings, "train", clock)
             # ---------------------------------------------------------------- 5. embed
             embedded: list[str] = []
             if model_path is not None:
@@ -748,6 +765,8 @@ def run_batch(manifest: str | os.PathLike | SessionManifest, out: str | os.PathL
                 embedded = [s.id for s in sessions if s.id in emb_keys
                             and state[s.id]["status"] != "failed"]
 
+            clock = _lap(timings, "embed", clock)
+        clock = _lap(timings, "shutdown", clock)
         # -------------------------------------------------------------------- 6. combine
         embedding_path = None
         if embedded:
@@ -764,10 +783,12 @@ def run_batch(manifest: str | os.PathLike | SessionManifest, out: str | os.PathL
                                "reference": s.id in reference} for s in sessions])
         _write_csv(errors, out / "errors.csv")
         _write_csv(table, out / "sessions.csv")
+        _lap(timings, "combine", clock)
     if len(errors):
         logger.warning("%d error(s); see %s", len(errors), out / "errors.csv")
+    logger.info("stage times (s): %s", ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
     return BatchResult(out=out, sessions=table, errors=errors, model_path=model_path,
-                       embedding_path=embedding_path)
+                       embedding_path=embedding_path, timings=timings)
 
 
 def _calibrate(client, sessions, reference, segments, seg_keys, spec_params, calib_syllables,
