@@ -1,0 +1,596 @@
+"""The end-to-end job and its stages: recordings → syllable store → QLVM → embedding →
+analysis → figures.
+
+Each stage is a public function, and :func:`embed` chains them (the ``vocalatent embed``
+command is a thin layer over it). A stage whose output exists and was made with the same
+parameters from the same input is not recomputed: the syllable store checks its own
+parameters and segments, the model file records a key of its training configuration and
+data, and the embedding records the keys of the model and store it came from.
+
+Configuration is one nested dict (TOML tables): ``[pipeline]``, ``[audio]``, ``[segment]``,
+``[spectrogram]`` (see :mod:`vocalatent.config` and :mod:`vocalatent.audio`), ``[model]`` and
+``[analysis]`` (defaults below), resolved as preset ← user file ← command-line flags and
+written to ``OUT/config.toml`` so that any run can be repeated exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from ._utils import DataError, ParameterError, atomic_path
+from ._version import __version__
+from .embedding import add_item_coords, read_embedding, write_embedding
+from .model import QLVM
+
+logger = logging.getLogger(__name__)
+
+#: Defaults of the ``[model]`` table (QLVM constructor arguments plus ``validation``).
+MODEL_DEFAULTS: dict[str, Any] = {
+    "latent_dim": 2,
+    "likelihood": "gaussian",
+    "decoder": "auto",
+    "n_lattice": 0,            # 0: the default for the latent dimension (256 / 987 / 2039)
+    "batch_size": 256,
+    "max_epochs": 300,
+    "lr": 1e-3,
+    "patience": 30,
+    "n_harmonics": 1,
+    "n_eval_lattice": 0,       # 0: the default (2048 / 6765 / 8191)
+    "n_eval_shifts": 4,
+    "validation": 0.1,         # fraction held out for early stopping and the held-out score
+    "precision": "32",
+    "decoder_options": {},
+    "likelihood_options": {},
+}
+
+#: Defaults of the ``[analysis]`` table.
+ANALYSIS_DEFAULTS: dict[str, Any] = {
+    "clusters": True,
+    "jacobian": True,
+    "resolution": 0,           # 0: the default grid for the latent dimension
+    "bandwidth": 0.0,          # 0: chosen automatically (likelihood cross-validation)
+    "geodesic": True,
+    "figures": True,
+}
+
+#: Grid resolution of the analysis on CPU when ``[analysis] resolution = 0`` (GPU: the
+#: analysis module's own defaults, 512 / 128 / 48).
+CPU_RESOLUTION = {1: 256, 2: 64, 3: 24}
+
+_MODEL_KEYS_TO_QLVM = ("latent_dim", "likelihood", "decoder", "batch_size", "max_epochs", "lr",
+                       "patience", "n_harmonics", "n_eval_shifts", "precision")
+
+
+# ------------------------------------------------------------------------------- configuration
+def resolve(*, pipeline=None, config=None, overrides: Mapping | None = None) -> dict:
+    """The effective configuration with ``[model]`` and ``[analysis]`` defaults filled in.
+
+    Parameters
+    ----------
+    pipeline : str or path-like, optional
+        A preset name (``vocalatent pipelines`` lists them) or a TOML file.
+    config : path-like, optional
+        A user TOML file (``vocalatent config`` writes a commented template).
+    overrides : mapping, optional
+        Nested tables from flags; ``None`` values never override.
+    """
+    from .config import deep_merge, resolve_config
+
+    cfg = resolve_config(pipeline=pipeline, config_file=config, overrides=overrides)
+    cfg = deep_merge({"model": MODEL_DEFAULTS, "analysis": ANALYSIS_DEFAULTS}, cfg)
+    unknown = set(cfg["model"]) - set(MODEL_DEFAULTS)
+    if unknown:
+        raise ParameterError(f"unknown key(s) in [model]: {', '.join(sorted(unknown))}; "
+                             f"valid: {', '.join(MODEL_DEFAULTS)}")
+    unknown = set(cfg["analysis"]) - set(ANALYSIS_DEFAULTS)
+    if unknown:
+        raise ParameterError(f"unknown key(s) in [analysis]: {', '.join(sorted(unknown))}; "
+                             f"valid: {', '.join(ANALYSIS_DEFAULTS)}")
+    return cfg
+
+
+def _key(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def make_model(cfg: Mapping, *, device="auto", seed=None, verbose: bool = True) -> QLVM:
+    """A QLVM configured from the ``[model]`` table of ``cfg``."""
+    m = {**MODEL_DEFAULTS, **dict(cfg.get("model", {}))}
+    kwargs = {k: m[k] for k in _MODEL_KEYS_TO_QLVM}
+    kwargs["n_lattice"] = int(m["n_lattice"]) or None
+    kwargs["n_eval_lattice"] = int(m["n_eval_lattice"]) or None
+    kwargs["decoder_options"] = dict(m["decoder_options"]) or None
+    kwargs["likelihood_options"] = dict(m["likelihood_options"]) or None
+    return QLVM(**kwargs, device=device, random_state=seed, verbose=verbose)
+
+
+class IndexedArray:
+    """A lazily read view of rows ``index`` of an array-like (for held-out splits of a store)."""
+
+    def __init__(self, base, index):
+        self.base = base
+        self.index = np.asarray(index, dtype=np.int64)
+        self.shape = (len(self.index),) + tuple(base.shape[1:])
+        self.dtype = getattr(base, "dtype", np.float32)
+
+    def __len__(self):
+        return self.shape[0]
+
+    def __getitem__(self, idx):
+        rows = self.index[np.asarray(idx)]
+        order = np.argsort(rows, kind="stable")
+        data = np.asarray(self.base[rows[order]])
+        out = np.empty_like(data)
+        out[order] = data
+        return out
+
+
+def split_indices(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted (train, held-out) indices; at least one item each side when n >= 2."""
+    if not 0 <= fraction < 1:
+        raise ParameterError(f"validation must be in [0, 1); got {fraction!r}")
+    perm = np.random.default_rng(seed).permutation(n)
+    n_val = int(round(fraction * n))
+    if fraction > 0 and n >= 2:
+        n_val = min(max(n_val, 1), n - 1)
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+# ------------------------------------------------------------------------------- stages
+def build_syllable_store(path, out_dir, cfg: Mapping, *, n_jobs: int = 1):
+    """Segment the recordings under ``path`` (or read their annotations) and write the store.
+
+    Writes ``out_dir/syllables.h5``, ``out_dir/segments.csv`` and ``out_dir/errors.csv``.
+
+    Returns
+    -------
+    store : SyllableStore
+    errors : pandas.DataFrame [columns: source, error]
+    """
+    from .audio.pipeline import build_store
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    audio = dict(cfg.get("audio", {}))
+    store, errors = build_store(
+        path, out_dir / "syllables.h5",
+        segment_params=cfg.get("segment", {}), spectrogram_params=cfg.get("spectrogram", {}),
+        annotations=audio.get("annotations", "auto"), channel=audio.get("channel", 0),
+        n_jobs=n_jobs, chunk_s=float(audio.get("chunk_s", 60.0)), reuse=True)
+    segs = store.segments
+    with atomic_path(out_dir / "segments.csv") as tmp:
+        segs.to_csv(tmp, index=False)
+    with atomic_path(out_dir / "errors.csv") as tmp:
+        errors.to_csv(tmp, index=False)
+    if len(store) == 0:
+        raise DataError(f"no syllables were found in {path} "
+                        f"({len(errors)} file(s) failed; see {out_dir / 'errors.csv'})")
+    return store, errors
+
+
+def _store_key(store) -> str:
+    return _key({"params": store.params, "n": len(store), "segments": _segments_digest(store.segments)})
+
+
+def _segments_digest(segments: pd.DataFrame) -> str:
+    cols = [c for c in ("source", "channel", "onset_s", "offset_s") if c in segments]
+    return hashlib.sha256(pd.util.hash_pandas_object(segments[cols], index=False).values.tobytes()).hexdigest()[:16]
+
+
+def train(X, cfg: Mapping, *, out_dir=None, device="auto", seed=None, data_key: str | None = None,
+          metadata: Mapping | None = None, verbose: bool = True) -> QLVM:
+    """Fit a QLVM on ``X`` (an array or a store's lazily read spectrograms) per ``cfg["model"]``.
+
+    A fraction ``[model] validation`` of the items is held out (seeded) for early stopping and
+    the held-out log-likelihood (``model.heldout_``). With ``out_dir``, the model is written
+    to ``out_dir/model.pt``; an existing model file made with the same configuration, seed and
+    data (``data_key``) is loaded instead of retrained.
+    """
+    seed = 0 if seed is None else int(seed)
+    m = {**MODEL_DEFAULTS, **dict(cfg.get("model", {}))}
+    key = _key({"model": m, "seed": seed, "data": data_key, "version": __version__})
+    path = None if out_dir is None else Path(out_dir) / "model.pt"
+    if path is not None and path.exists() and data_key is not None:
+        try:
+            old = QLVM.load(path, device=device)
+            if (old.metadata_ or {}).get("train_key") == key:
+                logger.info("model %s is up to date; not retrained", path)
+                return old
+            logger.info("model %s was made with other settings or data; retraining", path)
+        except DataError as exc:
+            logger.warning("ignoring unreadable model file: %s", exc)
+    n = int(X.shape[0])
+    train_idx, val_idx = split_indices(n, float(m["validation"]), seed)
+    model = make_model(cfg, device=device, seed=seed, verbose=verbose)
+    X_train = X[train_idx] if isinstance(X, np.ndarray) else IndexedArray(X, train_idx)
+    X_val = None
+    if len(val_idx):
+        X_val = X[val_idx] if isinstance(X, np.ndarray) else IndexedArray(X, val_idx)
+    model.fit(X_train, validation=X_val)
+    model.heldout_ = model.evaluate(X_val) if X_val is not None else None
+    meta = {"train_key": key, "heldout": model.heldout_, "n_train": int(len(train_idx)),
+            "n_heldout": int(len(val_idx)), "config": json.loads(json.dumps(dict(cfg), default=str))}
+    meta.update(dict(metadata or {}))
+    if path is not None:
+        model.save(path, metadata=meta)
+    else:
+        model.metadata_ = meta
+    return model
+
+
+def project(model: QLVM, store, *, metadata: Mapping | None = None) -> xr.Dataset:
+    """Embed every item of a syllable store; its segment table (and ``metadata``, constant
+    per item) become ``item`` coordinates."""
+    segs = store.segments.reset_index(drop=True)
+    ds = model.transform(store.spectrograms)
+    coords = segs.copy()
+    for k, v in dict(metadata or {}).items():
+        coords[k] = v
+    ds = add_item_coords(ds, coords)
+    heldout = (getattr(model, "metadata_", None) or {}).get("heldout")
+    if heldout:
+        ds.attrs["heldout_log_likelihood"] = float(heldout["log_likelihood"])
+        ds.attrs["heldout_stderr"] = float(heldout["stderr"])
+        ds.attrs["heldout_n_items"] = int(heldout["n_items"])
+    return ds
+
+
+def analyze(ds: xr.Dataset, model: QLVM | None, cfg: Mapping) -> xr.Dataset:
+    """Density and clusters (always), Jacobian map and boundaries (with a model), per
+    ``cfg["analysis"]``; returns a new Dataset with the grid products added."""
+    import vocalatent.accessor  # noqa: F401  (registers ds.vl)
+
+    a = {**ANALYSIS_DEFAULTS, **dict(cfg.get("analysis", {}))}
+    res = int(a["resolution"]) or None
+    if res is None and model is not None and model.device_.type == "cpu":
+        # the Jacobian map costs resolution**d decoder JVPs: keep CPU runs to minutes
+        res = CPU_RESOLUTION.get(int(ds.sizes["latent"]))
+    bw = float(a["bandwidth"]) or None
+    for name in [v for v in ds.data_vars if any(str(d).startswith("grid_") for d in ds[v].dims)]:
+        ds = ds.drop_vars(name)
+    ds = ds.drop_dims([d for d in ds.dims if str(d).startswith("grid_")])
+    if a["clusters"]:
+        ds = ds.vl.clusters(bandwidth=bw, resolution=res)
+    else:
+        ds = ds.vl.density(bandwidth=bw, resolution=res)
+    if a["jacobian"] and model is not None:
+        ds = ds.vl.jacobian(model)
+        if "cluster_mode" in ds or "cluster" in ds:
+            ds = ds.vl.boundaries()
+    return ds
+
+
+def make_figures(ds: xr.Dataset, model: QLVM | None, fig_dir, cfg: Mapping | None = None, *,
+                 example_item: np.ndarray | None = None) -> list[Path]:
+    """Write the standard figures (PNG) into ``fig_dir``; returns their paths.
+
+    ``example_item`` (one item, shape (1, ...)) gets a posterior heat map.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    import vocalatent.accessor  # noqa: F401
+    from . import plot as vplot
+
+    fig_dir = Path(fig_dir)
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    d = int(ds.sizes["latent"])
+
+    def save(fig, name):
+        written.append(vplot.save_figure(fig, fig_dir / name))
+
+    def attempt(name, fn):
+        try:
+            fn()
+        except Exception as exc:  # one broken figure must not lose the others
+            logger.warning("figure %s failed: %s: %s", name, type(exc).__name__, exc)
+            plt.close("all")
+
+    def embedding_fig(color, name):
+        if color not in ds.variables:
+            return
+        values = ds[color].values
+        if color == "label" and not any(str(v) for v in values):
+            return
+        fig, ax = plt.subplots(figsize=(6.5, 5.5))
+        ds.vl.plot_embedding(color=color, ax=ax)
+        save(fig, name)
+
+    attempt("embedding_cluster", lambda: embedding_fig("cluster", "embedding_cluster.png"))
+    attempt("embedding_label", lambda: embedding_fig("label", "embedding_label.png"))
+    attempt("embedding_source", lambda: embedding_fig("source", "embedding_source.png"))
+
+    def spread_fig():
+        fig, ax = plt.subplots(figsize=(6.5, 5.5))
+        vplot.plot_embedding(ds["embedding"].values, color=ds["spread"].values.mean(1), ax=ax,
+                             color_label="posterior spread (1 − resultant length)",
+                             title="Embedding coloured by posterior spread")
+        save(fig, "embedding_spread.png")
+
+    attempt("embedding_spread", spread_fig)
+
+    def density_fig():
+        fig, ax = plt.subplots(figsize=(6.5, 5.5))
+        ds.vl.plot_density(ax=ax)
+        save(fig, "density.png")
+
+    if "density" in ds:
+        attempt("density", density_fig)
+    if model is not None:
+        def latent_map():
+            fig, ax = plt.subplots(figsize=(9, 8))
+            ds.vl.plot_latent_map(model, ax=ax)
+            save(fig, "latent_map.png")
+
+        attempt("latent_map", latent_map)
+
+        def jacobian_fig():
+            fig, ax = plt.subplots(figsize=(6.5, 5.5))
+            ds.vl.plot_jacobian(ax=ax)
+            save(fig, "jacobian.png")
+
+        if "jacobian_norm" in ds:
+            attempt("jacobian", jacobian_fig)
+
+        def training():
+            fig, ax = plt.subplots(figsize=(6.5, 4))
+            vplot.plot_training_curves(model.history_, ax=ax)
+            save(fig, "training_curves.png")
+
+        attempt("training_curves", training)
+
+        def geodesic_fig():
+            n_clusters = int(ds["cluster"].max()) + 1 if "cluster" in ds else 0
+            if n_clusters < 2 or d != 2:
+                return
+            res = ds.vl.geodesic_between_clusters(model, 0, 1)
+            fig = plt.figure(figsize=(10, 6))
+            ax = fig.add_subplot(2, 1, 1)
+            strip = fig.add_subplot(2, 1, 2)
+            vplot.plot_geodesic(res, output_shape=model.output_shape_, ax=ax, strip_ax=strip,
+                                jacobian=ds["jacobian_norm"].values if "jacobian_norm" in ds else None)
+            save(fig, "geodesic.png")
+
+        if (cfg or {}).get("analysis", {}).get("geodesic", True):
+            attempt("geodesic", geodesic_fig)
+
+        def posterior_fig():
+            w, pts = model.posterior(example_item, n_lattice=min(model._n_eval(None), 6765))
+            fig, ax = plt.subplots(figsize=(6, 5))
+            vplot.plot_posterior(w[0], pts, ax=ax, title="Lattice posterior of item 0")
+            save(fig, "posterior_item0.png")
+
+        if example_item is not None:
+            attempt("posterior", posterior_fig)
+    return written
+
+
+def dump_toml(cfg: Mapping, *, comments: Mapping[str, str] | None = None) -> str:
+    """Write nested tables of scalars/lists as TOML (None values are left out)."""
+    comments = dict(comments or {})
+
+    def value(v):
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float, np.integer, np.floating)):
+            return repr(float(v)) if isinstance(v, (float, np.floating)) else str(int(v))
+        if isinstance(v, (list, tuple)):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        return json.dumps(str(v))
+
+    lines: list[str] = []
+
+    def table(name, tab):
+        scalars = {k: v for k, v in tab.items() if not isinstance(v, Mapping) and v is not None}
+        subs = {k: v for k, v in tab.items() if isinstance(v, Mapping)}
+        if name and (scalars or not subs):
+            lines.append(f"\n[{name}]")
+        for k, v in scalars.items():
+            note = comments.get(f"{name}.{k}")
+            if note:
+                lines.append(f"# {note}")
+            lines.append(f"{k} = {value(v)}")
+        for k, v in subs.items():
+            table(f"{name}.{k}" if name else k, v)
+
+    table("", dict(cfg))
+    return "\n".join(lines).lstrip() + "\n"
+
+
+# ------------------------------------------------------------------------------- the job
+def _check_out(out: Path, path: Path, force: bool) -> None:
+    run = out / "run.json"
+    if run.exists() and not force:
+        try:
+            info = json.loads(run.read_text())
+        except (OSError, json.JSONDecodeError):
+            info = {}
+        if info.get("input") and info.get("input") != str(path):
+            raise ParameterError(
+                f"{out} holds the results of another run (input {info.get('input')}); "
+                f"choose another output folder or pass --force to overwrite"
+            )
+    elif out.exists() and any(out.iterdir()) and not run.exists() and not force:
+        raise ParameterError(f"{out} exists and is not a vocalatent output folder; choose an "
+                             "empty or new folder (or pass --force)")
+
+
+def _write_config(cfg: Mapping, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(dump_toml(cfg))
+
+
+def embed(path, out=None, *, pipeline=None, config=None, latent_dim: int | None = None,
+          device="auto", seed: int | None = None, n_jobs: int = 1, max_epochs: int | None = None,
+          overrides: Mapping | None = None, figures: bool | None = None, force: bool = False,
+          verbose: bool = True) -> xr.Dataset:
+    """Recordings → syllable store → QLVM → embedding → analysis → figures.
+
+    Parameters
+    ----------
+    path : path-like
+        A folder searched recursively for recordings (or one file).
+    out : path-like or None
+        Output folder (default ``<path>_vocalatent`` beside the input). It receives
+        ``config.toml`` (the resolved configuration), ``segments.csv``, ``errors.csv``,
+        ``syllables.h5``, ``model.pt``, ``embedding.nc`` and ``figures/*.png``.
+    pipeline, config
+        Preset name/file and user TOML file (see :func:`resolve`).
+    latent_dim, max_epochs : int or None
+        Shortcuts for ``[model]`` settings.
+    device : {"auto", "cpu", "cuda"}
+    seed : int or None
+        Seed of the split, initialisation, shuffling and lattice shifts (default 0).
+    n_jobs : int
+        Processes for segmentation and spectrograms.
+    overrides : mapping, optional
+        Further nested settings (like command-line flags).
+    figures : bool or None
+        Write figures (default: ``[analysis] figures``).
+    force : bool
+        Allow writing into a folder that holds another run's results.
+
+    Returns
+    -------
+    ds : xarray.Dataset
+        The analysed embedding (also written to ``out/embedding.nc``).
+    """
+    from .config import deep_merge
+
+    path = Path(path).resolve()
+    if not path.exists():
+        raise DataError("no such file or folder", path=path)
+    out = Path(out) if out is not None else path.parent / f"{path.name}_vocalatent"
+    flags = {"model": {"latent_dim": latent_dim, "max_epochs": max_epochs}}
+    if figures is not None:
+        flags["analysis"] = {"figures": bool(figures)}
+    cfg = resolve(pipeline=pipeline, config=config,
+                  overrides=deep_merge(flags, dict(overrides or {})))
+    seed = 0 if seed is None else int(seed)
+    _check_out(out, path, force)
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "run.json") as tmp:
+        tmp.write_text(json.dumps({"input": str(path), "vocalatent_version": __version__, "seed": seed}))
+    _write_config({**cfg, "run": {"seed": seed, "input": str(path)}}, out / "config.toml")
+
+    store, errors = build_syllable_store(path, out, cfg, n_jobs=n_jobs)
+    logger.info("%d syllables from %s (%d file(s) failed)", len(store), path, len(errors))
+    store_key = _store_key(store)
+    model = train(store.spectrograms, cfg, out_dir=out, device=device, seed=seed,
+                  data_key=store_key, verbose=verbose,
+                  metadata={"spectrogram_resolved": store.info.get("spectrogram_resolved"),
+                            "segment": store.info.get("segment")})
+    model_key = model.metadata_["train_key"]
+    emb_path = out / "embedding.nc"
+    analysis_key = {k: v for k, v in cfg["analysis"].items() if k != "figures"}
+    stage_key = _key({"model": model_key, "store": store_key, "analysis": analysis_key})
+    ds = None
+    if emb_path.exists():
+        old = read_embedding(emb_path)
+        if old.attrs.get("stage_key") == stage_key:
+            logger.info("embedding %s is up to date", emb_path)
+            ds = old
+    if ds is None:
+        ds = project(model, store)
+        ds = analyze(ds, model, cfg)
+        ds.attrs["config"] = json.dumps(cfg, default=str)
+        ds.attrs["stage_key"] = stage_key
+        ds.attrs["input"] = str(path)
+        write_embedding(ds, emb_path)
+    if cfg["analysis"].get("figures", True):
+        make_figures(ds, model, out / "figures", cfg,
+                     example_item=np.asarray(store.spectrograms[np.array([0])]))
+    return ds
+
+
+def project_recordings(model_path, path, out, *, n_jobs: int = 1, device="auto",
+                       metadata: Mapping | None = None) -> xr.Dataset:
+    """Embed new recordings with an existing model, using the preprocessing it was trained
+    with (stored in the model file); writes ``out/syllables.h5`` and ``out/embedding.nc``."""
+    model = QLVM.load(model_path, device=device)
+    meta = model.metadata_ or {}
+    cfg = dict(meta.get("config") or {})
+    if meta.get("spectrogram_resolved"):
+        cfg["spectrogram"] = meta["spectrogram_resolved"]
+    store, _ = build_syllable_store(path, out, cfg, n_jobs=n_jobs)
+    if tuple(store.spectrograms.shape[1:]) != tuple(model.item_shape_):
+        raise DataError(f"spectrograms of shape {store.spectrograms.shape[1:]} do not match the "
+                        f"model's {model.item_shape_}", path=model_path)
+    ds = project(model, store, metadata=metadata)
+    ds.attrs["model_file"] = str(Path(model_path).resolve())
+    write_embedding(ds, Path(out) / "embedding.nc")
+    return ds
+
+
+def fingerprint_files(paths) -> str:
+    """A key of files' names, sizes and modification times (for completion markers)."""
+    items = []
+    for p in sorted(Path(p) for p in paths):
+        st = os.stat(p)
+        items.append((str(p), st.st_size, int(st.st_mtime_ns)))
+    return _key(items)
+
+
+_COMMENTS = {
+    "audio.channel": "channel to analyse (0 = first), or \"all\" for each channel as its own source",
+    "audio.chunk_s": "seconds of audio held in memory at a time (long recordings are read in chunks)",
+    "audio.annotations": "\"auto\": use annotation files beside the audio; \"ignore\"; or a folder",
+    "segment.f_min": "lower edge of the band used for amplitude segmentation (Hz)",
+    "segment.f_max": "upper edge of that band (Hz); must be below half the sample rate",
+    "segment.window_s": "STFT window (s)",
+    "segment.hop_s": "STFT hop (s)",
+    "segment.th1": "low threshold (fraction of the calibrated dB range): syllable boundaries",
+    "segment.th2": "middle threshold: a local minimum below it splits syllables",
+    "segment.th3": "high threshold: a syllable must rise above it",
+    "segment.smoothing_s": "smoothing of the amplitude trace (s)",
+    "segment.min_dur_s": "shortest syllable kept (s)",
+    "segment.max_dur_s": "longest syllable kept (s)",
+    "segment.min_gap_s": "syllables closer than this are merged (s)",
+    "spectrogram.n_freq": "frequency rows of each syllable image",
+    "spectrogram.n_time": "time columns of each syllable image",
+    "spectrogram.f_min": "lowest frequency shown (Hz)",
+    "spectrogram.f_max": "highest frequency shown (Hz)",
+    "spectrogram.freq_scale": "\"linear\" or \"mel\" frequency axis",
+    "spectrogram.time_mode": "\"stretch\": each syllable fills the image; \"window\": fixed window_dur_s",
+    "model.latent_dim": "1 (ring), 2 (torus map) or 3",
+    "model.likelihood": "gaussian | bernoulli | poisson | poisson_offset | multinomial | negbin",
+    "model.decoder": "auto (conv for images, MLP otherwise) | conv | mlp",
+    "model.n_lattice": "training lattice size m; 0 = default for latent_dim (256 / 987 / 2039)",
+    "model.batch_size": "items per step; a step decodes m points whatever the batch size",
+    "model.max_epochs": "upper bound on epochs; early stopping on held-out log p(x) usually ends sooner",
+    "model.lr": "Adam learning rate",
+    "model.patience": "epochs without held-out improvement before stopping",
+    "model.n_eval_lattice": "evaluation lattice size; 0 = default (2048 / 6765 / 8191)",
+    "model.n_eval_shifts": "random lattice shifts averaged for scores and embeddings",
+    "model.validation": "fraction of items held out for early stopping and the held-out score",
+    "model.precision": "\"32\" or \"bf16\" (bfloat16 decoder on CUDA)",
+    "analysis.clusters": "find clusters by mode seeking on the periodic density",
+    "analysis.jacobian": "compute the decoder Jacobian map and syllable boundaries",
+    "analysis.resolution": "grid cells per latent axis; 0 = default",
+    "analysis.bandwidth": "KDE bandwidth in torus turns; 0 = automatic (cross-validation)",
+    "analysis.geodesic": "draw a geodesic between the two largest clusters",
+    "analysis.figures": "write PNG figures to OUT/figures",
+}
+
+
+def config_template(*, pipeline=None) -> str:
+    """A commented TOML file of every setting, with the preset's values filled in."""
+    cfg = resolve(pipeline=pipeline)
+    pipe = dict(cfg.pop("pipeline", {}))
+    head = [f"# vocalatent configuration (version {__version__})",
+            f"# Start from the preset {pipe.get('name', 'default')!r}: {pipe.get('description', '')}",
+            "# Use with: vocalatent embed PATH --config THIS_FILE   (flags override this file)",
+            "", "[pipeline]", f"extends = {json.dumps(pipe.get('name', 'default'))}", ""]
+    return "\n".join(head) + dump_toml(cfg, comments=_COMMENTS)

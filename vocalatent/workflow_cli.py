@@ -1,0 +1,218 @@
+"""Subcommands of the end-to-end job: embed, train, project, evaluate, analyze, plot,
+pipelines and config. Each one parses its options and calls one public function of
+:mod:`vocalatent.workflow`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from ._utils import DataError, ParameterError
+
+_PIPELINE_HELP = ("Preset name (see `vocalatent pipelines`) or a pipeline TOML file. "
+                  "Default: 'default' (songbird range, 400 Hz-10 kHz).")
+_CONFIG_HELP = "User TOML file overriding the preset (write a template with `vocalatent config`)."
+
+
+def _common(f):
+    f = click.option("--seed", type=int, default=None,
+                     help="Seed for the held-out split, initialisation, shuffling and lattice shifts (default 0).")(f)
+    f = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+                     help="Where the QLVM runs; 'auto' = CUDA when present.")(f)
+    f = click.option("--config", "config", type=click.Path(dir_okay=False), default=None, help=_CONFIG_HELP)(f)
+    f = click.option("--pipeline", default=None, help=_PIPELINE_HELP)(f)
+    return f
+
+
+def _model_flags(f):
+    f = click.option("--max-epochs", type=click.IntRange(min=1), default=None,
+                     help="Upper bound on training epochs (passes over the syllables); early stopping "
+                          "on the held-out log-likelihood usually ends sooner. Preset default: 300.")(f)
+    f = click.option("--n-lattice", type=click.IntRange(min=2), default=None,
+                     help="Training lattice size m (latent points decoded per step). Default by latent "
+                          "dim: 256 / 987 / 2039. Cost per step grows linearly with m.")(f)
+    f = click.option("--latent-dim", type=click.IntRange(1, 3), default=None,
+                     help="Dimension of the latent torus: 1 (ring), 2 (map, default) or 3.")(f)
+    return f
+
+
+def _overrides(latent_dim=None, n_lattice=None, max_epochs=None):
+    return {"model": {"latent_dim": latent_dim, "n_lattice": n_lattice, "max_epochs": max_epochs}}
+
+
+@click.command()
+@click.argument("path", type=click.Path(exists=True))
+@click.option("-o", "--out", type=click.Path(file_okay=False), default=None,
+              help="Output folder (default: PATH_vocalatent beside PATH).")
+@_common
+@_model_flags
+@click.option("--jobs", "-j", type=int, default=1, show_default=True,
+              help="Processes for segmentation and spectrograms (-1: all cores).")
+@click.option("--no-figures", is_flag=True, help="Skip the PNG figures.")
+@click.option("--force", is_flag=True, help="Write into OUT even if it holds another run's results.")
+def embed(path, out, pipeline, config, device, seed, latent_dim, n_lattice, max_epochs, jobs,
+          no_figures, force):
+    """Recordings under PATH -> syllables -> QLVM -> embedding, analysis and figures in OUT.
+
+    PATH is a folder searched recursively for audio files (wav, flac, ogg, ...) or one file;
+    annotation files beside the audio (Audacity, Raven, TextGrid, .not.mat, CSV) replace the
+    automatic segmentation. Stages whose outputs exist with the same parameters are reused.
+    """
+    from .workflow import embed as run
+
+    ds = run(path, out, pipeline=pipeline, config=config, device=device, seed=seed,
+             n_jobs=jobs, overrides=_overrides(latent_dim, n_lattice, max_epochs),
+             figures=False if no_figures else None, force=force)
+    out = Path(out) if out else Path(path).resolve().parent / f"{Path(path).resolve().name}_vocalatent"
+    n_clusters = int(ds["cluster"].max()) + 1 if "cluster" in ds else 0
+    msg = f"{ds.sizes['item']} items embedded in {ds.sizes['latent']}-D"
+    if n_clusters:
+        msg += f", {n_clusters} clusters"
+    if "heldout_log_likelihood" in ds.attrs:
+        msg += f"; held-out log p(x) = {ds.attrs['heldout_log_likelihood']:.1f} nats/item"
+    click.echo(f"{msg}\nwrote {out}")
+
+
+@click.command()
+@click.argument("path", type=click.Path(exists=True))
+@click.option("-o", "--out", type=click.Path(file_okay=False), required=True, help="Output folder.")
+@_common
+@_model_flags
+@click.option("--jobs", "-j", type=int, default=1, show_default=True)
+def train(path, out, pipeline, config, device, seed, latent_dim, n_lattice, max_epochs, jobs):
+    """Train a QLVM on the syllables of PATH (a folder of recordings or a syllables.h5 store);
+    writes OUT/model.pt."""
+    from .data.store import SyllableStore
+    from .workflow import _store_key, build_syllable_store, resolve
+    from .workflow import train as run
+
+    cfg = resolve(pipeline=pipeline, config=config, overrides=_overrides(latent_dim, n_lattice, max_epochs))
+    p = Path(path)
+    if p.is_file() and p.suffix in (".h5", ".hdf5"):
+        store = SyllableStore(p)
+    else:
+        store, _ = build_syllable_store(p, out, cfg, n_jobs=jobs)
+    model = run(store.spectrograms, cfg, out_dir=out, device=device, seed=seed, data_key=_store_key(store),
+                metadata={"spectrogram_resolved": store.info.get("spectrogram_resolved"),
+                          "segment": store.info.get("segment")})
+    held = model.metadata_.get("heldout")
+    click.echo(f"trained on {model.metadata_['n_train']} items in {model.n_epochs_} epochs"
+               + (f"; held-out log p(x) = {held['log_likelihood']:.2f} ± {held['stderr']:.2f} nats/item" if held else "")
+               + f"\nwrote {Path(out) / 'model.pt'}")
+
+
+@click.command()
+@click.argument("model", type=click.Path(exists=True, dir_okay=False))
+@click.argument("path", type=click.Path(exists=True))
+@click.option("-o", "--out", type=click.Path(file_okay=False), required=True, help="Output folder.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--jobs", "-j", type=int, default=1, show_default=True)
+def project(model, path, out, device, jobs):
+    """Embed the recordings of PATH with an existing MODEL (same preprocessing as its training
+    data); writes OUT/syllables.h5 and OUT/embedding.nc."""
+    from .workflow import project_recordings
+
+    ds = project_recordings(model, path, out, n_jobs=jobs, device=device)
+    click.echo(f"{ds.sizes['item']} items embedded\nwrote {Path(out) / 'embedding.nc'}")
+
+
+@click.command()
+@click.argument("model", type=click.Path(exists=True, dir_okay=False))
+@click.argument("data", type=click.Path(exists=True))
+@click.option("--n-lattice", type=click.IntRange(min=2), default=None,
+              help="Evaluation lattice size (default 2048 / 6765 / 8191 by latent dim).")
+@click.option("--n-shifts", type=click.IntRange(min=2), default=None, help="Random shifts (default 4).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+def evaluate(model, data, n_lattice, n_shifts, device):
+    """Held-out log p(x) of MODEL on DATA (a syllables.h5 store or an .npy array), in nats per item
+    with its standard error over lattice shifts."""
+    import numpy as np
+
+    from .data.store import SyllableStore
+    from .model import QLVM
+
+    m = QLVM.load(model, device=device)
+    p = Path(data)
+    if p.suffix in (".h5", ".hdf5"):
+        X = SyllableStore(p).spectrograms
+    elif p.suffix == ".npy":
+        X = np.load(p, mmap_mode="r")
+    else:
+        raise DataError("evaluate reads a syllables.h5 store or a .npy array", path=p)
+    res = m.evaluate(X, n_lattice=n_lattice, n_shifts=n_shifts)
+    click.echo(json.dumps(res, indent=2))
+
+
+def _load_out(out):
+    from .model import QLVM
+    from .workflow import read_embedding
+
+    out = Path(out)
+    ds = read_embedding(out / "embedding.nc")
+    model = QLVM.load(out / "model.pt") if (out / "model.pt").exists() else None
+    return out, ds, model
+
+
+@click.command()
+@click.argument("out", type=click.Path(exists=True, file_okay=False))
+@click.option("--config", "config", type=click.Path(dir_okay=False), default=None, help=_CONFIG_HELP)
+@click.option("--bandwidth", type=float, default=None, help="KDE bandwidth in torus turns (default: automatic).")
+@click.option("--resolution", type=int, default=None, help="Grid cells per latent axis.")
+def analyze(out, config, bandwidth, resolution):
+    """Recompute density, clusters, Jacobian map and boundaries for the run in OUT."""
+    from .workflow import analyze as run
+    from .workflow import resolve, write_embedding
+
+    out, ds, model = _load_out(out)
+    base = Path(out) / "config.toml"
+    cfg = resolve(config=config or (base if base.exists() else None),
+                  overrides={"analysis": {"bandwidth": bandwidth, "resolution": resolution}})
+    ds = run(ds, model, cfg)
+    write_embedding(ds, out / "embedding.nc")
+    n = int(ds["cluster"].max()) + 1 if "cluster" in ds else 0
+    click.echo(f"{n} clusters\nwrote {out / 'embedding.nc'}")
+
+
+@click.command()
+@click.argument("out", type=click.Path(exists=True, file_okay=False))
+def plot(out):
+    """(Re)draw the figures of the run in OUT into OUT/figures."""
+    from .workflow import make_figures
+
+    out, ds, model = _load_out(out)
+    paths = make_figures(ds, model, out / "figures")
+    click.echo("\n".join(str(p) for p in paths))
+
+
+@click.command()
+def pipelines():
+    """List the pipeline presets with their domain and the sources of their numbers."""
+    from .config import list_pipelines
+
+    for p in list_pipelines():
+        click.echo(f"{p['name']:<16} {p.get('domain', ''):<12} {p.get('description', '')}")
+        if p.get("source"):
+            click.echo(f"{'':<16} source: {p['source']}")
+
+
+@click.command()
+@click.option("-o", "--out", type=click.Path(dir_okay=False), default=None,
+              help="Write the template here (default: print it).")
+@click.option("--pipeline", default=None, help=_PIPELINE_HELP)
+def config(out, pipeline):
+    """Write a commented TOML template of every setting (the preset's values filled in)."""
+    from .workflow import config_template
+
+    text = config_template(pipeline=pipeline)
+    if out:
+        if Path(out).exists():
+            raise ParameterError(f"{out} exists; not overwriting it")
+        Path(out).write_text(text)
+        click.echo(f"wrote {out}")
+    else:
+        click.echo(text, nl=False)
+
+
+commands = [embed, train, project, evaluate, analyze, plot, pipelines, config]
