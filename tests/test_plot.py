@@ -126,13 +126,13 @@ def test_geodesic_figure(tmp_path, decoder2):
 
 
 def test_training_curves(tmp_path):
-    hist = {"epoch": [1, 2, 3, 4], "train_loglik": [-900, -700, -650, -640],
-            "val_loglik": [-950, -720, -690, -695]}
+    hist = {"epoch": [1, 2, 3, 4], "train_log_likelihood": [-900, -700, -650, -640],
+            "val_log_likelihood": [-950, -720, -690, -695]}
     ax = plot.plot_training_curves(hist)
     assert ax.get_ylabel() == "log-likelihood (nats per item)"
     assert any("epoch 3" in t.get_text() for t in ax.texts)  # the best validation epoch
     _check_png(plot.save_figure(ax, tmp_path / "curves.png"))
-    with pytest.raises(ParameterError, match="train_loglik"):
+    with pytest.raises(ParameterError, match="train_log_likelihood"):
         plot.plot_training_curves(pd.DataFrame({"epoch": [1]}))
 
 

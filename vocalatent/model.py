@@ -271,8 +271,11 @@ class QLVM:
 
     def _seed(self) -> int:
         if not hasattr(self, "seed_"):
-            rng = check_random_state(self.random_state)
-            self.seed_ = int(rng.integers(0, 2**31 - 1))
+            if isinstance(self.random_state, (int, np.integer)) and not isinstance(self.random_state, bool):
+                self.seed_ = int(self.random_state)
+            else:
+                rng = check_random_state(self.random_state)
+                self.seed_ = int(rng.integers(0, 2**31 - 1))
         return self.seed_
 
     def _check_fitted(self):
@@ -629,9 +632,15 @@ class QLVM:
         return tuple(self.item_shape_)
 
     # ----------------------------------------------------------------------------- persistence
-    def save(self, path) -> Path:
-        """Write one self-describing checkpoint (parameters, weights, history) atomically."""
+    def save(self, path, *, metadata: dict | None = None) -> Path:
+        """Write one self-describing checkpoint (parameters, weights, history) atomically.
+
+        ``metadata`` (JSON-serialisable, e.g. the preprocessing configuration that made the
+        training data) is stored with it and comes back as ``metadata_`` after :meth:`load`.
+        """
         self._check_fitted()
+        if metadata is not None:
+            self.metadata_ = metadata
         params = self.get_params()
         params["random_state"] = self.seed_
         params["device"] = "auto"
@@ -645,6 +654,7 @@ class QLVM:
             "n_lattice": self.n_lattice_,
             "state_dict": {k: v.detach().cpu() for k, v in self.module_.state_dict().items()},
             "history": {k: [float(v) for v in vals] for k, vals in self.history_.items()},
+            "metadata": json.dumps(getattr(self, "metadata_", None)),
         }
         path = Path(path)
         with atomic_path(path) as tmp:
@@ -679,4 +689,5 @@ class QLVM:
         model.lattice_generator_ = tuple(int(g) for g in _lattice.default_generator(model.n_lattice_, int(model.latent_dim)))
         model.history_ = {k: list(v) for k, v in state["history"].items()}
         model.n_epochs_ = len(model.history_.get("epoch", []))
+        model.metadata_ = json.loads(state.get("metadata", "null"))
         return model

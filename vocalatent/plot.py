@@ -639,7 +639,7 @@ def plot_training_curves(history, *, ax=None, title: str | None = None):
     Parameters
     ----------
     history : dict or pandas.DataFrame
-        Columns ``epoch``, ``train_loglik`` and optionally ``val_loglik`` (nats per item).
+        Columns ``epoch``, ``train_log_likelihood`` and optionally ``val_log_likelihood`` (nats per item).
     ax : matplotlib Axes, optional
     title : str, optional
 
@@ -650,19 +650,19 @@ def plot_training_curves(history, *, ax=None, title: str | None = None):
     import pandas as pd
 
     df = pd.DataFrame(history)
-    missing = [c for c in ("epoch", "train_loglik") if c not in df.columns]
+    missing = [c for c in ("epoch", "train_log_likelihood") if c not in df.columns]
     if missing:
         raise ParameterError(f"history is missing column(s) {missing}; it has {list(df.columns)}")
     if df.empty:
         raise ParameterError("history is empty")
     ax = _new_axes(ax, figsize=(6.4, 4.0))
-    ax.plot(df["epoch"], df["train_loglik"], marker="o", ms=3, label="train")
-    if "val_loglik" in df.columns and df["val_loglik"].notna().any():
-        ax.plot(df["epoch"], df["val_loglik"], marker="s", ms=3, label="validation")
-        best = df.loc[df["val_loglik"].idxmax()]
+    ax.plot(df["epoch"], df["train_log_likelihood"], marker="o", ms=3, label="train")
+    if "val_log_likelihood" in df.columns and df["val_log_likelihood"].notna().any():
+        ax.plot(df["epoch"], df["val_log_likelihood"], marker="s", ms=3, label="validation")
+        best = df.loc[df["val_log_likelihood"].idxmax()]
         ax.axvline(best["epoch"], color="0.6", ls=":", lw=1)
-        ax.annotate(f"best validation\n{best['val_loglik']:.1f} (epoch {int(best['epoch'])})",
-                    (best["epoch"], best["val_loglik"]), xytext=(-10, -30), textcoords="offset points",
+        ax.annotate(f"best validation\n{best['val_log_likelihood']:.1f} (epoch {int(best['epoch'])})",
+                    (best["epoch"], best["val_log_likelihood"]), xytext=(-10, -30), textcoords="offset points",
                     ha="right", fontsize="small", arrowprops={"arrowstyle": "-", "color": "0.5"})
     ax.set_xlabel("epoch")
     ax.set_ylabel("log-likelihood (nats per item)")

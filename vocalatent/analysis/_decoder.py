@@ -91,7 +91,11 @@ def model_decoder(model):
     latent_dim = getattr(model, "latent_dim", None)
     if not isinstance(latent_dim, (int, np.integer)) or latent_dim < 1:
         raise ParameterError(f"model.latent_dim must be a positive integer; got {latent_dim!r}")
-    output_shape = getattr(model, "output_shape", None)
+    # fitted vocalatent estimators expose the item shape as ``output_shape_``; image items
+    # are (F, T), vector items (D,), which has no image shape
+    output_shape = getattr(model, "output_shape_", None) or getattr(model, "output_shape", None)
+    if output_shape is not None and len(tuple(output_shape)) != 2:
+        output_shape = None
     if output_shape is not None:
         output_shape = tuple(int(s) for s in output_shape)
     device = getattr(model, "device_", None) or getattr(model, "device", None)

@@ -207,8 +207,8 @@ def render_docs_figures(outdir) -> list:
     save(plot.plot_geodesic(g, output_shape=dec.output_shape,
                             jacobian=ds["jacobian_norm"].values), "geodesic")
     ep = np.arange(1, 41)
-    hist = pd.DataFrame({"epoch": ep, "train_loglik": 1500 - 400 * np.exp(-ep / 6),
-                         "val_loglik": 1480 - 400 * np.exp(-ep / 6) - 0.3 * ep})
+    hist = pd.DataFrame({"epoch": ep, "train_log_likelihood": 1500 - 400 * np.exp(-ep / 6),
+                         "val_log_likelihood": 1480 - 400 * np.exp(-ep / 6) - 0.3 * ep})
     save(plot.plot_training_curves(hist).figure, "training_curves")
     lat = np.stack([np.arange(2584) / 2584, (np.arange(2584) * 1597 / 2584) % 1], axis=1)
     logw = -((wrap(lat - [0.3, 0.7] + 0.5) - 0.5) ** 2).sum(1) / (2 * 0.03 ** 2)
