@@ -92,6 +92,11 @@ def add_item_coords(ds: xr.Dataset, coords: dict | pd.DataFrame) -> xr.Dataset:
 def write_embedding(ds: xr.Dataset, path) -> Path:
     """Write the Dataset as NetCDF4 (h5netcdf engine) atomically; returns the path."""
     path = Path(path)
+    ds = ds.copy()
+    for name in list(ds.variables):
+        # a Dataset read from disk keeps its old string widths and chunking; drop them so
+        # longer strings are never cut on rewrite
+        ds[name].encoding = {}
     with atomic_path(path, suffix=".nc") as tmp:
         ds.to_netcdf(tmp, engine="h5netcdf", invalid_netcdf=False)
     return path

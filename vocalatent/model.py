@@ -642,6 +642,9 @@ class QLVM:
         if metadata is not None:
             self.metadata_ = metadata
         params = self.get_params()
+        # record the decoder's resolved sizes so later changes of defaults cannot break loading
+        params["decoder"] = self.decoder_kind_
+        params["decoder_options"] = {**(self.decoder_options or {}), **self.module_.decoder.config}
         params["random_state"] = self.seed_
         params["device"] = "auto"
         state = {

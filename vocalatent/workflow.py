@@ -38,18 +38,27 @@ MODEL_DEFAULTS: dict[str, Any] = {
     "latent_dim": 2,
     "likelihood": "gaussian",
     "decoder": "auto",
-    "n_lattice": 0,            # 0: the default for the latent dimension (256 / 987 / 2039)
+    "n_lattice": 0,            # 0: automatic by device, see AUTO_LATTICE
     "batch_size": 256,
-    "max_epochs": 300,
+    "max_epochs": 150,
     "lr": 1e-3,
-    "patience": 30,
+    "patience": 20,
     "n_harmonics": 1,
-    "n_eval_lattice": 0,       # 0: the default (2048 / 6765 / 8191)
-    "n_eval_shifts": 4,
+    "n_eval_lattice": 0,       # 0: automatic by device, see AUTO_LATTICE
+    "n_eval_shifts": 0,        # 0: automatic by device (4 on CUDA, 2 on CPU)
     "validation": 0.1,         # fraction held out for early stopping and the held-out score
     "precision": "32",
     "decoder_options": {},
     "likelihood_options": {},
+}
+
+#: Lattice sizes used when ``[model] n_lattice`` / ``n_eval_lattice`` are 0, by device type
+#: and latent dimension: (training m, evaluation m, evaluation shifts). A training step
+#: decodes m points and costs ~6·B·m·D flops in the likelihood, so on a CPU the job uses
+#: smaller lattices to finish a 128 x 128 spectrogram map in minutes (docs/method.md).
+AUTO_LATTICE = {
+    "cuda": {1: (256, 2048, 4), 2: (987, 6765, 4), 3: (2039, 8191, 4)},
+    "cpu": {1: (128, 1024, 2), 2: (377, 2584, 2), 3: (1021, 4093, 2)},
 }
 
 #: Defaults of the ``[analysis]`` table.
@@ -104,10 +113,14 @@ def _key(obj) -> str:
 
 def make_model(cfg: Mapping, *, device="auto", seed=None, verbose: bool = True) -> QLVM:
     """A QLVM configured from the ``[model]`` table of ``cfg``."""
+    from ._utils import resolve_device
+
     m = {**MODEL_DEFAULTS, **dict(cfg.get("model", {}))}
-    kwargs = {k: m[k] for k in _MODEL_KEYS_TO_QLVM}
-    kwargs["n_lattice"] = int(m["n_lattice"]) or None
-    kwargs["n_eval_lattice"] = int(m["n_eval_lattice"]) or None
+    kwargs = {k: m[k] for k in _MODEL_KEYS_TO_QLVM if k != "n_eval_shifts"}
+    auto = AUTO_LATTICE[resolve_device(device).type].get(int(m["latent_dim"]))
+    kwargs["n_lattice"] = int(m["n_lattice"]) or (auto[0] if auto else None)
+    kwargs["n_eval_lattice"] = int(m["n_eval_lattice"]) or (auto[1] if auto else None)
+    kwargs["n_eval_shifts"] = int(m["n_eval_shifts"]) or (auto[2] if auto else 4)
     kwargs["decoder_options"] = dict(m["decoder_options"]) or None
     kwargs["likelihood_options"] = dict(m["likelihood_options"]) or None
     return QLVM(**kwargs, device=device, random_state=seed, verbose=verbose)
@@ -567,13 +580,13 @@ _COMMENTS = {
     "model.latent_dim": "1 (ring), 2 (torus map) or 3",
     "model.likelihood": "gaussian | bernoulli | poisson | poisson_offset | multinomial | negbin",
     "model.decoder": "auto (conv for images, MLP otherwise) | conv | mlp",
-    "model.n_lattice": "training lattice size m; 0 = default for latent_dim (256 / 987 / 2039)",
+    "model.n_lattice": "training lattice size m; 0 = automatic (d=1/2/3: 256/987/2039 on CUDA, 128/377/1021 on CPU)",
     "model.batch_size": "items per step; a step decodes m points whatever the batch size",
     "model.max_epochs": "upper bound on epochs; early stopping on held-out log p(x) usually ends sooner",
     "model.lr": "Adam learning rate",
     "model.patience": "epochs without held-out improvement before stopping",
-    "model.n_eval_lattice": "evaluation lattice size; 0 = default (2048 / 6765 / 8191)",
-    "model.n_eval_shifts": "random lattice shifts averaged for scores and embeddings",
+    "model.n_eval_lattice": "evaluation lattice size; 0 = automatic (6765 for d=2 on CUDA, 2584 on CPU)",
+    "model.n_eval_shifts": "random lattice shifts averaged for scores and embeddings; 0 = 4 on CUDA, 2 on CPU",
     "model.validation": "fraction of items held out for early stopping and the held-out score",
     "model.precision": "\"32\" or \"bf16\" (bfloat16 decoder on CUDA)",
     "analysis.clusters": "find clusters by mode seeking on the periodic density",

@@ -88,6 +88,7 @@ class MLPDecoder(nn.Module):
         if not hidden or min(hidden) < 1:
             raise ParameterError(f"hidden must be a non-empty list of positive widths; got {hidden!r}")
         self.latent_dim, self.n_features, self.n_params = latent_dim, n_features, n_params
+        self.config = dict(hidden=list(hidden), activation=activation)
         self.input, n_in = _input_layer(latent_dim, input_map, n_harmonics)
         self.body = nn.Sequential(*_mlp((n_in,) + hidden, activation))
         self.head = nn.Linear(hidden[-1], n_params * n_features)
@@ -133,6 +134,7 @@ class ConvDecoder(nn.Module):
         if n_up is None:
             n_up = max(0, min(4, int(math.floor(math.log2(max(min(f, t), 4) / 4)))))
         self.output_shape, self.n_params, self.n_up = (f, t), n_params, n_up
+        self.config = dict(base_channels=base_channels, n_up=n_up, hidden=hidden, activation=activation)
         self.latent_dim, self.n_features = latent_dim, f * t
         self.f0, self.t0 = math.ceil(f / 2**n_up), math.ceil(t / 2**n_up)
         self.c0 = base_channels
