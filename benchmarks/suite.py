@@ -8,7 +8,7 @@ training bound. Parts (``--parts``, default all):
               lattice shifts, for 2-D QLVM, VAE and IWAE-k with the same MLP decoder, batch
               size and number of epochs, on binarized digits (Bernoulli), binarized MNIST
               (Bernoulli) and real finch / great tit syllable spectrograms (Gaussian);
-- ``lattice`` the QLVM's training lattice size m (n_lattice ablation) on digits;
+- ``lattice`` the QLVM's training lattice size m (n_lattice ablation) on digits and MNIST;
 - ``latent``  latent dimension: QLVM d = 1, 2, 3 and VAE d = 2, 8, 32 on digits;
 - ``knn``     k-NN (k=5, 5-fold) label accuracy in the 2-D maps: QLVM (wrapped distances on
               the torus), 2-D VAE, 32-D VAE + UMAP, on digits, MNIST and Fashion-MNIST;
@@ -62,14 +62,15 @@ class SuiteSize:
     lr: float = 1e-3
     iwae_k: int = 16
     qlvm_m: int = 987                    # training lattice of the 2-D QLVM in the main table
-    digits_epochs: int = 50
+    digits_epochs: int = 100
     mnist_n: int = 2000
-    mnist_epochs: int = 20
+    mnist_epochs: int = 60
     syllable_size: int = 32              # spectrogram rows = columns
-    syllable_epochs: int = 40
+    syllable_epochs: int = 60
     fashion_n: int = 2000
     knn_epochs: int = 20                 # epochs of the extra Fashion-MNIST / 32-D VAE fits
     lattice_sizes: tuple = (55, 233, 987, 2584)
+    lattice_datasets: tuple = ("digits", "mnist")     # data sets of the n_lattice ablation
     qlvm_dims: tuple = ((1, 233), (2, 987), (3, 1021))   # (d, training m)
     vae_dims: tuple = (2, 8, 32)
     n_eval_shifts: int = 4
@@ -86,6 +87,7 @@ class SuiteSize:
 SIZES = {
     "smoke": SuiteSize("smoke", seeds=2, ablation_seeds=1, hidden=(64, 64), digits_epochs=3,
                        mnist_n=400, mnist_epochs=2, syllable_epochs=3, fashion_n=400, knn_epochs=2,
+                       lattice_datasets=("digits",),
                        lattice_sizes=(55, 233), qlvm_dims=((1, 233), (2, 987)), vae_dims=(2, 8),
                        iwae_eval_k=50, n_eval_shifts=2, cost_epochs=2),
     "small": SuiteSize("small"),
@@ -443,7 +445,9 @@ def run_suite(size: SuiteSize, *, parts, device: str, threads: int, cache: Path)
     need = set()
     if "main" in parts or "cost" in parts:
         need |= set(size.datasets)
-    if parts & {"lattice", "latent"}:
+    if "lattice" in parts:
+        need |= set(size.lattice_datasets)
+    if "latent" in parts:
         need.add("digits")
     if "knn" in parts:
         need |= set(size.knn_datasets)
@@ -471,14 +475,17 @@ def run_suite(size: SuiteSize, *, parts, device: str, threads: int, cache: Path)
                     results["runs"].append(row)
                     if model is not None:
                         kept[name][f"{kind}2"] = model
-    if "lattice" in parts and "digits" in data:
-        for m in size.lattice_sizes:
-            for seed in range(size.ablation_seeds):
-                if m == size.qlvm_m and "main" in parts and seed < size.seeds:
-                    continue  # the main table's 2-D QLVM has this m
-                row, _ = fit_and_score("qlvm", 2, data["digits"], size, seed=seed, device=device, m=m,
-                                       part="lattice")
-                results["runs"].append(row)
+    if "lattice" in parts:
+        for name in size.lattice_datasets:
+            if name not in data:
+                continue
+            for m in size.lattice_sizes:
+                for seed in range(size.ablation_seeds):
+                    if m == size.qlvm_m and "main" in parts and name in size.datasets and seed < size.seeds:
+                        continue  # the main table's 2-D QLVM has this m
+                    row, _ = fit_and_score("qlvm", 2, data[name], size, seed=seed, device=device, m=m,
+                                           part="lattice")
+                    results["runs"].append(row)
     if "latent" in parts and "digits" in data:
         for d, m in size.qlvm_dims:
             for seed in range(size.ablation_seeds):
@@ -537,7 +544,9 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=Path("docs"), help="output directory (default docs/)")
     parser.add_argument("--size", choices=sorted(SIZES), default="small")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (default 1: on a shared 2-core machine two threads "
+                             "per process spin against other jobs and run several times slower)")
     parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {PARTS}")
     parser.add_argument("--iwae-k", type=int, default=None, help="IWAE importance samples (default per size: 16)")
     parser.add_argument("--seeds", type=int, default=None, help="seeds of the main table (default per size)")

@@ -66,10 +66,10 @@ def _main_table(groups, size):
     return "\n".join(lines), rows
 
 
-def _sweep_table(groups, size):
+def _sweep_table(groups, size, dataset):
     lines = ["| model | estimator of log p(x) | held-out log p(x) (nats) ± SE seeds | bits/dim | "
              "own bound | decoder evals / epoch | s / epoch | seeds |", "|---|---|---|---|---|---|---|---|"]
-    rows = [g for g in groups if g["dataset"] == "digits"]
+    rows = [g for g in groups if g["dataset"] == dataset]
     rows.sort(key=lambda g: (MODEL_ORDER[g["model"]], g["latent_dim"], g["m"] or 0))
     for g in rows:
         lines.append(f"| {g['label']} | {g['estimator']} | {_fmt(g['log_likelihood'])} ± "
@@ -252,15 +252,21 @@ def write_report(results, *, size, out: Path, command: str, machine: str, total_
                f"![main](figures/suite{tag}_main.png)", ""]
         _plot_main(rows, figdir / f"suite{tag}_main.png",
                    f"held-out log p(x), 2-D models (bars) and each model's own bound (black ticks); size {size.name}")
-    sweep, srows = _sweep_table(groups, size)
-    if srows:
-        md += ["## Digits: n_lattice ablation and latent-dimension sweep", "", sweep, "",
-               "For d > 3 the lattice from the prior is no yardstick; those rows use the encoder's "
-               f"IWAE-{size.iwae_eval_k} estimate (a lower bound on log p(x)).", "",
-               f"![pareto](figures/suite{tag}_pareto.png)", "", f"![latent](figures/suite{tag}_latent_dim.png)", ""]
-        _plot_pareto(srows, figdir / f"suite{tag}_pareto.png",
-                     f"digits: held-out log p(x) against compute (size {size.name}); hollow = IWAE-K estimate")
-        _plot_latent(srows, figdir / f"suite{tag}_latent_dim.png", f"digits: latent dimension (size {size.name})")
+    swept = sorted({g["dataset"] for g in groups if set(g["parts"]) & {"lattice", "latent"}})
+    for name in swept:
+        sweep, srows = _sweep_table(groups, size, name)
+        has_latent = any(g["latent_dim"] != 2 for g in srows)
+        md += [f"## {name}: n_lattice ablation" + (" and latent-dimension sweep" if has_latent else ""), "",
+               sweep, ""]
+        if has_latent:
+            md += ["For d > 3 the lattice from the prior is no yardstick; those rows use the encoder's "
+                   f"IWAE-{size.iwae_eval_k} estimate (a lower bound on log p(x)).", ""]
+        md += [f"![pareto {name}](figures/suite{tag}_pareto_{name}.png)", ""]
+        _plot_pareto(srows, figdir / f"suite{tag}_pareto_{name}.png",
+                     f"{name}: held-out log p(x) against compute (size {size.name}); hollow = IWAE-K estimate")
+        if has_latent:
+            md += [f"![latent](figures/suite{tag}_latent_dim.png)", ""]
+            _plot_latent(srows, figdir / f"suite{tag}_latent_dim.png", f"{name}: latent dimension (size {size.name})")
     if results["knn"]:
         md += ["## Embedding quality: 5-NN label accuracy (5-fold CV, all items)", "",
                "| data set | map | accuracy ± SE folds | note |", "|---|---|---|---|"]
