@@ -602,7 +602,7 @@ def _h5_dataframe(group, name, frame: pd.DataFrame, index):
             cg.attrs["encoding-type"] = "categorical"
             cg.attrs["encoding-version"] = "0.2.0"
             cg.attrs["ordered"] = bool(s.cat.ordered)
-            cg.create_dataset("codes", data=s.cat.codes.to_numpy().astype(np.int32))
+            _h5_array(cg, "codes", s.cat.codes.to_numpy().astype(np.int32))
             cats = s.cat.categories.to_numpy()
             if cats.dtype.kind in "iuf":
                 _h5_array(cg, "categories", cats)
