@@ -485,6 +485,13 @@ def embed(path, out=None, *, pipeline=None, config=None, latent_dim: int | None 
     path = Path(path).resolve()
     if not path.exists():
         raise DataError("no such file or folder", path=path)
+    from .domains import detect_domain, embed_matrix
+
+    if detect_domain(path, pipeline=pipeline, config=config) != "vocal":
+        # count matrices and neural activity: same outputs, their own preparation
+        return embed_matrix(path, out, pipeline=pipeline, config=config, device=device, seed=seed,
+                            overrides=overrides, figures=figures, force=force, latent_dim=latent_dim,
+                            max_epochs=max_epochs, verbose=verbose)
     out = Path(out) if out is not None else path.parent / f"{path.name}_vocalatent"
     flags = {"model": {"latent_dim": latent_dim, "max_epochs": max_epochs}}
     if figures is not None:

@@ -161,3 +161,25 @@ def test_out_holding_another_run_is_refused(run, tmp_path):
     write_synthetic_dataset(other, n_files=1, n_syllables=5, random_state=3)
     r = CliRunner().invoke(main, ["-q", "embed", str(other), "-o", str(out), "--config", str(cfg)])
     assert r.exit_code != 0 and "another run" in r.output
+
+
+def test_embed_dispatches_count_matrices_to_the_single_cell_job(tmp_path):
+    import pandas as pd
+
+    from vocalatent.data.simulate import simulate_cell_types
+
+    sim = simulate_cell_types(120, 60, 3, random_state=0)
+    genes = [f"Gene{i}" for i in range(60)]
+    pd.DataFrame(sim.matrix.X.toarray().astype(int), index=[f"cell{i}" for i in range(120)], columns=genes).to_csv(tmp_path / "counts.csv")
+    cfg = tmp_path / "c.toml"
+    from vocalatent.workflow import dump_toml
+
+    cfg.write_text(dump_toml({"model": {"max_epochs": 2, "n_lattice": 89, "n_eval_lattice": 233,
+                                        "n_eval_shifts": 2}, "analysis": {"resolution": 16}}))
+    r = CliRunner().invoke(main, ["-q", "embed", str(tmp_path / "counts.csv"), "-o", str(tmp_path / "o"),
+                                  "--pipeline", "single_cell", "--config", str(cfg), "--no-figures"])
+    assert r.exit_code == 0, r.output
+    ds = xr.open_dataset(tmp_path / "o" / "embedding.nc", engine="h5netcdf")
+    assert ds.sizes["item"] == 120 and ds.attrs["likelihood"] == "multinomial"
+    ds.close()
+    assert (tmp_path / "o" / "adata.h5ad").exists()
