@@ -209,3 +209,48 @@ def test_write_h5ad_rejects_mismatched_shapes(tmp_path, cells):
     with pytest.raises(ParameterError, match="do not match"):
         domains.write_h5ad(tmp_path / "a.h5ad", cm.X, obs=cm.obs.iloc[:5], var=cm.var, backend="h5py")
     assert not (tmp_path / "a.h5ad").exists()
+
+
+# ------------------------------------------------------------------------------ real data
+def _knn_separation(z, labels, k=5):
+    from vocalatent.analysis.torus import torus_distance
+
+    dist = np.stack([torus_distance(z, np.broadcast_to(z[i], z.shape)) for i in range(len(z))])
+    np.fill_diagonal(dist, np.inf)
+    votes = labels[np.argsort(dist, axis=1)[:, :k]]
+    return float(np.mean((votes.mean(axis=1) > 0.5) == labels))
+
+
+@pytest.mark.slow
+def test_celltypist_sample_end_to_end(real_data, tmp_path):
+    """559 immune cells: fit, embed, write AnnData; T cells (CD3D) and monocytes (LYZ-high,
+    CD3D-free) are told apart by a 5-NN vote in the map (>= 0.85)."""
+    path = real_data("celltypist_sample") / "sample_cell_by_gene.csv"
+    ds = domains.embed_matrix(path, tmp_path / "out", verbose=False, figures=False,
+                              overrides={"model": {"max_epochs": 60},
+                                         "single_cell": {"n_top_genes": 1000}})
+    assert ds.sizes["item"] == 559 and str(ds["cell"].values[0])
+    back = read_h5ad(tmp_path / "out" / "adata.h5ad")
+    assert back.n_cells == 559
+    with h5py.File(tmp_path / "out" / "adata.h5ad", "r") as f:
+        np.testing.assert_allclose(f["obsm/X_qlvm"][...], ds["embedding"].values)
+    genes = list(back.gene_names)
+    X = back.X.tocsc()
+    cd3d = X[:, genes.index("CD3D")].toarray().ravel()
+    lyz = X[:, genes.index("LYZ")].toarray().ravel() / np.asarray(back.X.sum(1)).ravel()
+    t_cell = cd3d >= 1
+    mono = (cd3d == 0) & (lyz >= np.quantile(lyz, 0.75))
+    keep = t_cell | mono
+    assert t_cell.sum() > 40 and mono.sum() > 40
+    assert _knn_separation(ds["embedding"].values[keep], t_cell[keep].astype(int)) >= 0.85
+
+
+@pytest.mark.slow
+def test_scanpy_10x_subset_zarr_loads_and_embeds(real_data, tmp_path):
+    pytest.importorskip("zarr")
+    path = real_data("scanpy_10x_subset") / "10x-10k-subset.zarr"
+    assert domains.detect_domain(path) == "single_cell"
+    ds = domains.embed_matrix(path, tmp_path / "out", verbose=False, figures=False,
+                              overrides={"model": {"max_epochs": 3}})
+    assert ds.sizes["item"] == 9999 and ds.sizes["latent"] == 2
+    assert (tmp_path / "out" / "adata.h5ad").is_file()

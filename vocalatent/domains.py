@@ -711,8 +711,14 @@ def write_h5ad(path, X, *, obs: pd.DataFrame, var: pd.DataFrame, obsm: Mapping |
             backend = "h5py"
     obs = obs.copy()
     var = var.copy()
-    obs.index = pd.Index(np.asarray(obs.index, dtype=str))
-    var.index = pd.Index(np.asarray(var.index, dtype=str))
+    for frame in (obs, var):
+        # object dtype, not pandas' string arrays (anndata < 0.11 cannot read those)
+        frame.index = pd.Index(np.asarray(frame.index, dtype=str).astype(object), dtype=object)
+        for col in frame.columns:
+            if pd.api.types.is_string_dtype(frame[col].dtype) and not isinstance(
+                    frame[col].dtype, pd.CategoricalDtype):
+                frame[col] = pd.Series(frame[col].astype(str).to_numpy(dtype=object),
+                                       index=frame.index, dtype=object)
     with atomic_path(path, suffix=".h5ad") as tmp:
         if backend == "anndata":
             import anndata
