@@ -347,7 +347,8 @@ def make_figures(ds: xr.Dataset, model: QLVM | None, fig_dir, cfg: Mapping | Non
             ds.vl.plot_latent_map(model, ax=ax)
             save(fig, "latent_map.png")
 
-        attempt("latent_map", latent_map)
+        if len(tuple(model.output_shape_)) == 2:  # images only (spectrograms)
+            attempt("latent_map", latent_map)
 
         def jacobian_fig():
             fig, ax = plt.subplots(figsize=(6.5, 5.5))
