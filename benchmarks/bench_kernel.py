@@ -181,6 +181,27 @@ def bench_step_time(device, *, B=256, m=610, D=16384, repeats=5) -> dict:
             "gemm_gflops": flops / gemm / 1e9}
 
 
+def _proc_status_bytes(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    """Reset this process's peak RSS (VmHWM) to its current RSS (Linux >= 4.0)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def _maxrss_bytes() -> int:
     # ru_maxrss is in kilobytes on Linux, bytes on macOS.
     scale = 1 if sys.platform == "darwin" else 1024
@@ -191,9 +212,11 @@ def step_peak_memory(device, *, B=256, m=610, D=16384) -> dict:
     """Peak memory of one Gaussian training step beyond its inputs, measured in this process.
 
     On CUDA: ``max_memory_allocated`` during the step minus what was allocated before it. On
-    CPU: growth of the peak resident set size (call it in a fresh process: see
-    :func:`step_peak_memory_subprocess`); this counts every allocation torch makes, the
-    gradients of the means and variances included.
+    CPU (Linux): the peak resident set size during the step (``VmHWM``, reset just before it
+    through ``/proc/self/clear_refs``) minus the resident set size before it; call it in a
+    fresh process (:func:`step_peak_memory_subprocess`). Either way it counts every allocation
+    made by the step, the gradients of the means and variances included, and one-time
+    allocations of a first step (thread pools), so it is an upper bound.
     """
     x, params, like = gaussian_inputs(B, m, D, device)
     input_bytes = (x.numel() + params.numel() + like.raw_sigma.numel() + like.center.numel()) * 4
@@ -205,11 +228,16 @@ def step_peak_memory(device, *, B=256, m=610, D=16384) -> dict:
         torch.cuda.synchronize(device)
         peak = torch.cuda.max_memory_allocated(device) - base
         method = "torch.cuda.max_memory_allocated"
+    elif _reset_peak_rss() and _proc_status_bytes("VmRSS") is not None:
+        before = _proc_status_bytes("VmRSS")
+        _step(like, x, params)
+        peak = _proc_status_bytes("VmHWM") - before
+        method = "peak RSS (VmHWM, reset before the step) minus RSS before it, fresh process"
     else:
         before = _maxrss_bytes()
         _step(like, x, params)
         peak = _maxrss_bytes() - before
-        method = "ru_maxrss growth in a fresh process"
+        method = "ru_maxrss growth in a fresh process (may under-count)"
     bmd = B * m * D * 4
     return {"B": B, "m": m, "D": D, "input_bytes": input_bytes, "peak_beyond_inputs_bytes": int(peak),
             "peak_beyond_inputs_gib": peak / GIB, "bxmxd_float32_gib": bmd / GIB, "method": method}
@@ -217,7 +245,7 @@ def step_peak_memory(device, *, B=256, m=610, D=16384) -> dict:
 
 def step_peak_memory_subprocess(*, B=256, m=610, D=16384) -> dict:
     """Run :func:`step_peak_memory` on CPU in a fresh Python process and return its result."""
-    code = ("import json, torch, bench_kernel as bk; "
+    code = (f"import json, torch, bench_kernel as bk; torch.set_num_threads({torch.get_num_threads()}); "
             f"print(json.dumps(bk.step_peak_memory(torch.device('cpu'), B={B}, m={m}, D={D})))")
     env = dict(os.environ)
     here = str(Path(__file__).resolve().parent)
@@ -325,8 +353,13 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=5, help="timed repetitions (the best is reported)")
     parser.add_argument("--quick", action="store_true", help="small sizes (smoke test, not a benchmark)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's). On a machine shared with other "
+                             "jobs, 1 thread avoids threads waiting for each other at every operation")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error(f"--device {args.device} asked for, but CUDA is not available here")

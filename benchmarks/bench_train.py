@@ -165,6 +165,10 @@ def measure_fit(X, *, decoder: str, likelihood: str = "gaussian", n_lattice: int
 
 def run_config(cfg: dict) -> dict:
     """Build the data a configuration names and measure it (in this process)."""
+    if cfg.get("threads"):
+        import torch
+
+        torch.set_num_threads(int(cfg["threads"]))
     if cfg["data"] == "spectrogram":
         X = spectrogram_like(cfg["n_items"], tuple(cfg["shape"]), seed=0)
     elif cfg["data"] == "digits":
@@ -177,6 +181,7 @@ def run_config(cfg: dict) -> dict:
                       batch_size=cfg["batch_size"], epochs=cfg["epochs"],
                       device=cfg.get("device", "cpu"))
     res["data"] = cfg["data"]
+    res["threads"] = cfg.get("threads")
     res["peak_rss_before_fit_gib"] = rss_data / 2**30
     return res
 
@@ -250,16 +255,21 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test, not a benchmark)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads in each run (default: torch's)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     rows = []
     for cfg in configs(args.quick):
+        if args.threads:
+            cfg["threads"] = args.threads
         logger.info("running %s", cfg)
         rows.append(run_config_subprocess(cfg))
         logger.info("  %.3f s/step", rows[-1]["step_s"])
     import torch
 
-    header = f"CPU training throughput (torch {torch.__version__}, {torch.get_num_threads()} threads)"
+    header = (f"CPU training throughput (torch {torch.__version__}, "
+              f"{args.threads or torch.get_num_threads()} threads)")
     print(format_report(rows, header))
     if args.json is not None:
         sys.path.insert(0, str(ROOT))
