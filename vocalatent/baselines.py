@@ -45,8 +45,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._utils import (DataError, ParameterError, atomic_path, check_option, check_positive,
-                     progress, resolve_device)
+from ._utils import (DataError, NotFittedError, ParameterError, atomic_path, check_option,
+                     check_positive, progress, resolve_device)
 from ._version import __version__
 from .model import QLVM, _Data
 
@@ -358,8 +358,6 @@ class VAE(QLVM):
     def _check_fitted(self):
         super()._check_fitted()
         if not hasattr(self, "encoder_"):
-            from ._utils import NotFittedError
-
             raise NotFittedError(f"this {type(self).__name__} has no encoder; call fit(X) first")
 
     # ----------------------------------------------------------------------------- fitting
