@@ -8,6 +8,9 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("VOCALATENT_NO_PROGRESS", "1")
+# The test models are tiny: one OpenMP thread per process is faster than two on a 2-core
+# machine (and far faster when other processes compete for the cores). Set before torch loads.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(scope="session")
