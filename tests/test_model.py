@@ -21,7 +21,7 @@ def _ring_data(n, rng, d_out=12, noise=0.05):
 
 
 def _tiny(**kw):
-    opts = dict(max_epochs=2, batch_size=64, random_state=0, verbose=False,
+    opts = dict(max_epochs=2, batch_size=64, random_state=0, verbose=False, device="cpu",
                 decoder_options=dict(hidden=(16, 16)))
     opts.update(kw)
     return QLVM(**opts)
@@ -215,7 +215,7 @@ def test_count_and_binary_likelihoods_train(likelihood, data):
 def test_ring_recovered_up_to_rotation_and_reflection():
     rng = np.random.default_rng(0)
     X, theta = _ring_data(500, rng)
-    model = QLVM(1, max_epochs=60, batch_size=32, lr=3e-3, random_state=0, verbose=False).fit(X)
+    model = QLVM(1, max_epochs=60, batch_size=32, lr=3e-3, random_state=0, verbose=False, device="cpu").fit(X)
     emb = model.transform(X, n_shifts=2).embedding.values[:, 0]
     best = max(abs(np.mean(np.exp(2j * np.pi * (s * emb - theta)))) for s in (1, -1))
     assert best >= 0.95
