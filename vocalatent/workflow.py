@@ -67,6 +67,8 @@ ANALYSIS_DEFAULTS: dict[str, Any] = {
     "jacobian": True,
     "resolution": 0,           # 0: the default grid for the latent dimension
     "bandwidth": 0.0,          # 0: chosen automatically (likelihood cross-validation)
+    "min_persistence": 0.3,    # peaks stay apart only if the density dips by this fraction
+    "min_relative_height": 0.1,  # peaks lower than this fraction of the highest are merged
     "geodesic": True,
     "figures": True,
 }
@@ -268,11 +270,13 @@ def analyze(ds: xr.Dataset, model: QLVM | None, cfg: Mapping) -> xr.Dataset:
         # the Jacobian map costs resolution**d decoder JVPs: keep CPU runs to minutes
         res = CPU_RESOLUTION.get(int(ds.sizes["latent"]))
     bw = float(a["bandwidth"]) or None
-    for name in [v for v in ds.data_vars if any(str(d).startswith("grid_") for d in ds[v].dims)]:
-        ds = ds.drop_vars(name)
-    ds = ds.drop_dims([d for d in ds.dims if str(d).startswith("grid_")])
+    # results of an earlier analysis (grid products, per-cluster variables, labels) go first
+    stale_dims = [d for d in ds.dims if str(d).startswith("grid_") or d == "cluster_id"]
+    ds = ds.drop_dims(stale_dims)
+    ds = ds.drop_vars([v for v in ("cluster", "boundary") if v in ds.variables])
     if a["clusters"]:
-        ds = ds.vl.clusters(bandwidth=bw, resolution=res)
+        ds = ds.vl.clusters(bandwidth=bw, resolution=res, min_persistence=float(a["min_persistence"]),
+                            min_relative_height=float(a["min_relative_height"]))
     else:
         ds = ds.vl.density(bandwidth=bw, resolution=res)
     if a["jacobian"] and model is not None:
@@ -369,10 +373,13 @@ def make_figures(ds: xr.Dataset, model: QLVM | None, fig_dir, cfg: Mapping | Non
             n_clusters = int(ds["cluster"].max()) + 1 if "cluster" in ds else 0
             if n_clusters < 2 or d != 2:
                 return
-            res = ds.vl.geodesic_between_clusters(model, 0, 1)
-            fig = plt.figure(figsize=(10, 6))
-            ax = fig.add_subplot(2, 1, 1)
-            strip = fig.add_subplot(2, 1, 2)
+            sizes = np.bincount(ds["cluster"].values[ds["cluster"].values >= 0])
+            a, b = (int(i) for i in np.argsort(sizes)[::-1][:2])
+            res = ds.vl.geodesic_between_clusters(model, a, b)
+            fig = plt.figure(figsize=(10, 10), layout="constrained")
+            grid = fig.add_gridspec(2, 1, height_ratios=[3, 1.6])
+            ax = fig.add_subplot(grid[0])
+            strip = fig.add_subplot(grid[1])
             vplot.plot_geodesic(res, output_shape=model.output_shape_, ax=ax, strip_ax=strip,
                                 jacobian=ds["jacobian_norm"].values if "jacobian_norm" in ds else None)
             save(fig, "geodesic.png")
@@ -602,6 +609,8 @@ _COMMENTS = {
     "analysis.resolution": "grid cells per latent axis; 0 = default",
     "analysis.bandwidth": "KDE bandwidth in torus turns; 0 = automatic (cross-validation)",
     "analysis.geodesic": "draw a geodesic between the two largest clusters",
+    "analysis.min_persistence": "two density peaks stay separate clusters only if the density between them dips by this fraction",
+    "analysis.min_relative_height": "density peaks lower than this fraction of the highest peak are merged into a neighbour",
     "analysis.figures": "write PNG figures to OUT/figures",
 }
 
