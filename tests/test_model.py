@@ -125,7 +125,7 @@ def test_posterior_entropy_matches_explicit(small_model):
 def test_save_load_round_trip(tmp_path, small_model):
     model, X = small_model
     path = model.save(tmp_path / "m.pt")
-    loaded = QLVM.load(path)
+    loaded = QLVM.load(path, device=model.device_)
     np.testing.assert_array_equal(model.score_samples(X[:10]), loaded.score_samples(X[:10]))
     np.testing.assert_array_equal(model.decode([[0.1, 0.2]]), loaded.decode([[0.1, 0.2]]))
     for key, values in model.history_.items():
