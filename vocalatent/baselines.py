@@ -662,66 +662,30 @@ class VAE(QLVM):
         return f
 
     # ----------------------------------------------------------------------------- persistence
-    def save(self, path) -> Path:
-        """Write one checkpoint (parameters, decoder, likelihood and encoder weights, history)
-        atomically."""
-        self._check_fitted()
-        params = self.get_params()
-        params["random_state"] = self.seed_
-        params["device"] = "auto"
+    # save/load are QLVM's; these hooks add the encoder to the same checkpoint.
+    _checkpoint_format = _CHECKPOINT_FORMAT
+
+    def _checkpoint_params(self) -> dict:
+        params = super()._checkpoint_params()
         params["encoder_hidden"] = list(params["encoder_hidden"])
-        state = {
-            "format": _CHECKPOINT_FORMAT,
-            "estimator": type(self).__name__,
-            "vocalatent_version": __version__,
-            "params": json.dumps(params),
-            "item_shape": list(self.item_shape_),
-            "seed": self.seed_,
-            "decoder_kind": self.decoder_kind_,
-            "encoder_kind": self.encoder_kind_,
-            "state_dict": {k: v.detach().cpu() for k, v in self.module_.state_dict().items()},
-            "encoder_state_dict": {k: v.detach().cpu() for k, v in self.encoder_.state_dict().items()},
-            "history": {k: [float(v) for v in vals] for k, vals in self.history_.items()},
-        }
-        path = Path(path)
-        with atomic_path(path) as tmp:
-            torch.save(state, tmp)
-        return path
+        return params
+
+    def _checkpoint_state(self) -> dict:
+        state = super()._checkpoint_state()
+        state["encoder_kind"] = self.encoder_kind_
+        state["encoder_state_dict"] = {k: v.detach().cpu() for k, v in self.encoder_.state_dict().items()}
+        return state
 
     @classmethod
-    def load(cls, path, *, device="auto") -> "VAE":
-        """Load a checkpoint written by :meth:`save` (``weights_only=True``: it cannot run code)."""
-        path = Path(path)
-        if not path.is_file():
-            raise DataError("no such model file", path=path)
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # torch raises several types for corrupt files
-            raise DataError(f"not a readable vocalatent model checkpoint ({exc.__class__.__name__}: {exc})",
-                            path=path) from None
-        if not isinstance(state, dict) or state.get("format") != _CHECKPOINT_FORMAT:
-            raise DataError(f"not a {_CHECKPOINT_FORMAT} checkpoint", path=path)
-        if state.get("estimator") != cls.__name__:
-            raise DataError(f"this checkpoint holds a {state.get('estimator')!r} model; load it with "
-                            f"{state.get('estimator')}.load, not {cls.__name__}.load", path=path)
-        params = json.loads(state["params"])
-        params["device"] = device
+    def _params_from_checkpoint(cls, params: dict) -> dict:
         params["encoder_hidden"] = tuple(params["encoder_hidden"])
-        model = cls(**params)
-        model.seed_ = int(state["seed"])
-        model.device_ = resolve_device(device)
-        model.item_shape_ = tuple(state["item_shape"])
-        model.n_features_ = math.prod(model.item_shape_)
-        model.module_ = model._build_module(model.item_shape_, model.n_features_)
-        model.decoder_kind_ = state["decoder_kind"]
-        model.module_.load_state_dict(state["state_dict"])
-        model.module_.to(model.device_).eval()
-        model.encoder_ = model._build_encoder(model.item_shape_, model.n_features_)
-        model.encoder_.load_state_dict(state["encoder_state_dict"])
-        model.encoder_.to(model.device_).eval()
-        model.history_ = {k: list(v) for k, v in state["history"].items()}
-        model.n_epochs_ = len(model.history_.get("epoch", []))
-        return model
+        return params
+
+    def _restore(self, state: dict) -> None:
+        super()._restore(state)
+        self.encoder_ = self._build_encoder(self.item_shape_, self.n_features_)
+        self.encoder_.load_state_dict(state["encoder_state_dict"])
+        self.encoder_.to(self.device_).eval()
 
 
 class IWAE(VAE):

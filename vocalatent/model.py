@@ -632,6 +632,53 @@ class QLVM:
         return tuple(self.item_shape_)
 
     # ----------------------------------------------------------------------------- persistence
+    _checkpoint_format = _CHECKPOINT_FORMAT
+
+    def _checkpoint_params(self) -> dict:
+        """Constructor arguments as stored in a checkpoint (JSON-able, sizes resolved)."""
+        params = self.get_params()
+        # record the decoder's resolved sizes so later changes of defaults cannot break loading
+        params["decoder"] = self.decoder_kind_
+        params["decoder_options"] = {**(self.decoder_options or {}), **self.module_.decoder.config}
+        params["random_state"] = self.seed_
+        params["device"] = "auto"
+        return params
+
+    def _checkpoint_state(self) -> dict:
+        """Everything :meth:`load` needs, as tensors and plain Python values."""
+        return {
+            "format": self._checkpoint_format,
+            "estimator": type(self).__name__,
+            "vocalatent_version": __version__,
+            "params": json.dumps(self._checkpoint_params()),
+            "item_shape": list(self.item_shape_),
+            "seed": self.seed_,
+            "decoder_kind": self.decoder_kind_,
+            "n_lattice": int(getattr(self, "n_lattice_", self._n_train())),
+            "state_dict": {k: v.detach().cpu() for k, v in self.module_.state_dict().items()},
+            "history": {k: [float(v) for v in vals] for k, vals in self.history_.items()},
+            "metadata": json.dumps(getattr(self, "metadata_", None)),
+        }
+
+    def _restore(self, state: dict) -> None:
+        """Rebuild the fitted state from a checkpoint dict (``device_`` is already set)."""
+        self.seed_ = int(state["seed"])
+        self.item_shape_ = tuple(state["item_shape"])
+        self.n_features_ = math.prod(self.item_shape_)
+        self.module_ = self._build_module(self.item_shape_, self.n_features_)
+        self.decoder_kind_ = state["decoder_kind"]
+        self.module_.load_state_dict(state["state_dict"])
+        self.module_.to(self.device_).eval()
+        self.n_lattice_ = int(state["n_lattice"])
+        self.lattice_generator_ = tuple(int(g) for g in _lattice.default_generator(self.n_lattice_, int(self.latent_dim)))
+        self.history_ = {k: list(v) for k, v in state["history"].items()}
+        self.n_epochs_ = len(self.history_.get("epoch", []))
+        self.metadata_ = json.loads(state.get("metadata", "null"))
+
+    @classmethod
+    def _params_from_checkpoint(cls, params: dict) -> dict:
+        return params
+
     def save(self, path, *, metadata: dict | None = None) -> Path:
         """Write one self-describing checkpoint (parameters, weights, history) atomically.
 
@@ -641,31 +688,13 @@ class QLVM:
         self._check_fitted()
         if metadata is not None:
             self.metadata_ = metadata
-        params = self.get_params()
-        # record the decoder's resolved sizes so later changes of defaults cannot break loading
-        params["decoder"] = self.decoder_kind_
-        params["decoder_options"] = {**(self.decoder_options or {}), **self.module_.decoder.config}
-        params["random_state"] = self.seed_
-        params["device"] = "auto"
-        state = {
-            "format": _CHECKPOINT_FORMAT,
-            "vocalatent_version": __version__,
-            "params": json.dumps(params),
-            "item_shape": list(self.item_shape_),
-            "seed": self.seed_,
-            "decoder_kind": self.decoder_kind_,
-            "n_lattice": self.n_lattice_,
-            "state_dict": {k: v.detach().cpu() for k, v in self.module_.state_dict().items()},
-            "history": {k: [float(v) for v in vals] for k, vals in self.history_.items()},
-            "metadata": json.dumps(getattr(self, "metadata_", None)),
-        }
         path = Path(path)
         with atomic_path(path) as tmp:
-            torch.save(state, tmp)
+            torch.save(self._checkpoint_state(), tmp)
         return path
 
     @classmethod
-    def load(cls, path, *, device="auto") -> "QLVM":
+    def load(cls, path, *, device="auto"):
         """Load a checkpoint written by :meth:`save` (``weights_only=True``: it cannot run code)."""
         path = Path(path)
         if not path.is_file():
@@ -675,22 +704,15 @@ class QLVM:
         except Exception as exc:  # torch raises several types for corrupt files
             raise DataError(f"not a readable vocalatent model checkpoint ({exc.__class__.__name__}: {exc})",
                             path=path) from None
-        if not isinstance(state, dict) or state.get("format") != _CHECKPOINT_FORMAT:
-            raise DataError(f"not a {_CHECKPOINT_FORMAT} checkpoint", path=path)
-        params = json.loads(state["params"])
+        if not isinstance(state, dict) or state.get("format") != cls._checkpoint_format:
+            raise DataError(f"not a {cls._checkpoint_format} checkpoint", path=path)
+        estimator = state.get("estimator", cls.__name__)
+        if estimator != cls.__name__:
+            raise DataError(f"this checkpoint holds a {estimator!r} model; load it with "
+                            f"{estimator}.load, not {cls.__name__}.load", path=path)
+        params = cls._params_from_checkpoint(json.loads(state["params"]))
         params["device"] = device
         model = cls(**params)
-        model.seed_ = int(state["seed"])
         model.device_ = resolve_device(device)
-        model.item_shape_ = tuple(state["item_shape"])
-        model.n_features_ = math.prod(model.item_shape_)
-        model.module_ = model._build_module(model.item_shape_, model.n_features_)
-        model.decoder_kind_ = state["decoder_kind"]
-        model.module_.load_state_dict(state["state_dict"])
-        model.module_.to(model.device_).eval()
-        model.n_lattice_ = int(state["n_lattice"])
-        model.lattice_generator_ = tuple(int(g) for g in _lattice.default_generator(model.n_lattice_, int(model.latent_dim)))
-        model.history_ = {k: list(v) for k, v in state["history"].items()}
-        model.n_epochs_ = len(model.history_.get("epoch", []))
-        model.metadata_ = json.loads(state.get("metadata", "null"))
+        model._restore(state)
         return model
