@@ -39,13 +39,12 @@ import json
 import logging
 import math
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from ._utils import (DataError, NotFittedError, ParameterError, atomic_path, check_option,
+from ._utils import (DataError, NotFittedError, ParameterError, check_option,
                      check_positive, progress, resolve_device)
 from ._version import __version__
 from .model import QLVM, _Data
@@ -361,24 +360,6 @@ class VAE(QLVM):
             raise NotFittedError(f"this {type(self).__name__} has no encoder; call fit(X) first")
 
     # ----------------------------------------------------------------------------- fitting
-    def _split(self, data: _Data, validation, rng):
-        if isinstance(validation, float):
-            if not 0 < validation < 1:
-                raise ParameterError(f"validation as a fraction must be in (0, 1); got {validation!r}")
-            n_val = max(1, int(round(validation * data.n)))
-            if data.n - n_val < 1:
-                raise DataError(f"X has {data.n} items: too few to hold out {validation:.0%} for validation")
-            perm = rng.permutation(data.n)
-            val, data = data.subset(perm[:n_val]), data.subset(perm[n_val:])
-            val.name = "validation"
-            return data, val
-        if validation is None:
-            return data, None
-        val = _Data(validation, name="validation")
-        if val.n_features != data.n_features:
-            raise DataError(f"validation items have {val.n_features} features; X items have {data.n_features}")
-        return data, val
-
     def fit(self, X, validation=None) -> "VAE":
         """Train decoder and encoder by maximising the model's bound (ELBO or IWAE-k).
 
@@ -398,7 +379,7 @@ class VAE(QLVM):
                 delattr(self, attr)
         seed = self._seed()
         rng = np.random.default_rng(seed)
-        data, val = self._split(_Data(X, name="X"), validation, rng)
+        data, val = self._split_validation(_Data(X, name="X"), validation, rng)
         self.device_ = resolve_device(self.device)
         self.item_shape_ = tuple(data.item_shape)
         self.n_features_ = data.n_features

@@ -1116,7 +1116,7 @@ def embed_matrix(path, out=None, *, pipeline=None, config=None, device="auto", s
     """
     from . import workflow as wf
     from .config import deep_merge
-    from .embedding import read_embedding, write_embedding
+    from .embedding import write_embedding
 
     path = Path(path).resolve()
     if not path.exists():
@@ -1148,15 +1148,9 @@ def embed_matrix(path, out=None, *, pipeline=None, config=None, device="auto", s
                      data_key=prepared.data_key, verbose=verbose,
                      metadata={"domain": domain, "features": [str(f) for f in prepared.features],
                                "input": str(path)})
-    model_key = model.metadata_["train_key"]
     emb_path = out / "embedding.nc"
-    stage_key = wf._key({"model": model_key, "data": prepared.data_key, "analysis": cfg["analysis"]})
-    ds = None
-    if emb_path.exists():
-        old = read_embedding(emb_path)
-        if old.attrs.get("stage_key") == stage_key:
-            logger.info("embedding %s is up to date", emb_path)
-            ds = old
+    stage_key = wf.embedding_key(model, prepared.data_key, cfg)
+    ds = wf.cached_embedding(emb_path, stage_key)
     if ds is None:
         ds = model.transform(prepared.X, coords=_safe_coords(prepared.coords))
         heldout = (model.metadata_ or {}).get("heldout")

@@ -322,21 +322,7 @@ class QLVM:
                 delattr(self, attr)
         seed = self._seed()
         rng = np.random.default_rng(seed)
-        data = _Data(X, name="X")
-        val = None
-        if isinstance(validation, float):
-            if not 0 < validation < 1:
-                raise ParameterError(f"validation as a fraction must be in (0, 1); got {validation!r}")
-            n_val = max(1, int(round(validation * data.n)))
-            if data.n - n_val < 1:
-                raise DataError(f"X has {data.n} items: too few to hold out {validation:.0%} for validation")
-            perm = rng.permutation(data.n)
-            val, data = data.subset(perm[:n_val]), data.subset(perm[n_val:])
-            val.name = "validation"
-        elif validation is not None:
-            val = _Data(validation, name="validation")
-            if val.n_features != data.n_features:
-                raise DataError(f"validation items have {val.n_features} features; X items have {data.n_features}")
+        data, val = self._split_validation(_Data(X, name="X"), validation, rng)
 
         self.device_ = resolve_device(self.device)
         self.item_shape_ = tuple(data.item_shape)
@@ -414,6 +400,26 @@ class QLVM:
         self.best_val_log_likelihood_ = best if val is not None else None
         self.n_epochs_ = len(history["epoch"])
         return self
+
+    @staticmethod
+    def _split_validation(data: _Data, validation, rng: np.random.Generator):
+        """(training data, validation data or None) from ``fit``'s ``validation`` argument."""
+        if validation is None:
+            return data, None
+        if isinstance(validation, float):
+            if not 0 < validation < 1:
+                raise ParameterError(f"validation as a fraction must be in (0, 1); got {validation!r}")
+            n_val = max(1, int(round(validation * data.n)))
+            if data.n - n_val < 1:
+                raise DataError(f"X has {data.n} items: too few to hold out {validation:.0%} for validation")
+            perm = rng.permutation(data.n)
+            val, data = data.subset(perm[:n_val]), data.subset(perm[n_val:])
+            val.name = "validation"
+            return data, val
+        val = _Data(validation, name="validation")
+        if val.n_features != data.n_features:
+            raise DataError(f"validation items have {val.n_features} features; X items have {data.n_features}")
+        return data, val
 
     def _stage(self, data: _Data):
         """Move in-memory data to the device once when it fits the memory budget."""

@@ -431,6 +431,24 @@ def dump_toml(cfg: Mapping, *, comments: Mapping[str, str] | None = None) -> str
 
 
 # ------------------------------------------------------------------------------- the job
+def embedding_key(model: QLVM, data_key: str, cfg: Mapping) -> str:
+    """Key of an embedding: the model's training key, the data and the analysis settings
+    (figures aside, which change no number)."""
+    analysis = {k: v for k, v in dict(cfg.get("analysis", {})).items() if k != "figures"}
+    return _key({"model": model.metadata_["train_key"], "data": data_key, "analysis": analysis})
+
+
+def cached_embedding(path: Path, key: str) -> xr.Dataset | None:
+    """The embedding at ``path`` if it was made with ``key`` (see :func:`embedding_key`)."""
+    if not Path(path).exists():
+        return None
+    old = read_embedding(path)
+    if old.attrs.get("stage_key") == key:
+        logger.info("embedding %s is up to date", path)
+        return old
+    return None
+
+
 def _check_out(out: Path, path: Path, force: bool) -> None:
     run = out / "run.json"
     if run.exists() and not force:
@@ -520,16 +538,9 @@ def embed(path, out=None, *, pipeline=None, config=None, latent_dim: int | None 
                   data_key=store_key, verbose=verbose,
                   metadata={"spectrogram_resolved": store.info.get("spectrogram_resolved"),
                             "segment": store.info.get("segment")})
-    model_key = model.metadata_["train_key"]
     emb_path = out / "embedding.nc"
-    analysis_key = {k: v for k, v in cfg["analysis"].items() if k != "figures"}
-    stage_key = _key({"model": model_key, "store": store_key, "analysis": analysis_key})
-    ds = None
-    if emb_path.exists():
-        old = read_embedding(emb_path)
-        if old.attrs.get("stage_key") == stage_key:
-            logger.info("embedding %s is up to date", emb_path)
-            ds = old
+    stage_key = embedding_key(model, store_key, cfg)
+    ds = cached_embedding(emb_path, stage_key)
     if ds is None:
         ds = project(model, store)
         ds = analyze(ds, model, cfg)
