@@ -29,6 +29,7 @@ from .analysis.clusters import find_clusters
 from .analysis.density import GridKDE, default_resolution, periodic_kde
 from .analysis.geodesic import geodesic as _geodesic
 from .analysis.jacobian import boundaries as _boundaries
+from .analysis.jacobian import cluster_cores
 from .analysis.jacobian import jacobian_norm_grid
 from .analysis.torus import grid_centres
 
@@ -220,8 +221,11 @@ class VocalatentAccessor:
         self._require("jacobian_norm", "cluster_mode",
                       hint="run ds.vl.clusters() and ds.vl.jacobian(model) first")
         dens = self._ds["density"].values if "density" in self._ds.data_vars else None
+        cores = None
+        if dens is not None and "cluster_grid" in self._ds.data_vars:
+            cores = cluster_cores(self._ds["cluster_grid"].values, dens)
         return _boundaries(self._ds["jacobian_norm"].values, modes=self._ds["cluster_mode"].values,
-                           density_grid=dens)
+                           density_grid=dens, cores=cores)
 
     def boundaries(self) -> xr.Dataset:
         """Add the boundary ridge mask ``boundary`` (grid dims, bool) between cluster modes.

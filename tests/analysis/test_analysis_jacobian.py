@@ -110,3 +110,26 @@ def test_cuda_matches_cpu():
     a = jacobian_norm_grid(dec, latent_dim=2, resolution=32)
     b = jacobian_norm_grid(dec, latent_dim=2, resolution=32, device="cuda", chunk_size=4096)
     np.testing.assert_allclose(b, a, rtol=1e-3)
+
+
+def test_cores_keep_boundaries_off_a_mode_on_a_jacobian_bump():
+    from vocalatent.analysis.jacobian import boundaries, cluster_cores
+
+    r = 64
+    g = (np.arange(r) + 0.5) / r
+    x, y = np.meshgrid(g, g, indexing="ij")
+    # a low ridge at x = 0.5 (and the seam) separates two halves; mode 0 sits on a bump that
+    # is higher than the ridge, so a flood from the mode's node alone is overtaken
+    jac = 1 + 2 * np.exp(-((x - 0.5) ** 2) / 0.002) + 2 * np.exp(-(np.minimum(x, 1 - x) ** 2) / 0.002)
+    jac = jac + 4 * np.exp(-((x - 0.25) ** 2 + (y - 0.5) ** 2) / 0.0005)
+    modes = np.array([[0.25, 0.5], [0.75, 0.5]])
+    basins = np.where((x > 0.02) & (x < 0.5), 0, 1)
+    dens = np.exp(-((x - 0.25) ** 2 + (y - 0.5) ** 2) / 0.02) + np.exp(-((x - 0.75) ** 2 + (y - 0.5) ** 2) / 0.02)
+    plain = boundaries(jac, modes=modes)
+    cored = boundaries(jac, modes=modes, cores=cluster_cores(basins, dens))
+    mode_node = (int(0.25 * r), int(0.5 * r))
+    # from the mode's node alone, the other region floods around the bump: a border at the mode
+    assert plain.ridge_mask[mode_node[0] - 3:mode_node[0] + 4, mode_node[1] - 3:mode_node[1] + 4].any()
+    # seeded with the cluster's core, the border stays on the ridges
+    assert not cored.ridge_mask[mode_node[0] - 3:mode_node[0] + 4, mode_node[1] - 3:mode_node[1] + 4].any()
+    assert cored.ridge_mask[int(0.5 * r)].all() or cored.ridge_mask[int(0.5 * r) - 1].all()

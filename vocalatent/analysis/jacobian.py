@@ -105,8 +105,9 @@ def _face_offsets(d):
             yield tuple(off)
 
 
-def _priority_flood(cost: np.ndarray, seeds: list) -> np.ndarray:
-    """Minimax flood of a periodic grid from seed nodes (index tuples); returns seed labels."""
+def _priority_flood(cost: np.ndarray, seeds: list, labels: list | None = None) -> np.ndarray:
+    """Minimax flood of a periodic grid from seed nodes (index tuples); returns seed labels
+    (``labels[i]`` for seed i, default i)."""
     shape = cost.shape
     d = cost.ndim
     label = np.full(shape, -1, dtype=np.int64)
@@ -116,7 +117,7 @@ def _priority_flood(cost: np.ndarray, seeds: list) -> np.ndarray:
     for k, s in enumerate(seeds):
         if label[s] >= 0:
             continue
-        label[s] = k
+        label[s] = k if labels is None else labels[k]
         level[s] = cost[s]
         heapq.heappush(heap, (cost[s], next(counter), s))
     offsets = list(_face_offsets(d))
@@ -155,7 +156,7 @@ class Boundaries:
     strength: pd.DataFrame
 
 
-def boundaries(jac_grid, *, modes, density_grid=None) -> Boundaries:
+def boundaries(jac_grid, *, modes, density_grid=None, cores=None) -> Boundaries:
     """Ridges of the log-Jacobian map between density modes, and per-pair boundary strengths.
 
     Parameters
@@ -166,6 +167,10 @@ def boundaries(jac_grid, *, modes, density_grid=None) -> Boundaries:
         Cluster modes (``ClusterResult.modes``); row i is cluster i.
     density_grid : np.ndarray [shape=(r,)*d], optional
         The density on the same grid, for the ``pass_density_ratio`` column.
+    cores : np.ndarray [shape=(r,)*d, int], optional
+        Each cluster's core (label i, -1 elsewhere), flooded from as a whole instead of from the
+        mode's node alone, so that a mode sitting on a local bump of the Jacobian map does not
+        get a boundary drawn around itself (see :func:`cluster_cores`).
 
     Returns
     -------
@@ -193,7 +198,15 @@ def boundaries(jac_grid, *, modes, density_grid=None) -> Boundaries:
     seeds = [tuple(int(v) for v in np.floor(m * r).astype(int) % r) for m in mode_arr]
     if len(set(seeds)) < len(seeds):
         logger.warning("two modes share a grid node at resolution %d; raise the resolution", r)
-    regions = _priority_flood(logj, seeds)
+    seed_nodes, seed_labels = list(seeds), list(range(k))
+    if cores is not None:
+        cores = np.asarray(cores)
+        if cores.shape != jac.shape:
+            raise ParameterError(f"cores must have the Jacobian grid's shape {jac.shape}; got {cores.shape}")
+        for node in np.argwhere(cores >= 0):
+            seed_nodes.append(tuple(int(v) for v in node))
+            seed_labels.append(int(cores[tuple(node)]))
+    regions = _priority_flood(logj, seed_nodes, seed_labels)
 
     ridge = np.zeros(jac.shape, dtype=bool)
     direct = np.full((k, k), np.inf)
@@ -244,6 +257,19 @@ def boundaries(jac_grid, *, modes, density_grid=None) -> Boundaries:
                                         "straight_max_log10_jacobian", "adjacent",
                                         "pass_density_ratio"])
     return Boundaries(ridge_mask=ridge, regions=regions, strength=table)
+
+
+def cluster_cores(cluster_grid, density_grid, *, fraction: float = 0.5) -> np.ndarray:
+    """Cores of the clusters' density basins: nodes of basin i whose density is at least
+    ``fraction`` of the basin's peak (label i), -1 elsewhere."""
+    basins = np.asarray(cluster_grid)
+    dens = np.asarray(density_grid, dtype=float)
+    cores = np.full(basins.shape, -1, dtype=np.int64)
+    for c in np.unique(basins[basins >= 0]):
+        inside = basins == c
+        peak = dens[inside].max()
+        cores[inside & (dens >= fraction * peak)] = c
+    return cores
 
 
 def _segment(a: np.ndarray, b: np.ndarray, resolution: int) -> np.ndarray:
