@@ -66,8 +66,9 @@ ANALYSIS_DEFAULTS: dict[str, Any] = {
     "clusters": True,
     "jacobian": True,
     "resolution": 0,           # 0: the default grid for the latent dimension
-    "bandwidth": 0.0,          # 0: chosen automatically (likelihood cross-validation)
-    "min_persistence": 0.3,    # peaks stay apart only if the density dips by this fraction
+    "bandwidth": 0.0,          # 0: chosen automatically (see bandwidth_scale)
+    "bandwidth_scale": 2.0,    # automatic bandwidth = this x the cross-validated KDE bandwidth
+    "min_persistence": 0.5,    # peaks stay apart only if the density dips by this fraction
     "min_relative_height": 0.1,  # peaks lower than this fraction of the highest are merged
     "geodesic": True,
     "figures": True,
@@ -266,10 +267,18 @@ def analyze(ds: xr.Dataset, model: QLVM | None, cfg: Mapping) -> xr.Dataset:
 
     a = {**ANALYSIS_DEFAULTS, **dict(cfg.get("analysis", {}))}
     res = int(a["resolution"]) or None
+    bw = float(a["bandwidth"]) or None
+    if bw is None:
+        # Mode finding needs a smoother estimate than density estimation: the best bandwidth for
+        # a density's gradient shrinks like n^(-1/(d+6)), not n^(-1/(d+4)). Likelihood
+        # cross-validation targets the density, so it is scaled up (x2 by default); on songs
+        # with known types this turned split types into single clusters (docs/analysis.md).
+        from .analysis.density import select_bandwidth
+
+        bw = select_bandwidth(ds["embedding"].values, method="lcv") * float(a["bandwidth_scale"])
     if res is None and model is not None and model.device_.type == "cpu":
         # the Jacobian map costs resolution**d decoder JVPs: keep CPU runs to minutes
         res = CPU_RESOLUTION.get(int(ds.sizes["latent"]))
-    bw = float(a["bandwidth"]) or None
     # results of an earlier analysis (grid products, per-cluster variables, labels) go first
     stale_dims = [d for d in ds.dims if str(d).startswith("grid_") or d == "cluster_id"]
     ds = ds.drop_dims(stale_dims)
@@ -618,7 +627,8 @@ _COMMENTS = {
     "analysis.clusters": "find clusters by mode seeking on the periodic density",
     "analysis.jacobian": "compute the decoder Jacobian map and syllable boundaries",
     "analysis.resolution": "grid cells per latent axis; 0 = default",
-    "analysis.bandwidth": "KDE bandwidth in torus turns; 0 = automatic (cross-validation)",
+    "analysis.bandwidth": "KDE bandwidth in torus turns; 0 = automatic (bandwidth_scale x the cross-validated one)",
+    "analysis.bandwidth_scale": "automatic bandwidth = this x the likelihood-cross-validated KDE bandwidth (modes need smoother estimates)",
     "analysis.geodesic": "draw a geodesic between the two largest clusters",
     "analysis.min_persistence": "two density peaks stay separate clusters only if the density between them dips by this fraction",
     "analysis.min_relative_height": "density peaks lower than this fraction of the highest peak are merged into a neighbour",
