@@ -138,16 +138,20 @@ def test_shared_variance_kernel_gradients_match_autograd(rng):
     # the hand-written backward against plain autograd of the same formula, float64
     from vocalatent.nn.likelihoods import _SharedVarianceKernel
 
+    monkey = pytest.MonkeyPatch()
+    monkey.setattr(_SharedVarianceKernel, "ROWS", 3)  # several row blocks, one partial
     xc = torch.as_tensor(rng.normal(size=(6, 9)))
-    mu = torch.tensor(rng.normal(size=(4, 9)), requires_grad=True)
+    center = torch.as_tensor(rng.normal(size=9))
+    mu = torch.tensor(rng.normal(size=(7, 9)), requires_grad=True)
     log_s = torch.tensor(rng.normal(-1, 0.2, 9), requires_grad=True)
-    assert torch.autograd.gradcheck(_SharedVarianceKernel.apply, (xc, mu, log_s))
-    g = torch.as_tensor(rng.normal(size=(6, 4)))
-    out = _SharedVarianceKernel.apply(xc, mu, log_s)
+    assert torch.autograd.gradcheck(_SharedVarianceKernel.apply, (xc, mu, center, log_s))
+    g = torch.as_tensor(rng.normal(size=(6, 7)))
+    out = _SharedVarianceKernel.apply(xc, mu, center, log_s)
     d_mu, d_ls = torch.autograd.grad(out, (mu, log_s), g)
     iv = torch.exp(-2 * log_s)
-    ref = -0.5 * (((xc[:, None, :] - mu[None]) ** 2) * iv).sum(-1) - log_s.sum()
+    ref = -0.5 * (((xc[:, None, :] - (mu - center)[None]) ** 2) * iv).sum(-1) - log_s.sum()
     r_mu, r_ls = torch.autograd.grad(ref, (mu, log_s), g)
     torch.testing.assert_close(out, ref.detach())
     torch.testing.assert_close(d_mu, r_mu)
     torch.testing.assert_close(d_ls, r_ls)
+    monkey.undo()
