@@ -254,3 +254,11 @@ def test_lazy_nan_detected_with_position(tmp_path):
     with h5py.File(tmp_path / "x.h5", "r") as f:
         with pytest.raises(DataError, match="NaN"):
             _tiny(latent_dim=1).fit(f["x"])
+
+
+def test_aggregate_posterior_is_the_mean_of_item_posteriors(small_model):
+    model, X = small_model
+    w, pts = model.posterior(X[:40], n_lattice=233, shift=[0.2, 0.4])
+    agg, pts2 = model.aggregate_posterior(X[:40], n_lattice=233, shift=[0.2, 0.4])
+    np.testing.assert_allclose(agg, w.mean(0), atol=1e-12)
+    np.testing.assert_array_equal(pts, pts2)

@@ -607,6 +607,31 @@ class QLVM:
         return out, pts
 
     @torch.no_grad()
+    def aggregate_posterior(self, X, *, n_lattice: int | None = None, shift=None) -> tuple[np.ndarray, np.ndarray]:
+        """The aggregate posterior ``(1/N) sum_i w_ij`` on one shifted lattice, streamed over
+        items (memory O(m + B m), whatever N).
+
+        Returns
+        -------
+        weights : np.ndarray [shape=(m,)], sums to 1
+        points : np.ndarray [shape=(m, d)] in [0, 1)
+        """
+        self._check_fitted()
+        data = self._data(X)
+        n = self._n_eval(n_lattice)
+        d = int(self.latent_dim)
+        shift = np.zeros(d) if shift is None else np.asarray(shift, dtype=np.float64).reshape(d)
+        pts = _lattice.shift_points(_lattice.lattice(n, d), shift)
+        u = torch.as_tensor(pts, dtype=torch.float32, device=self.device_)
+        params = self.module_.params(u)
+        total = torch.zeros(n, dtype=torch.float64, device=self.device_)
+        for b0 in range(0, data.n, 1024):
+            idx = np.arange(b0, min(data.n, b0 + 1024))
+            x = torch.as_tensor(data.read(idx, self.module_.likelihood), device=self.device_)
+            total += torch.softmax(self.module_.likelihood.log_prob_matrix(x, params).double(), 1).sum(0)
+        return (total / data.n).cpu().numpy(), pts
+
+    @torch.no_grad()
     def decode(self, z) -> np.ndarray:
         """Decoded means at latent points ``z`` (n, d) in [0, 1): shape (n, *item_shape)."""
         self._check_fitted()

@@ -252,6 +252,10 @@ def project(model: QLVM, store, *, metadata: Mapping | None = None) -> xr.Datase
     for k, v in dict(metadata or {}).items():
         coords[k] = v
     ds = add_item_coords(ds, coords)
+    # the aggregate posterior on one lattice: the density the model itself assigns
+    w, pts = model.aggregate_posterior(store.spectrograms, n_lattice=min(model._n_eval(None), 6765))
+    ds = ds.assign(aggregate_posterior=("lattice_point", w), lattice_z=(("lattice_point", "latent"), pts))
+    ds["aggregate_posterior"].attrs.update(long_name="(1/N) sum_i posterior weight of lattice point j")
     heldout = (getattr(model, "metadata_", None) or {}).get("heldout")
     if heldout:
         ds.attrs["heldout_log_likelihood"] = float(heldout["log_likelihood"])
@@ -315,7 +319,12 @@ def make_figures(ds: xr.Dataset, model: QLVM | None, fig_dir, cfg: Mapping | Non
     d = int(ds.sizes["latent"])
 
     def save(fig, name):
-        written.append(vplot.save_figure(fig, fig_dir / name))
+        written.append(vplot.save_figure(fig if fig is not None else plt.gcf(), fig_dir / name))
+
+    def panel(size):
+        """(fig, ax) for a latent-space figure; in 3-D the plot functions draw their own
+        projections or slices, so they get ax=None and the figure they made is saved."""
+        return (None, None) if d == 3 else plt.subplots(figsize=size)
 
     def attempt(name, fn):
         try:
@@ -330,7 +339,7 @@ def make_figures(ds: xr.Dataset, model: QLVM | None, fig_dir, cfg: Mapping | Non
         values = ds[color].values
         if color == "label" and not any(str(v) for v in values):
             return
-        fig, ax = plt.subplots(figsize=(6.5, 5.5))
+        fig, ax = panel((6.5, 5.5))
         ds.vl.plot_embedding(color=color, ax=ax)
         save(fig, name)
 
@@ -339,7 +348,7 @@ def make_figures(ds: xr.Dataset, model: QLVM | None, fig_dir, cfg: Mapping | Non
     attempt("embedding_source", lambda: embedding_fig("source", "embedding_source.png"))
 
     def spread_fig():
-        fig, ax = plt.subplots(figsize=(6.5, 5.5))
+        fig, ax = panel((6.5, 5.5))
         vplot.plot_embedding(ds["embedding"].values, color=ds["spread"].values.mean(1), ax=ax,
                              color_label="posterior spread (1 − resultant length)",
                              title="Embedding coloured by posterior spread")
@@ -347,8 +356,16 @@ def make_figures(ds: xr.Dataset, model: QLVM | None, fig_dir, cfg: Mapping | Non
 
     attempt("embedding_spread", spread_fig)
 
+    def aggregate_fig():
+        fig, ax = panel((6.5, 5.5))
+        ds.vl.plot_aggregate_posterior(ax=ax)
+        save(fig, "aggregate_posterior.png")
+
+    if "aggregate_posterior" in ds and d == 2:
+        attempt("aggregate_posterior", aggregate_fig)
+
     def density_fig():
-        fig, ax = plt.subplots(figsize=(6.5, 5.5))
+        fig, ax = panel((6.5, 5.5))
         ds.vl.plot_density(ax=ax)
         save(fig, "density.png")
 
@@ -356,7 +373,7 @@ def make_figures(ds: xr.Dataset, model: QLVM | None, fig_dir, cfg: Mapping | Non
         attempt("density", density_fig)
     if model is not None:
         def latent_map():
-            fig, ax = plt.subplots(figsize=(9, 8))
+            fig, ax = panel((9, 8))
             ds.vl.plot_latent_map(model, ax=ax)
             save(fig, "latent_map.png")
 
@@ -364,7 +381,7 @@ def make_figures(ds: xr.Dataset, model: QLVM | None, fig_dir, cfg: Mapping | Non
             attempt("latent_map", latent_map)
 
         def jacobian_fig():
-            fig, ax = plt.subplots(figsize=(6.5, 5.5))
+            fig, ax = panel((6.5, 5.5))
             ds.vl.plot_jacobian(ax=ax)
             save(fig, "jacobian.png")
 

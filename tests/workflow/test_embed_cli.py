@@ -56,12 +56,13 @@ def test_embed_writes_dataset_figures_and_config(run, songs):
         assert coord in ds.coords
     emb = ds.embedding.values
     assert emb.shape == (n, 2) and np.all((emb >= 0) & (emb < 1))
+    assert ds.aggregate_posterior.sum() == pytest.approx(1.0) and ds.lattice_z.shape[1] == 2
     assert json.loads(ds.attrs["config"])["model"]["max_epochs"] == 3
     assert ds.attrs["seed"] == 1 and "heldout_log_likelihood" in ds.attrs
     assert ds.attrs["vocalatent_version"]
     figs = {p.name for p in (out / "figures").glob("*.png")}
     assert {"embedding_cluster.png", "density.png", "latent_map.png", "jacobian.png",
-            "training_curves.png", "posterior_item0.png"} <= figs
+            "training_curves.png", "posterior_item0.png", "aggregate_posterior.png"} <= figs
     for p in (out / "figures").glob("*.png"):
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5000
     assert (out / "config.toml").exists() and (out / "model.pt").exists()
@@ -183,3 +184,19 @@ def test_embed_dispatches_count_matrices_to_the_single_cell_job(tmp_path):
     assert ds.sizes["item"] == 120 and ds.attrs["likelihood"] == "multinomial"
     ds.close()
     assert (tmp_path / "o" / "adata.h5ad").exists()
+
+
+@pytest.mark.parametrize("latent_dim", [1, 3])
+def test_embed_ring_and_3d_latents_write_their_figures(latent_dim, songs, tmp_path):
+    rec, _ = songs
+    cfg = _tiny_config(tmp_path / "tiny.toml")
+    out = tmp_path / f"out{latent_dim}"
+    r = CliRunner().invoke(main, ["-q", "embed", str(rec), "-o", str(out), "--config", str(cfg),
+                                  "--latent-dim", str(latent_dim)])
+    assert r.exit_code == 0, r.output
+    assert f"in {latent_dim}-D" in r.output
+    figs = {p.name for p in (out / "figures").glob("*.png")}
+    assert {"embedding_cluster.png", "density.png", "latent_map.png", "jacobian.png"} <= figs
+    ds = xr.open_dataset(out / "embedding.nc", engine="h5netcdf")
+    assert ds.sizes["latent"] == latent_dim and ds["density"].ndim == latent_dim
+    ds.close()
