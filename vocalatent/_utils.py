@@ -73,6 +73,17 @@ def check_random_state(random_state: Any) -> np.random.Generator:
     raise ParameterError(f"random_state must be None, an int or a numpy Generator; got {random_state!r}")
 
 
+@contextmanager
+def seeded_torch(seed: int):
+    """Run torch's default parameter initialisers under ``seed``, then restore the caller's
+    global RNG state (``torch.random.fork_rng``): seeding without side effects on the user."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.random.manual_seed(int(seed))
+        yield
+
+
 def resolve_device(device: Any = "auto"):
     """Resolve ``"auto"``/``"cpu"``/``"cuda"``/``"cuda:N"``/torch.device to a torch.device.
 

@@ -45,7 +45,7 @@ import torch
 from torch import nn
 
 from ._utils import (DataError, NotFittedError, ParameterError, check_option,
-                     check_positive, progress, resolve_device)
+                     check_positive, progress, seeded_torch)
 from ._version import __version__
 from .model import QLVM, _Data
 
@@ -373,18 +373,8 @@ class VAE(QLVM):
         -------
         self
         """
-        self._validate_params()
-        for attr in ("seed_", "module_", "encoder_"):
-            if hasattr(self, attr):
-                delattr(self, attr)
-        seed = self._seed()
-        rng = np.random.default_rng(seed)
-        data, val = self._split_validation(_Data(X, name="X"), validation, rng)
-        self.device_ = resolve_device(self.device)
-        self.item_shape_ = tuple(data.item_shape)
-        self.n_features_ = data.n_features
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        seed, rng, data, val = self._begin_fit(X, validation)
+        with seeded_torch(seed):
             module = self._build_module(self.item_shape_, self.n_features_)
             encoder = self._build_encoder(self.item_shape_, self.n_features_)
         data.check(module.likelihood)

@@ -20,7 +20,7 @@ import torch
 
 from . import lattice as _lattice
 from ._utils import (DataError, NotFittedError, ParameterError, atomic_path, check_option,
-                     check_positive, check_random_state, progress, resolve_device)
+                     check_positive, check_random_state, progress, resolve_device, seeded_torch)
 from ._version import __version__
 from .nn.decoders import DECODERS, make_decoder
 from .nn.likelihoods import LIKELIHOODS, make_likelihood
@@ -316,19 +316,8 @@ class QLVM:
         -------
         self : QLVM
         """
-        self._validate_params()
-        for attr in ("seed_", "module_"):
-            if hasattr(self, attr):
-                delattr(self, attr)
-        seed = self._seed()
-        rng = np.random.default_rng(seed)
-        data, val = self._split_validation(_Data(X, name="X"), validation, rng)
-
-        self.device_ = resolve_device(self.device)
-        self.item_shape_ = tuple(data.item_shape)
-        self.n_features_ = data.n_features
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        seed, rng, data, val = self._begin_fit(X, validation)
+        with seeded_torch(seed):
             module = self._build_module(self.item_shape_, self.n_features_)
         data.check(module.likelihood)
         if val is not None:
@@ -400,6 +389,21 @@ class QLVM:
         self.best_val_log_likelihood_ = best if val is not None else None
         self.n_epochs_ = len(history["epoch"])
         return self
+
+    def _begin_fit(self, X, validation):
+        """Validate parameters, forget an earlier fit, draw the seed and split the data;
+        returns ``(seed, rng, data, validation_data)`` and sets ``device_``/item shape."""
+        self._validate_params()
+        for attr in ("seed_", "module_", "encoder_"):
+            if hasattr(self, attr):
+                delattr(self, attr)
+        seed = self._seed()
+        rng = np.random.default_rng(seed)
+        data, val = self._split_validation(_Data(X, name="X"), validation, rng)
+        self.device_ = resolve_device(self.device)
+        self.item_shape_ = tuple(data.item_shape)
+        self.n_features_ = data.n_features
+        return seed, rng, data, val
 
     @staticmethod
     def _split_validation(data: _Data, validation, rng: np.random.Generator):
