@@ -262,3 +262,23 @@ def test_aggregate_posterior_is_the_mean_of_item_posteriors(small_model):
     agg, pts2 = model.aggregate_posterior(X[:40], n_lattice=233, shift=[0.2, 0.4])
     np.testing.assert_allclose(agg, w.mean(0), atol=1e-12)
     np.testing.assert_array_equal(pts, pts2)
+
+
+def test_restarts_keep_the_best_validation_fit_and_unfold_a_hard_ring():
+    from vocalatent.analysis.torus import circular_correlation
+
+    # a ring pushed through a strongly nonlinear map: single 1-D fits often fold
+    rng = np.random.default_rng(0)
+    theta = rng.random(600)
+    W = rng.normal(size=(4, 20))
+    feat = np.stack([np.cos(2 * np.pi * theta), np.sin(2 * np.pi * theta),
+                     np.cos(4 * np.pi * theta), np.sin(4 * np.pi * theta)], 1)
+    X = (np.tanh(feat @ W) * 0.5 + 0.5 + 0.03 * rng.normal(size=(600, 20))).astype(np.float32)
+    opts = dict(max_epochs=100, batch_size=32, lr=3e-3, random_state=0, verbose=False, device="cpu")
+    single = QLVM(1, **opts).fit(X, validation=0.2)
+    multi = QLVM(1, n_restarts=4, **opts).fit(X, validation=0.2)
+    assert len(multi.restart_scores_) == 4
+    assert multi.restart_scores_[0] == pytest.approx(single.restart_scores_[0])
+    assert multi.best_val_log_likelihood_ == pytest.approx(max(multi.restart_scores_))
+    corr = lambda m: circular_correlation(m.transform(X, n_shifts=1).embedding.values, theta[:, None])
+    assert corr(multi) >= 0.95
