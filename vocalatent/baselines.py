@@ -301,6 +301,7 @@ class VAE(QLVM):
     """
 
     _bound_label = "elbo"
+    n_restarts = 1  # restarts are a QLVM option; the baselines train once per fit
 
     def __init__(self, latent_dim: int = 2, *, decoder: str = "auto", likelihood: str = "gaussian",
                  encoder: str = "auto", encoder_hidden=(256, 256), covariance_rank: int = 0,

@@ -166,6 +166,12 @@ class QLVM:
         ``"bf16"`` runs the decoder under bfloat16 autocast on CUDA (likelihoods stay float32).
     memory_budget_mb : float, default 512
         Bound on the working memory of evaluation (lattice chunks x features, data blocks).
+    n_restarts : int, default 1
+        Independent trainings from different initialisations; the one with the best
+        validation log-likelihood (without validation data: the best final training estimate)
+        is kept, the scores are in ``restart_scores_``. Low-dimensional fits can land in folded
+        maps of nearly equal likelihood; a few restarts make a good map much more likely.
+        Costs ``n_restarts`` times the training time.
     random_state : int, numpy Generator or None
         Seeds initialisation, shuffling and lattice shifts (global RNGs are not touched).
     verbose : bool, default True
@@ -178,8 +184,8 @@ class QLVM:
                  prior: str = "uniform", n_harmonics: int = 1, decoder_options: dict | None = None,
                  likelihood_options: dict | None = None, output_shape=None,
                  n_eval_lattice: int | None = None, n_eval_shifts: int = 4, device="auto",
-                 precision: str = "32", memory_budget_mb: float = 512.0, random_state=None,
-                 verbose: bool = True):
+                 precision: str = "32", memory_budget_mb: float = 512.0, n_restarts: int = 1,
+                 random_state=None, verbose: bool = True):
         self.latent_dim = latent_dim
         self.decoder = decoder
         self.likelihood = likelihood
@@ -199,6 +205,7 @@ class QLVM:
         self.device = device
         self.precision = precision
         self.memory_budget_mb = memory_budget_mb
+        self.n_restarts = n_restarts
         self.random_state = random_state
         self.verbose = verbose
 
@@ -230,7 +237,7 @@ class QLVM:
         check_option("likelihood", self.likelihood, LIKELIHOODS)
         check_option("prior", self.prior, ("uniform", "gaussian"))
         check_option("precision", self.precision, ("32", "bf16"))
-        for name in ("batch_size", "max_epochs", "patience", "n_harmonics", "n_eval_shifts"):
+        for name in ("batch_size", "max_epochs", "patience", "n_harmonics", "n_eval_shifts", "n_restarts"):
             check_positive(name, getattr(self, name), integer=True)
         for name in ("n_lattice", "n_eval_lattice"):
             if getattr(self, name) is not None:
@@ -317,26 +324,52 @@ class QLVM:
         self : QLVM
         """
         seed, rng, data, val = self._begin_fit(X, validation)
-        with seeded_torch(seed):
-            module = self._build_module(self.item_shape_, self.n_features_)
-        data.check(module.likelihood)
-        if val is not None:
-            val.check(module.likelihood)
-        module.likelihood.setup(data.sample(4096, rng))
-        module.to(self.device_)
-        self.module_ = module
         self.n_lattice_ = self._n_train()
         if self.latent_dim == 2 and self.n_lattice_ not in _lattice.FIBONACCI:
             logger.info("n_lattice=%d is not a Fibonacci number; searching a lattice generator", self.n_lattice_)
         points = torch.as_tensor(_lattice.lattice(self.n_lattice_, int(self.latent_dim)),
                                  dtype=torch.float32, device=self.device_)
         self.lattice_generator_ = tuple(int(g) for g in _lattice.default_generator(self.n_lattice_, int(self.latent_dim)))
-
-        opt = torch.optim.Adam(module.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        sample = data.sample(4096, rng)
         staged = self._stage(data)
+        best = None
+        self.restart_scores_ = []
+        for r in range(self.n_restarts):
+            seed_r = seed if r == 0 else seed + 7919 * r
+            module, history, score = self._train_once(data, val, staged, points, sample, seed_r)
+            self.restart_scores_.append(score)
+            if best is None or score > best[2]:
+                best = (module, history, score)
+        if self.n_restarts > 1:
+            logger.info("restart scores %s; keeping restart %d", [round(v, 3) for v in self.restart_scores_],
+                        int(np.argmax(self.restart_scores_)))
+        module, history, _ = best
+        self.module_ = module
+        self.history_ = history
+        self.best_val_log_likelihood_ = (max(v for v in history["val_log_likelihood"] if math.isfinite(v))
+                                         if val is not None else None)
+        self.n_epochs_ = len(history["epoch"])
+        return self
+
+    def _train_once(self, data: _Data, val: _Data | None, staged, points, sample, seed: int):
+        """One training run from initialisation ``seed``; returns (module, history, score).
+
+        The score ranks restarts: the best validation log-likelihood when there is validation
+        data, else the mean training estimate over the last 5 epochs.
+        """
+        rng = np.random.default_rng(seed)
+        with seeded_torch(seed):
+            module = self._build_module(self.item_shape_, self.n_features_)
+        data.check(module.likelihood)
+        if val is not None:
+            val.check(module.likelihood)
+        module.likelihood.setup(sample)
+        module.to(self.device_)
+        self.module_ = module  # _stream (validation) reads the module being trained
+        opt = torch.optim.Adam(module.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         history = {"epoch": [], "train_log_likelihood": [], "val_log_likelihood": [], "seconds": []}
         best, best_state, bad_epochs = -math.inf, None, 0
-        val_seed = seed + 1
+        val_seed = self.seed_ + 1
         bar = progress(range(1, self.max_epochs + 1), desc="QLVM fit", verbose=None if self.verbose else False)
         t0 = time.perf_counter()
         for epoch in bar:
@@ -385,10 +418,8 @@ class QLVM:
         if best_state is not None:
             module.load_state_dict(best_state)
         module.eval()
-        self.history_ = history
-        self.best_val_log_likelihood_ = best if val is not None else None
-        self.n_epochs_ = len(history["epoch"])
-        return self
+        score = best if val is not None else float(np.mean(history["train_log_likelihood"][-5:]))
+        return module, history, score
 
     def _begin_fit(self, X, validation):
         """Validate parameters, forget an earlier fit, draw the seed and split the data;

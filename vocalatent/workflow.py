@@ -47,6 +47,7 @@ MODEL_DEFAULTS: dict[str, Any] = {
     "n_eval_lattice": 0,       # 0: automatic by device, see AUTO_LATTICE
     "n_eval_shifts": 0,        # 0: automatic by device (4 on CUDA, 2 on CPU)
     "validation": 0.1,         # fraction held out for early stopping and the held-out score
+    "n_restarts": 1,           # trainings from different initialisations; the best held-out one is kept
     "precision": "32",
     "decoder_options": {},
     "likelihood_options": {},
@@ -79,7 +80,7 @@ ANALYSIS_DEFAULTS: dict[str, Any] = {
 CPU_RESOLUTION = {1: 256, 2: 64, 3: 24}
 
 _MODEL_KEYS_TO_QLVM = ("latent_dim", "likelihood", "decoder", "batch_size", "max_epochs", "lr",
-                       "patience", "n_harmonics", "n_eval_shifts", "precision")
+                       "patience", "n_harmonics", "n_eval_shifts", "precision", "n_restarts")
 
 
 # ------------------------------------------------------------------------------- configuration
@@ -641,6 +642,7 @@ _COMMENTS = {
     "model.n_eval_shifts": "random lattice shifts averaged for scores and embeddings; 0 = 4 on CUDA, 2 on CPU",
     "model.validation": "fraction of items held out for early stopping and the held-out score",
     "model.precision": "\"32\" or \"bf16\" (bfloat16 decoder on CUDA)",
+    "model.n_restarts": "independent trainings; the one with the best held-out log p(x) is kept (fights folded maps)",
     "analysis.clusters": "find clusters by mode seeking on the periodic density",
     "analysis.jacobian": "compute the decoder Jacobian map and syllable boundaries",
     "analysis.resolution": "grid cells per latent axis; 0 = default",
