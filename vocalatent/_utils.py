@@ -73,6 +73,32 @@ def check_random_state(random_state: Any) -> np.random.Generator:
     raise ParameterError(f"random_state must be None, an int or a numpy Generator; got {random_state!r}")
 
 
+def is_number(text: str) -> bool:
+    """True when ``text`` parses as a float (for sniffing table headers and text formats)."""
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def item_indices(idx, n: int) -> tuple[np.ndarray, tuple]:
+    """Normalise an array-like index over ``n`` items (integers, possibly negative, or a
+    boolean mask) to ``(flat non-negative int64 indices, shape of the index)``; IndexError
+    on anything else or out of range. For the lazily read arrays' ``__getitem__``."""
+    arr = np.asarray(idx)
+    if arr.dtype == bool:
+        if arr.shape != (n,):
+            raise IndexError(f"boolean index has shape {arr.shape}; expected ({n},)")
+        arr = np.flatnonzero(arr)
+    if arr.dtype.kind not in "iu":
+        raise IndexError(f"indices must be integers, a slice or a boolean mask; got {arr.dtype}")
+    flat = arr.ravel().astype(np.int64)
+    if flat.size and (flat.min() < -n or flat.max() >= n):
+        raise IndexError(f"indices out of range for {n} items")
+    return (flat % n if n else flat), arr.shape
+
+
 @contextmanager
 def seeded_torch(seed: int):
     """Run torch's default parameter initialisers under ``seed``, then restore the caller's

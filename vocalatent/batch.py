@@ -46,7 +46,7 @@ import numpy as np
 import pandas as pd
 
 from ._utils import (DataError, ParameterError, VocalatentError, atomic_path, check_option,
-                     check_positive, check_random_state, logger, progress)
+                     check_positive, check_random_state, item_indices, logger, progress)
 from ._version import __version__
 from .sessions import SessionManifest, check_reference, load_sessions
 
@@ -239,23 +239,13 @@ class ConcatSpectrograms:
             return np.asarray(self._arrays[k][i - self._offsets[k]], dtype=np.float32)
         if isinstance(idx, slice):
             idx = np.arange(n)[idx]
-        arr = np.asarray(idx)
-        if arr.dtype == bool:
-            if arr.shape != (n,):
-                raise IndexError(f"boolean index has shape {arr.shape}; expected ({n},)")
-            arr = np.flatnonzero(arr)
-        if arr.dtype.kind not in "iu":
-            raise IndexError(f"indices must be integers, a slice or a boolean mask; got {arr.dtype}")
-        flat = arr.ravel().astype(np.int64)
-        if flat.size and (flat.min() < -n or flat.max() >= n):
-            raise IndexError(f"indices out of range for {n} items")
-        flat = flat % n if n else flat
+        flat, shape = item_indices(idx, n)
         out = np.empty((flat.size,) + tuple(self._item_shape), dtype=np.float32)
         which = np.searchsorted(self._offsets, flat, side="right") - 1
         for k in np.unique(which):
             sel = np.flatnonzero(which == k)
             out[sel] = self._arrays[k][flat[sel] - self._offsets[k]]
-        return out.reshape(arr.shape + tuple(self._item_shape))
+        return out.reshape(shape + tuple(self._item_shape))
 
     def __array__(self, dtype=None, copy=None):
         out = self[:]

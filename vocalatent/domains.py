@@ -48,7 +48,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ._utils import DataError, ParameterError, atomic_path, check_option, check_positive
+from ._utils import DataError, ParameterError, atomic_path, check_option, check_positive, is_number
 from ._version import __version__
 
 logger = logging.getLogger(__name__)
@@ -214,14 +214,6 @@ class NeuralParams:
 # --------------------------------------------------------------------------------------------
 # Detection
 # --------------------------------------------------------------------------------------------
-def _is_number(s: str) -> bool:
-    try:
-        float(s)
-    except ValueError:
-        return False
-    return True
-
-
 def _table_domain(path: Path) -> str:
     opener = gzip.open if path.name.lower().endswith(".gz") else open
     try:
@@ -240,9 +232,9 @@ def _table_domain(path: Path) -> str:
     fields = [f.strip().strip('"') for f in first.split(sep)]
     if len(fields) == 1 and " " in first:
         fields = first.split()
-    if all(_is_number(f) for f in fields):
+    if all(is_number(f) for f in fields):
         return "neural"                     # no header: spike times
-    if len(fields) > 1 and all(_is_number(f) for f in fields[1:]):
+    if len(fields) > 1 and all(is_number(f) for f in fields[1:]):
         return "neural"                     # header of time stamps: a binned units x time table
     return "single_cell"
 
@@ -465,7 +457,7 @@ def _neural_format(path: Path, p: NeuralParams) -> str:
             if line:
                 first_fields = line.replace(",", " ").replace("\t", " ").split()
                 break
-    if first_fields and all(_is_number(f) for f in first_fields):
+    if first_fields and all(is_number(f) for f in first_fields):
         return "spikes"
     return "binned"
 

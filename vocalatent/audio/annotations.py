@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .._utils import DataError, ParameterError, atomic_path, check_option
+from .._utils import DataError, ParameterError, atomic_path, check_option, is_number
 
 __all__ = [
     "ANNOTATION_FORMATS",
@@ -63,14 +63,6 @@ def _data_lines(path: Path) -> list[str]:
     return [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
 
 
-def _is_number(s: str) -> bool:
-    try:
-        float(s)
-    except ValueError:
-        return False
-    return True
-
-
 def sniff_format(path: str | os.PathLike) -> str:
     """Guess an annotation file's format from its name and (for .txt) its first lines."""
     path = Path(path)
@@ -89,9 +81,9 @@ def sniff_format(path: str | os.PathLike) -> str:
         if "Begin Time" in first and "\t" in first:
             return "raven"
         fields = first.split("\t") if "\t" in first else first.split()
-        if len(fields) == 2 and all(_is_number(f) for f in fields):
+        if len(fields) == 2 and all(is_number(f) for f in fields):
             return "ava"
-        if len(fields) >= 2 and all(_is_number(f) for f in fields[:2]):
+        if len(fields) >= 2 and all(is_number(f) for f in fields[:2]):
             return "audacity"
     raise DataError("cannot tell the annotation format from the name or content; pass "
                     f"format= one of {', '.join(ANNOTATION_FORMATS)}", path=path)
@@ -103,7 +95,7 @@ def _read_audacity(path: Path) -> pd.DataFrame:
         if line.startswith("\\"):  # spectral-selection line of the previous label
             continue
         fields = line.split("\t")
-        if len(fields) < 2 or not (_is_number(fields[0]) and _is_number(fields[1])):
+        if len(fields) < 2 or not (is_number(fields[0]) and is_number(fields[1])):
             raise DataError(f"line {i} is not 'start<TAB>end<TAB>label': {line!r}", path=path)
         on.append(float(fields[0]))
         off.append(float(fields[1]))

@@ -33,7 +33,7 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from .._utils import DataError, ParameterError, check_option, logger
+from .._utils import DataError, ParameterError, check_option, item_indices, logger
 from .._version import __version__
 
 __all__ = ["SyllableStore"]
@@ -96,22 +96,12 @@ class _LazySpectrograms:
             return self._decode(self._d[int(idx) % n])
         if isinstance(idx, slice):
             return self._decode(self._d[idx])
-        arr = np.asarray(idx)
-        if arr.dtype == bool:
-            if arr.shape != (n,):
-                raise IndexError(f"boolean index has shape {arr.shape}; expected ({n},)")
-            arr = np.flatnonzero(arr)
-        if arr.dtype.kind not in "iu":
-            raise IndexError(f"indices must be integers, a slice or a boolean mask; got {arr.dtype}")
-        flat = arr.ravel()
-        if flat.size and (flat.min() < -n or flat.max() >= n):
-            raise IndexError(f"indices out of range for a store of {n} items")
-        flat = flat % n if n else flat
+        flat, shape = item_indices(idx, n)
         uniq, inverse = np.unique(flat, return_inverse=True)
         if uniq.size == 0:
             return np.empty((0, *self.shape[1:]), dtype=np.float32)
         data = self._decode(self._d[uniq])  # h5py needs increasing indices
-        return data[inverse].reshape(*arr.shape, *self.shape[1:])
+        return data[inverse].reshape(*shape, *self.shape[1:])
 
     def __array__(self, dtype=None, copy=None):
         out = self[:]
