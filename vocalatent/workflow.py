@@ -334,94 +334,67 @@ def make_figures(ds: xr.Dataset, model: QLVM | None, fig_dir, cfg: Mapping | Non
             logger.warning("figure %s failed: %s: %s", name, type(exc).__name__, exc)
             plt.close("all")
 
-    def embedding_fig(color, name):
-        if color not in ds.variables:
-            return
-        values = ds[color].values
-        if color == "label" and not any(str(v) for v in values):
-            return
-        fig, ax = panel((6.5, 5.5))
-        ds.vl.plot_embedding(color=color, ax=ax)
-        save(fig, name)
+    def latent_figure(filename, draw, size=(6.5, 5.5)):
+        """One latent-space figure: ``draw(ax)`` on a fresh panel, saved as ``filename``."""
+        def run():
+            fig, ax = panel(size)
+            draw(ax)
+            save(fig, filename)
 
-    attempt("embedding_cluster", lambda: embedding_fig("cluster", "embedding_cluster.png"))
-    attempt("embedding_label", lambda: embedding_fig("label", "embedding_label.png"))
-    attempt("embedding_source", lambda: embedding_fig("source", "embedding_source.png"))
+        attempt(filename, run)
 
-    def spread_fig():
-        fig, ax = panel((6.5, 5.5))
-        vplot.plot_embedding(ds["embedding"].values, color=ds["spread"].values.mean(1), ax=ax,
-                             color_label="posterior spread (1 − resultant length)",
-                             title="Embedding coloured by posterior spread")
-        save(fig, "embedding_spread.png")
-
-    attempt("embedding_spread", spread_fig)
-
-    def aggregate_fig():
-        fig, ax = panel((6.5, 5.5))
-        ds.vl.plot_aggregate_posterior(ax=ax)
-        save(fig, "aggregate_posterior.png")
-
+    for color in ("cluster", "label", "source"):
+        values = ds[color].values if color in ds.variables else None
+        if values is None or (color == "label" and not any(str(v) for v in values)):
+            continue
+        latent_figure(f"embedding_{color}.png", lambda ax, c=color: ds.vl.plot_embedding(color=c, ax=ax))
+    latent_figure("embedding_spread.png", lambda ax: vplot.plot_embedding(
+        ds["embedding"].values, color=ds["spread"].values.mean(1), ax=ax,
+        color_label="posterior spread (1 − resultant length)",
+        title="Embedding coloured by posterior spread"))
     if "aggregate_posterior" in ds and d == 2:
-        attempt("aggregate_posterior", aggregate_fig)
-
-    def density_fig():
-        fig, ax = panel((6.5, 5.5))
-        ds.vl.plot_density(ax=ax)
-        save(fig, "density.png")
-
+        latent_figure("aggregate_posterior.png", lambda ax: ds.vl.plot_aggregate_posterior(ax=ax))
     if "density" in ds:
-        attempt("density", density_fig)
-    if model is not None:
-        def latent_map():
-            fig, ax = panel((9, 8))
-            ds.vl.plot_latent_map(model, ax=ax)
-            save(fig, "latent_map.png")
+        latent_figure("density.png", lambda ax: ds.vl.plot_density(ax=ax))
+    if model is None:
+        return written
+    if len(tuple(model.output_shape_)) == 2:  # images only (spectrograms)
+        latent_figure("latent_map.png", lambda ax: ds.vl.plot_latent_map(model, ax=ax), size=(9, 8))
+    if "jacobian_norm" in ds:
+        latent_figure("jacobian.png", lambda ax: ds.vl.plot_jacobian(ax=ax))
 
-        if len(tuple(model.output_shape_)) == 2:  # images only (spectrograms)
-            attempt("latent_map", latent_map)
+    def training():
+        fig, ax = plt.subplots(figsize=(6.5, 4))
+        vplot.plot_training_curves(model.history_, ax=ax)
+        save(fig, "training_curves.png")
 
-        def jacobian_fig():
-            fig, ax = panel((6.5, 5.5))
-            ds.vl.plot_jacobian(ax=ax)
-            save(fig, "jacobian.png")
+    attempt("training_curves", training)
 
-        if "jacobian_norm" in ds:
-            attempt("jacobian", jacobian_fig)
+    def geodesic_fig():
+        n_clusters = int(ds["cluster"].max()) + 1 if "cluster" in ds else 0
+        if n_clusters < 2 or d != 2:
+            return
+        sizes = np.bincount(ds["cluster"].values[ds["cluster"].values >= 0])
+        a, b = (int(i) for i in np.argsort(sizes)[::-1][:2])
+        res = ds.vl.geodesic_between_clusters(model, a, b)
+        fig = plt.figure(figsize=(10, 10), layout="constrained")
+        grid = fig.add_gridspec(2, 1, height_ratios=[3, 1.6])
+        vplot.plot_geodesic(res, output_shape=model.output_shape_, ax=fig.add_subplot(grid[0]),
+                            strip_ax=fig.add_subplot(grid[1]),
+                            jacobian=ds["jacobian_norm"].values if "jacobian_norm" in ds else None)
+        save(fig, "geodesic.png")
 
-        def training():
-            fig, ax = plt.subplots(figsize=(6.5, 4))
-            vplot.plot_training_curves(model.history_, ax=ax)
-            save(fig, "training_curves.png")
+    if (cfg or {}).get("analysis", {}).get("geodesic", True):
+        attempt("geodesic", geodesic_fig)
 
-        attempt("training_curves", training)
+    def posterior_fig():
+        w, pts = model.posterior(example_item, n_lattice=min(model._n_eval(None), 6765))
+        fig, ax = plt.subplots(figsize=(6, 5))
+        vplot.plot_posterior(w[0], pts, ax=ax, title="Lattice posterior of item 0")
+        save(fig, "posterior_item0.png")
 
-        def geodesic_fig():
-            n_clusters = int(ds["cluster"].max()) + 1 if "cluster" in ds else 0
-            if n_clusters < 2 or d != 2:
-                return
-            sizes = np.bincount(ds["cluster"].values[ds["cluster"].values >= 0])
-            a, b = (int(i) for i in np.argsort(sizes)[::-1][:2])
-            res = ds.vl.geodesic_between_clusters(model, a, b)
-            fig = plt.figure(figsize=(10, 10), layout="constrained")
-            grid = fig.add_gridspec(2, 1, height_ratios=[3, 1.6])
-            ax = fig.add_subplot(grid[0])
-            strip = fig.add_subplot(grid[1])
-            vplot.plot_geodesic(res, output_shape=model.output_shape_, ax=ax, strip_ax=strip,
-                                jacobian=ds["jacobian_norm"].values if "jacobian_norm" in ds else None)
-            save(fig, "geodesic.png")
-
-        if (cfg or {}).get("analysis", {}).get("geodesic", True):
-            attempt("geodesic", geodesic_fig)
-
-        def posterior_fig():
-            w, pts = model.posterior(example_item, n_lattice=min(model._n_eval(None), 6765))
-            fig, ax = plt.subplots(figsize=(6, 5))
-            vplot.plot_posterior(w[0], pts, ax=ax, title="Lattice posterior of item 0")
-            save(fig, "posterior_item0.png")
-
-        if example_item is not None:
-            attempt("posterior", posterior_fig)
+    if example_item is not None:
+        attempt("posterior", posterior_fig)
     return written
 
 
