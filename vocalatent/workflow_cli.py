@@ -181,8 +181,15 @@ def plot(out):
     """(Re)draw the figures of the run in OUT into OUT/figures."""
     from .workflow import make_figures
 
+    import numpy as np
+
+    from .data.store import SyllableStore
+
     out, ds, model = _load_out(out)
-    paths = make_figures(ds, model, out / "figures")
+    example = None
+    if (out / "syllables.h5").exists():
+        example = np.asarray(SyllableStore(out / "syllables.h5").spectrograms[np.array([0])])
+    paths = make_figures(ds, model, out / "figures", example_item=example)
     click.echo("\n".join(str(p) for p in paths))
 
 
