@@ -282,3 +282,12 @@ def test_restarts_keep_the_best_validation_fit_and_unfold_a_hard_ring():
     assert multi.best_val_log_likelihood_ == pytest.approx(max(multi.restart_scores_))
     corr = lambda m: circular_correlation(m.transform(X, n_shifts=1).embedding.values, theta[:, None])
     assert corr(multi) >= 0.95
+
+
+def test_top_level_entry_points():
+    import vocalatent
+    from vocalatent.workflow import embed
+
+    assert vocalatent.QLVM is QLVM and vocalatent.embed is embed
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        vocalatent.nope

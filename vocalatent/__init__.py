@@ -1,6 +1,34 @@
-"""vocalatent: low-dimensional generative maps (QLVM) of vocalizations, cells and neurons."""
+"""vocalatent: low-dimensional generative maps (QLVM) of vocalizations, cells and neurons.
 
-from ._version import __version__
+The main entry points are reachable from the top level (imported on first use, so that
+``import vocalatent`` stays light)::
+
+    import vocalatent
+    ds = vocalatent.embed("recordings/", "out/")        # the end-to-end job
+    model = vocalatent.QLVM(latent_dim=2).fit(X)         # the estimator on any array
+"""
+
 from ._utils import DataError, NotFittedError, ParameterError, VocalatentError
+from ._version import __version__
 
-__all__ = ["__version__", "DataError", "NotFittedError", "ParameterError", "VocalatentError"]
+_LAZY = {
+    "QLVM": ("vocalatent.model", "QLVM"),
+    "embed": ("vocalatent.workflow", "embed"),
+    "project_recordings": ("vocalatent.workflow", "project_recordings"),
+    "read_embedding": ("vocalatent.embedding", "read_embedding"),
+    "VAE": ("vocalatent.baselines", "VAE"),
+    "IWAE": ("vocalatent.baselines", "IWAE"),
+}
+
+__all__ = ["__version__", "DataError", "NotFittedError", "ParameterError", "VocalatentError", *_LAZY]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        value = getattr(importlib.import_module(module), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'vocalatent' has no attribute {name!r}")
