@@ -73,6 +73,26 @@ def check_random_state(random_state: Any) -> np.random.Generator:
     raise ParameterError(f"random_state must be None, an int or a numpy Generator; got {random_state!r}")
 
 
+def json_key(obj, *, length: int | None = 16) -> str:
+    """sha256 of ``obj`` as canonical JSON (sorted keys; other types by ``str``), as a cache key."""
+    import hashlib
+    import json
+
+    digest = hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+    return digest if length is None else digest[:length]
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes, read in 1 MiB blocks."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def is_number(text: str) -> bool:
     """True when ``text`` parses as a float (for sniffing table headers and text formats)."""
     try:

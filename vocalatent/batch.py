@@ -31,7 +31,6 @@ order). A file or session that fails is reported in ``OUT/errors.csv`` (``sessio
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import socket
@@ -46,7 +45,8 @@ import numpy as np
 import pandas as pd
 
 from ._utils import (DataError, ParameterError, VocalatentError, atomic_path, check_option,
-                     check_positive, check_random_state, item_indices, logger, progress)
+                     check_positive, check_random_state, file_sha256, item_indices, json_key, logger,
+                     progress)
 from ._version import __version__
 from .sessions import SessionManifest, check_reference, load_sessions
 
@@ -65,18 +65,6 @@ class BatchLockedError(VocalatentError, RuntimeError):
 # --------------------------------------------------------------------------------------------
 # small helpers
 # --------------------------------------------------------------------------------------------
-def _digest(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _write_json(obj: Any, path: Path) -> None:
     with atomic_path(path, suffix=".json") as tmp:
         tmp.write_text(json.dumps(obj, indent=1, sort_keys=True, default=str))
@@ -642,7 +630,7 @@ def run_batch(manifest: str | os.PathLike | SessionManifest, out: str | os.PathL
             seg_keys = {}
             tasks: dict = {}
             for s in sessions:
-                seg_keys[s.id] = _digest({"version": __version__, "segment": seg_params.to_dict(),
+                seg_keys[s.id] = json_key({"version": __version__, "segment": seg_params.to_dict(),
                                           "audio": audio, "base": str(s.base),
                                           "files": s.file_state()})
                 if _marker_ok(sdirs[s.id] / "segments.json", seg_keys[s.id],
@@ -692,7 +680,7 @@ def run_batch(manifest: str | os.PathLike | SessionManifest, out: str | os.PathL
             # ---------------------------------------------------------------- 3. stores
             store_keys, tasks = {}, {}
             for s in sessions:
-                store_keys[s.id] = _digest({"segments": seg_keys[s.id], "dtype": dtype,
+                store_keys[s.id] = json_key({"segments": seg_keys[s.id], "dtype": dtype,
                                             "spectrogram": spec_params.to_dict()})
                 if _marker_ok(sdirs[s.id] / "store.json", store_keys[s.id],
                               sdirs[s.id] / "syllables.h5", sdirs[s.id] / "errors.csv"):
@@ -729,7 +717,7 @@ def run_batch(manifest: str | os.PathLike | SessionManifest, out: str | os.PathL
             # ---------------------------------------------------------------- 5. embed
             embedded: list[str] = []
             if model_path is not None:
-                sha = _file_sha256(model_path)
+                sha = file_sha256(model_path)
                 tasks = {}
                 emb_keys = {}
                 for s in sessions:
@@ -737,7 +725,7 @@ def run_batch(manifest: str | os.PathLike | SessionManifest, out: str | os.PathL
                         continue
                     md = {"session": s.id, **{c: (v.item() if hasattr(v, "item") else v)
                                               for c, v in meta.loc[s.id].items()}}
-                    emb_keys[s.id] = _digest({"store": store_keys[s.id], "model": sha,
+                    emb_keys[s.id] = json_key({"store": store_keys[s.id], "model": sha,
                                               "metadata": md})
                     if _marker_ok(sdirs[s.id] / "embedding.json", emb_keys[s.id],
                                   sdirs[s.id] / "embedding.nc"):
@@ -784,7 +772,7 @@ def run_batch(manifest: str | os.PathLike | SessionManifest, out: str | os.PathL
 def _calibrate(client, sessions, reference, segments, seg_keys, spec_params, calib_syllables,
                seed, out, token, calibrate):
     """Calibrate the clipping range once from syllables drawn over the reference sessions."""
-    key = _digest({"segments": [seg_keys[r] for r in reference], "seed": seed,
+    key = json_key({"segments": [seg_keys[r] for r in reference], "seed": seed,
                    "n": calib_syllables, "spectrogram": spec_params.to_dict()})
     m = _read_json(out / "calibration.json")
     if m and m.get("key") == key:
@@ -836,7 +824,7 @@ def _train(sessions, reference, state, store_keys, sdirs, cfg, out, spec_params,
                            f"has syllables ({', '.join(reference)})"})
         return None
     mdir = out / "model"
-    key = _digest({"stores": [store_keys[r] for r in usable], "model": cfg.get("model", {}),
+    key = json_key({"stores": [store_keys[r] for r in usable], "model": cfg.get("model", {}),
                    "seed": seed, "version": __version__})
     if _marker_ok(mdir / "model.json", key, mdir / "model.pt", mdir / "preprocessing.json"):
         logger.info("reusing the trained model %s", mdir / "model.pt")

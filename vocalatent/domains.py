@@ -48,7 +48,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ._utils import DataError, ParameterError, atomic_path, check_option, check_positive, is_number
+from ._utils import (DataError, ParameterError, atomic_path, check_option, check_positive, is_number,
+                     json_key)
 from ._version import __version__
 
 logger = logging.getLogger(__name__)
@@ -367,10 +368,6 @@ def _file_digest(path: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def _key(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 def _check_count_support(X: np.ndarray, likelihood: str, path: Path, *, what: str) -> None:
     if likelihood not in COUNT_LIKELIHOODS:
         return
@@ -426,7 +423,7 @@ def _prepare_single_cell(path: Path, cfg: Mapping) -> Prepared:
     coords["n_counts_selected"] = X.sum(axis=1, dtype=np.float64)
     extra = {"matrix": cm, "n_genes_total": int(n_total), "params": p,
              "hvg_rank": (sel.var["hvg_rank"].to_numpy() if "hvg_rank" in sel.var else None)}
-    key = _key({"input": _file_digest(path), "domain": "single_cell",
+    key = json_key({"input": _file_digest(path), "domain": "single_cell",
                 "params": dataclasses.asdict(p), "version": __version__})
     return Prepared(X, coords, key, "single_cell", np.asarray(sel.gene_names, dtype=object), extra)
 
@@ -501,7 +498,7 @@ def _prepare_neural(path: Path, cfg: Mapping) -> Prepared:
                              "[model] likelihood = \"gaussian\"")
     _check_count_support(X, likelihood, path, what="the binned counts")
     coords = pd.DataFrame({"time_s": nc.time, "n_spikes": X.sum(axis=1, dtype=np.float64)})
-    key = _key({"input": _file_digest(path), "domain": "neural", "format": fmt,
+    key = json_key({"input": _file_digest(path), "domain": "neural", "format": fmt,
                 "params": dataclasses.asdict(p), "version": __version__})
     return Prepared(X, coords, key, "neural", np.asarray(nc.unit_names, dtype=object),
                     {"counts": nc, "bin_s": nc.bin_s, "format": fmt, "params": p})

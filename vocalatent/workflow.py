@@ -15,18 +15,15 @@ written to ``OUT/config.toml`` so that any run can be repeated exactly.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
-import pandas as pd
 import xarray as xr
 
-from ._utils import DataError, ParameterError, atomic_path
+from ._utils import DataError, ParameterError, atomic_path, json_key
 from ._version import __version__
 from .embedding import add_item_coords, read_embedding, write_embedding
 from .model import QLVM
@@ -111,10 +108,6 @@ def resolve(*, pipeline=None, config=None, overrides: Mapping | None = None) -> 
     return cfg
 
 
-def _key(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 def make_model(cfg: Mapping, *, device="auto", seed=None, verbose: bool = True) -> QLVM:
     """A QLVM configured from the ``[model]`` table of ``cfg``."""
     from ._utils import resolve_device
@@ -195,12 +188,9 @@ def build_syllable_store(path, out_dir, cfg: Mapping, *, n_jobs: int = 1):
 
 
 def _store_key(store) -> str:
-    return _key({"params": store.params, "n": len(store), "segments": _segments_digest(store.segments)})
+    from .audio.pipeline import _segments_digest
 
-
-def _segments_digest(segments: pd.DataFrame) -> str:
-    cols = [c for c in ("source", "channel", "onset_s", "offset_s") if c in segments]
-    return hashlib.sha256(pd.util.hash_pandas_object(segments[cols], index=False).values.tobytes()).hexdigest()[:16]
+    return json_key({"params": store.params, "n": len(store), "segments": _segments_digest(store.segments)})
 
 
 def train(X, cfg: Mapping, *, out_dir=None, device="auto", seed=None, data_key: str | None = None,
@@ -214,7 +204,7 @@ def train(X, cfg: Mapping, *, out_dir=None, device="auto", seed=None, data_key: 
     """
     seed = 0 if seed is None else int(seed)
     m = {**MODEL_DEFAULTS, **dict(cfg.get("model", {}))}
-    key = _key({"model": m, "seed": seed, "data": data_key, "version": __version__})
+    key = json_key({"model": m, "seed": seed, "data": data_key, "version": __version__})
     path = None if out_dir is None else Path(out_dir) / "model.pt"
     if path is not None and path.exists() and data_key is not None:
         try:
@@ -435,7 +425,7 @@ def embedding_key(model: QLVM, data_key: str, cfg: Mapping) -> str:
     """Key of an embedding: the model's training key, the data and the analysis settings
     (figures aside, which change no number)."""
     analysis = {k: v for k, v in dict(cfg.get("analysis", {})).items() if k != "figures"}
-    return _key({"model": model.metadata_["train_key"], "data": data_key, "analysis": analysis})
+    return json_key({"model": model.metadata_["train_key"], "data": data_key, "analysis": analysis})
 
 
 def cached_embedding(path: Path, key: str) -> xr.Dataset | None:
@@ -571,15 +561,6 @@ def project_recordings(model_path, path, out, *, n_jobs: int = 1, device="auto",
     ds.attrs["model_file"] = str(Path(model_path).resolve())
     write_embedding(ds, Path(out) / "embedding.nc")
     return ds
-
-
-def fingerprint_files(paths) -> str:
-    """A key of files' names, sizes and modification times (for completion markers)."""
-    items = []
-    for p in sorted(Path(p) for p in paths):
-        st = os.stat(p)
-        items.append((str(p), st.st_size, int(st.st_mtime_ns)))
-    return _key(items)
 
 
 _COMMENTS = {

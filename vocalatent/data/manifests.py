@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Iterator, NamedTuple
 
-from .._utils import REPO_ROOT, DataError, ParameterError, VocalatentError, logger, progress
+from .._utils import REPO_ROOT, DataError, ParameterError, VocalatentError, file_sha256, logger, progress
 
 try:  # Python >= 3.11
     import tomllib
@@ -373,14 +373,6 @@ def _file_lock(path: Path, what: str) -> Iterator[None]:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _problems(manifest: Manifest, directory: Path) -> list[tuple[ManifestFile, str]]:
     """Files of ``manifest`` under ``directory`` whose sha256 differs: (file, actual hash)."""
     bad = []
@@ -389,7 +381,7 @@ def _problems(manifest: Manifest, directory: Path) -> list[tuple[ManifestFile, s
         if not p.is_file():
             bad.append((f, "missing"))
             continue
-        actual = _sha256(p)
+        actual = file_sha256(p)
         if actual != f.sha256:
             bad.append((f, actual))
     return bad
