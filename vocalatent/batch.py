@@ -26,14 +26,14 @@ marker matches and redoes anything else, so a run killed at any point and restar
 the same outputs as an uninterrupted one (seeds are fixed, outputs are assembled in manifest
 order). A file or session that fails is reported in ``OUT/errors.csv`` (``session``, ``file``,
 ``error``) and does not stop the others. Only one run may write to an OUT folder at a time
-(``OUT/.batch.lock``, holding the owner's pid and host).
+(:func:`vocalatent.locks.output_lock`: ``OUT/.vocalatent.lock``, no fcntl, safe on shared file
+systems; the refusal names the holder's pid and host).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import socket
 import time
 import uuid
 from contextlib import contextmanager
@@ -48,18 +48,18 @@ from ._utils import (DataError, ParameterError, VocalatentError, atomic_path, ch
                      check_positive, check_random_state, file_sha256, item_indices, json_key, logger,
                      progress)
 from ._version import __version__
+from .locks import OutputLockedError, output_lock
 from .sessions import SessionManifest, check_reference, load_sessions
 
-__all__ = ["BatchLockedError", "BatchResult", "ConcatSpectrograms", "batch_lock", "run_batch"]
+__all__ = ["BatchLockedError", "BatchResult", "ConcatSpectrograms", "run_batch"]
 
 CLUSTERS = ("local", "slurm", "pbs")
-LOCK_NAME = ".batch.lock"
 ERROR_COLUMNS = ["session", "file", "error"]
 _SEGMENT_STR = ("source", "label", "segmented_by")
 
 
-class BatchLockedError(VocalatentError, RuntimeError):
-    """Another batch run holds the output folder's lock."""
+#: Raised when another run holds the output folder (kept under its former name).
+BatchLockedError = OutputLockedError
 
 
 # --------------------------------------------------------------------------------------------
@@ -115,65 +115,6 @@ def _error_text(exc: BaseException) -> str:
         return ("the worker process running this task died (crashed or ran out of memory) "
                 f"every time it was tried: {exc}")
     return f"{name}: {exc}"
-
-
-# --------------------------------------------------------------------------------------------
-# the lock
-# --------------------------------------------------------------------------------------------
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-@contextmanager
-def batch_lock(out: str | os.PathLike) -> Iterator[Path]:
-    """Hold ``OUT/.batch.lock`` exclusively for the duration of the block.
-
-    The lock file holds the owner's pid, host and start time. It is created with an atomic
-    hard link, so two runs cannot both take it. A lock left by a dead process on this host is
-    taken over with a warning; a lock held by a live process, or by any process on another
-    host (whose liveness cannot be checked), is refused with :class:`BatchLockedError`.
-    """
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    lock = out / LOCK_NAME
-    me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
-          "token": uuid.uuid4().hex}
-    for _ in range(3):
-        fd_tmp = out / f".batch.lock.{me['token']}"
-        fd_tmp.write_text(json.dumps(me))
-        try:
-            os.link(fd_tmp, lock)
-            break
-        except FileExistsError:
-            owner = _read_json(lock) or {}
-            pid, host = owner.get("pid"), owner.get("host")
-            if host == me["host"] and isinstance(pid, int) and not _pid_alive(pid):
-                logger.warning("%s: taking over a stale lock left by process %d on %s (no longer "
-                               "running)", lock, pid, host)
-                try:
-                    lock.unlink()
-                except FileNotFoundError:
-                    pass
-                continue
-            raise BatchLockedError(
-                f"{out} is being written by another batch run (pid {pid} on host {host}, lock "
-                f"{lock}); wait for it to finish, or remove the lock file if that run is dead")
-        finally:
-            fd_tmp.unlink(missing_ok=True)
-    else:  # pragma: no cover - three takeovers lost in a row
-        raise BatchLockedError(f"could not take the lock {lock}")
-    try:
-        yield lock
-    finally:
-        owner = _read_json(lock) or {}
-        if owner.get("token") == me["token"]:
-            lock.unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -616,7 +557,7 @@ def run_batch(manifest: str | os.PathLike | SessionManifest, out: str | os.PathL
     out = Path(out).resolve()
     meta = sessions.metadata()
 
-    with batch_lock(out):
+    with output_lock(out, what="vocalatent batch"):
         state = {s.id: {"status": "done", "n_items": 0, "errors": []} for s in sessions}
         sdirs = {s.id: out / "sessions" / s.id for s in sessions}
         for d in sdirs.values():

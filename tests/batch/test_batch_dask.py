@@ -245,7 +245,7 @@ def test_killed_run_resumes_to_identical_outputs(full_run, sessions_dir, cluster
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
     assert not (out / "embedding.nc").exists()      # killed mid-run
-    assert (out / ".batch.lock").exists()           # left behind by the killed run
+    assert (out / ".vocalatent.lock").exists()           # left behind by the killed run
     import logging
 
     with caplog.at_level(logging.WARNING, logger="vocalatent"):

@@ -1,4 +1,4 @@
-"""Session manifests (CSV/TOML, validation messages), the batch lock, lazy concatenation."""
+"""Session manifests (CSV/TOML, validation messages), the batch run refused on a locked OUT, lazy concatenation."""
 
 import json
 import logging
@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from vocalatent._utils import DataError, ParameterError
-from vocalatent.batch import BatchLockedError, ConcatSpectrograms, batch_lock, run_batch
+from vocalatent.batch import ConcatSpectrograms, run_batch
+from vocalatent.locks import OutputLockedError, output_lock
 from vocalatent.sessions import check_reference, load_sessions
 
 
@@ -132,42 +133,13 @@ def test_path_expands_environment_variables(recordings, monkeypatch):
 
 
 # ------------------------------------------------------------------------------------- lock
-def test_lock_refuses_live_owner_and_other_hosts(tmp_path):
-    with batch_lock(tmp_path / "out") as lock:
-        owner = json.loads(lock.read_text())
-        assert owner["pid"] == os.getpid() and owner["host"] == socket.gethostname()
-        with pytest.raises(BatchLockedError, match=f"pid {os.getpid()}"):
-            with batch_lock(tmp_path / "out"):
-                pass
-    assert not lock.exists()
-    lock.write_text(json.dumps({"pid": 1, "host": "another-host.example", "token": "x"}))
-    with pytest.raises(BatchLockedError, match="another-host.example"):
-        with batch_lock(tmp_path / "out"):
-            pass
-    assert lock.exists()  # never removed by a run that did not own it
-
-
-def test_lock_from_dead_process_is_taken_over_with_warning(tmp_path, caplog):
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)
-    pid = int(dead.stdout)
-    out = tmp_path / "out"
-    out.mkdir()
-    (out / ".batch.lock").write_text(json.dumps({"pid": pid, "host": socket.gethostname(),
-                                                 "token": "old"}))
-    with caplog.at_level(logging.WARNING, logger="vocalatent"):
-        with batch_lock(out) as lock:
-            assert json.loads(lock.read_text())["pid"] == os.getpid()
-    assert f"stale lock left by process {pid}" in caplog.text
-    assert not (out / ".batch.lock").exists()
-
-
 def test_run_batch_refused_while_out_is_locked(tmp_path):
     (tmp_path / "rec").mkdir()
     (tmp_path / "rec" / "a.wav").write_bytes(b"")
     man = _csv(tmp_path / "m.csv", "session,path\ns1,rec\n")
-    with batch_lock(tmp_path / "out"):
-        with pytest.raises(BatchLockedError, match="being written by another batch run"):
+    with output_lock(tmp_path / "out"):
+        with pytest.raises(OutputLockedError, match=f"being written by another vocalatent batch "
+                           f"\\(pid {os.getpid()} on host {socket.gethostname()}"):
             run_batch(man, tmp_path / "out")
     assert not (tmp_path / "out" / "sessions").exists()
 
