@@ -25,6 +25,7 @@ import xarray as xr
 from . import plot as _plot
 from ._utils import ParameterError
 from .analysis._decoder import model_decoder
+from .analysis.agreement import label_agreement
 from .analysis.clusters import find_clusters
 from .analysis.density import GridKDE, default_resolution, periodic_kde
 from .analysis.geodesic import geodesic as _geodesic
@@ -265,6 +266,44 @@ class VocalatentAccessor:
                 raise ParameterError(f"cluster {name} must be an integer in 0..{modes.shape[0] - 1}; got {c!r}")
         return self.geodesic(model, modes[a], modes[b], **kwargs)
 
+    def _labels(self, labels):
+        n = self._ds.sizes.get("item")
+        if isinstance(labels, str):
+            if labels not in self._ds.variables:
+                raise ParameterError(
+                    f"no item variable or coordinate named {labels!r} holds labels; item variables: "
+                    f"{sorted(str(k) for k, v in self._ds.variables.items() if v.dims == ('item',))}")
+            var = self._ds[labels]
+            if var.dims != ("item",):
+                raise ParameterError(f"{labels!r} must have dims ('item',) to be labels; got {var.dims}")
+            return np.asarray(var.values, dtype=object)
+        arr = np.asarray(getattr(labels, "values", labels), dtype=object)
+        if arr.shape != (n,):
+            raise ParameterError(f"labels must have one value per item ({n}); got shape {arr.shape}")
+        return arr
+
+    def agreement(self, labels="label", *, k=(1, 5)):
+        """How well the map and its clusters agree with labels some items carry.
+
+        Parameters
+        ----------
+        labels : str or array-like [shape=(n_items,)]
+            Name of an item variable / coordinate (``"label"``: the annotation files' labels;
+            the ``obs`` columns of an AnnData input, which become item coordinates), or the labels
+            themselves (e.g. ``adata.obs["cell_type"]``). Unlabelled items (``""``, None, NaN)
+            are left out.
+        k : int or sequence of int
+            Voters of the torus k-NN label accuracy.
+
+        Returns
+        -------
+        vocalatent.analysis.agreement.AgreementReport
+            Uses the Dataset's ``cluster`` (computed with :meth:`clusters` when absent).
+        """
+        lab = self._labels(labels)
+        ds = self._ds if "cluster" in self._ds.variables else self.clusters()
+        return label_agreement(self.embedding, lab, clusters=ds["cluster"].values, k=k)
+
     # ------------------------------------------------------------------ figures
     def _color(self, color):
         if color is None:
@@ -311,6 +350,13 @@ class VocalatentAccessor:
             self._boundaries().ridge_mask if modes is not None else None)
         return _plot.plot_jacobian(self._ds["jacobian_norm"].values, boundaries=mask, modes=modes,
                                    ax=ax, **kwargs)
+
+    def plot_agreement(self, labels="label", *, report=None, **kwargs):
+        """The map coloured by label beside the map coloured by cluster, and the confusion
+        matrix (:func:`vocalatent.plot.plot_agreement`); returns the Figure."""
+        lab = self._labels(labels)
+        ds = self._ds if "cluster" in self._ds.variables else self.clusters()
+        return _plot.plot_agreement(self.embedding, lab, ds["cluster"].values, report=report, **kwargs)
 
     def plot_latent_map(self, model, *, n_tiles: int = 8, ax=None, **kwargs):
         """Decoded outputs of the model tiled over the torus."""

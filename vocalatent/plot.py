@@ -32,6 +32,8 @@ __all__ = [
     "plot_training_curves",
     "plot_posterior",
     "plot_3d_slices",
+    "plot_confusion",
+    "plot_agreement",
 ]
 
 SPECTROGRAM_CMAP = "magma"
@@ -802,3 +804,89 @@ def plot_3d_slices(grid, *, n_slices: int = 4, axes=None, label: str = "value", 
         fig.suptitle(title)
     return fig
 
+
+
+def plot_confusion(confusion, *, ax=None, normalise: bool = True, title: str | None = None,
+                   cmap: str = "Blues"):
+    """Confusion matrix of labels (rows) against clusters (columns).
+
+    Parameters
+    ----------
+    confusion : pandas.DataFrame
+        Items per label and cluster (``AgreementReport.confusion``).
+    ax : matplotlib Axes, optional
+    normalise : bool
+        Colour by the share of each label's items (rows sum to 1); the counts are written in
+        the cells either way (up to 30 x 30 cells).
+    title : str, optional
+    cmap : str
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+    """
+    counts = np.asarray(confusion.to_numpy(), dtype=float)
+    if counts.ndim != 2 or counts.size == 0:
+        raise ParameterError(f"confusion must be a non-empty labels x clusters table; got shape {counts.shape}")
+    n_lab, n_cl = counts.shape
+    ax = _new_axes(ax, figsize=(max(4.0, 0.45 * n_cl + 2.5), max(3.5, 0.4 * n_lab + 1.8)))
+    share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1.0) if normalise else counts
+    im = ax.imshow(share, cmap=cmap, vmin=0, vmax=1 if normalise else None, aspect="auto",
+                   interpolation="nearest")
+    cb = ax.figure.colorbar(im, ax=ax, shrink=0.85)
+    cb.set_label("share of the label's items" if normalise else "items")
+    if n_lab <= 30 and n_cl <= 30:
+        for i in range(n_lab):
+            for j in range(n_cl):
+                if counts[i, j]:
+                    ax.text(j, i, f"{int(counts[i, j])}", ha="center", va="center", fontsize="x-small",
+                            color="white" if share[i, j] > 0.6 * np.nanmax(share) else "black")
+    ax.set_xticks(range(n_cl))
+    ax.set_xticklabels(["none" if str(c) == "-1" else str(c) for c in confusion.columns], fontsize="small")
+    ax.set_yticks(range(n_lab))
+    ax.set_yticklabels([str(v) for v in confusion.index], fontsize="small")
+    ax.set_xlabel("cluster")
+    ax.set_ylabel("label")
+    ax.set_title(title or "Labels against clusters")
+    return ax
+
+
+def plot_agreement(z, labels, clusters, *, report=None, title: str | None = None):
+    """The map coloured by label beside the map coloured by cluster, and the confusion matrix.
+
+    Parameters
+    ----------
+    z : np.ndarray [shape=(n, 2), range [0, 1)]
+        Embedding of the items (2-D; for d = 1 or 3 only the first two axes / a ring are drawn
+        by :func:`plot_embedding` on separate figures, so this figure needs d = 2).
+    labels : array-like [shape=(n,)]
+        Labels; unlabelled items ("" / None) are drawn grey.
+    clusters : array-like [shape=(n,), int]
+    report : AgreementReport, optional
+        Its scores go into the title and its confusion table into the third panel (computed
+        from ``labels`` and ``clusters`` when not given).
+    title : str, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    from .analysis.agreement import label_agreement, labelled_mask
+
+    pts = as_latent(z)
+    if pts.shape[1] != 2:
+        raise ParameterError(f"plot_agreement draws 2-D maps; got a {pts.shape[1]}-D embedding")
+    lab = np.asarray(labels, dtype=object)
+    shown = np.where(labelled_mask(lab), lab, "none").astype(str)
+    if report is None:
+        report = label_agreement(pts, lab, clusters=clusters)
+    fig, axes = _plt().subplots(1, 3, figsize=(19, 5.4), layout="constrained",
+                                gridspec_kw={"width_ratios": [1, 1, 0.9]})
+    plot_embedding(pts, color=shown, ax=axes[0], color_label="label", title="Map coloured by label")
+    plot_embedding(pts, color=np.asarray(clusters, dtype=np.int64), ax=axes[1], color_label="cluster",
+                   title="Map coloured by cluster")
+    plot_confusion(report.confusion, ax=axes[2])
+    knn = ", ".join(f"{k}-NN {v:.2f}" for k, v in report.knn_accuracy.items())
+    fig.suptitle(title or f"Map versus labels ({report.n_items} labelled items): {knn}; "
+                          f"clusters ARI {report.ari:.2f}, NMI {report.nmi:.2f}, V {report.v_measure:.2f}")
+    return fig
