@@ -97,9 +97,9 @@ def main() -> None:
     model.verbose = False
     st = SyllableStore(work / "train" / "sessions" / "s01" / "syllables.h5")
     x = st.spectrograms
-    model.transform(x[np.arange(16)])  # warm-up
+    model.transform_dataset(x[np.arange(16)])  # warm-up
     t0 = time.perf_counter()
-    ds = model.transform(x)
+    ds = model.transform_dataset(x)
     dt = time.perf_counter() - t0
     st.close()
     print(f"\nembedding throughput (one process, torch threads {torch.get_num_threads()}): "

@@ -195,7 +195,7 @@ def plot_map(model, X_test, y_test, path: Path, *, n_grid: int = 16) -> None:
     padded = np.full((n_grid, n_grid, 9, 9), np.nan)
     padded[:, :, :8, :8] = imgs
     mosaic = padded.transpose(0, 2, 1, 3).reshape(n_grid * 9, n_grid * 9)
-    emb = model.transform(X_test, n_lattice=N_EVAL, n_shifts=2)["embedding"].values
+    emb = model.transform_dataset(X_test, n_lattice=N_EVAL, n_shifts=2)["embedding"].values
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 5), dpi=150)
     cmap = matplotlib.colormaps["gray_r"].copy()

@@ -46,7 +46,7 @@ def run_case(case: str, epochs: int, threads: int) -> dict:
     model.fit(X)
     t_fit = time.perf_counter() - t0
     t0 = time.perf_counter()
-    model.transform(X, n_shifts=1)
+    model.transform_dataset(X, n_shifts=1)
     t_transform = time.perf_counter() - t0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"case": case, "shape": list(X.shape), "epochs": epochs, "threads": threads,

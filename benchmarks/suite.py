@@ -336,7 +336,7 @@ def embedding_rows(ds: Dataset, models: dict, size: SuiteSize, *, device: str) -
         if model is None:
             model = make_model(kind, d, ds, size, seed=0, device=device).fit(X[ds.train])
         if kind == "qlvm":
-            emb = model.transform(X)["embedding"].values
+            emb = model.transform_dataset(X)["embedding"].values
             acc, se = knn_accuracy(emb, y, torus=True)
             rows.append(dict(dataset=ds.name, method="QLVM d=2 (torus, wrapped distances)", acc=acc, se=se))
             maps["QLVM d=2 (torus)"] = emb

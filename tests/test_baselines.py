@@ -232,10 +232,13 @@ def test_fit_improves_bound_and_beats_it_with_qmc(rng):
         ev = model.evaluate(X[250:], n_lattice=2584, n_shifts=3)
         assert ev["log_likelihood"] > ev["training_bound"] - 0.05, ev
         assert ev["log_likelihood"] > ev["elbo"] - 0.05
-        ds = model.transform(X[250:360], score=False)
+        ds = model.transform_dataset(X[250:360], score=False)
         loc, _ = model.encode(X[250:360])
         np.testing.assert_array_equal(ds["embedding"].values, loc)
         assert "log_likelihood" not in ds
+        emb = model.transform(X[250:360])
+        assert isinstance(emb, np.ndarray) and emb.shape == (50, 2)
+        np.testing.assert_array_equal(emb, loc)
 
 
 def test_save_load_round_trip(tmp_path):

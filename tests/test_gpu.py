@@ -68,8 +68,8 @@ def test_fit_on_cuda_matches_cpu():
     s_cpu = cpu.score_samples(X[:128], n_lattice=2584, n_shifts=2)
     s_gpu = gpu.score_samples(X[:128], n_lattice=2584, n_shifts=2)
     np.testing.assert_allclose(s_gpu, s_cpu, rtol=1e-3, atol=1e-2)
-    e_cpu = cpu.transform(X[:128], n_lattice=2584, n_shifts=2)
-    e_gpu = gpu.transform(X[:128], n_lattice=2584, n_shifts=2)
+    e_cpu = cpu.transform_dataset(X[:128], n_lattice=2584, n_shifts=2)
+    e_gpu = gpu.transform_dataset(X[:128], n_lattice=2584, n_shifts=2)
     assert np.median(_circ_dist(e_gpu["embedding"].values, e_cpu["embedding"].values)) < 1e-3
 
 
@@ -81,7 +81,7 @@ def test_one_model_scores_the_same_on_both_devices(tmp_path):
     assert gpu.device_.type == "cuda"
     kw = dict(n_lattice=6765, n_shifts=3, random_state=7)
     np.testing.assert_allclose(gpu.score_samples(X, **kw), cpu.score_samples(X, **kw), rtol=1e-5, atol=1e-4)
-    t_cpu, t_gpu = cpu.transform(X, **kw), gpu.transform(X, **kw)
+    t_cpu, t_gpu = cpu.transform_dataset(X, **kw), gpu.transform_dataset(X, **kw)
     assert _circ_dist(t_gpu["embedding"].values, t_cpu["embedding"].values).max() < 1e-4
     np.testing.assert_allclose(t_gpu["spread"].values, t_cpu["spread"].values, atol=1e-5)
     w_cpu, pts_cpu = cpu.posterior(X[:50], n_lattice=987, shift=[0.3, 0.6])
@@ -97,8 +97,8 @@ def test_one_model_scores_the_same_on_both_devices(tmp_path):
 
 def test_same_seed_same_embedding_on_cuda():
     X, _ = _ring(400, seed=2)
-    a = _model("cuda").fit(X).transform(X, n_lattice=987, n_shifts=2)
-    b = _model("cuda").fit(X).transform(X, n_lattice=987, n_shifts=2)
+    a = _model("cuda").fit(X).transform_dataset(X, n_lattice=987, n_shifts=2)
+    b = _model("cuda").fit(X).transform_dataset(X, n_lattice=987, n_shifts=2)
     assert _circ_dist(a["embedding"].values, b["embedding"].values).max() < 1e-4
 
 

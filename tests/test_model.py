@@ -83,7 +83,7 @@ def test_estimate_includes_minus_log_m(small_model):
 
 def test_transform_dataset_contents(small_model):
     model, X = small_model
-    ds = model.transform(X[:30], n_lattice=610, n_shifts=2, coords={"source": [f"f{i % 3}.wav" for i in range(30)]})
+    ds = model.transform_dataset(X[:30], n_lattice=610, n_shifts=2, coords={"source": [f"f{i % 3}.wav" for i in range(30)]})
     assert ds.sizes == {"item": 30, "latent": 2}
     for var in ("embedding", "map_point", "spread", "posterior_entropy", "log_likelihood"):
         assert var in ds
@@ -100,6 +100,14 @@ def test_transform_dataset_contents(small_model):
     assert np.median(diff) < 0.05
 
 
+def test_transform_is_the_dataset_embedding_as_ndarray(small_model):
+    model, X = small_model
+    ds = model.transform_dataset(X[:20], n_lattice=610, n_shifts=2, random_state=5)
+    emb = model.transform(X[:20], n_lattice=610, n_shifts=2, random_state=5)
+    assert isinstance(emb, np.ndarray) and emb.shape == (20, 2) and emb.dtype == np.float64
+    np.testing.assert_array_equal(emb, ds.embedding.values)
+
+
 def test_streaming_chunks_do_not_change_results(small_model):
     model, X = small_model
     a = model.score_samples(X[:50], n_lattice=987, n_shifts=2)
@@ -107,8 +115,8 @@ def test_streaming_chunks_do_not_change_results(small_model):
     m2.memory_budget_mb = 0.01  # forces many lattice chunks and item blocks
     b = m2.score_samples(X[:50], n_lattice=987, n_shifts=2)
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
-    ea = model.transform(X[:50], n_lattice=987, n_shifts=2)
-    eb = m2.transform(X[:50], n_lattice=987, n_shifts=2)
+    ea = model.transform_dataset(X[:50], n_lattice=987, n_shifts=2)
+    eb = m2.transform_dataset(X[:50], n_lattice=987, n_shifts=2)
     np.testing.assert_allclose(ea.embedding.values, eb.embedding.values, atol=1e-6)
     np.testing.assert_allclose(ea.posterior_entropy.values, eb.posterior_entropy.values, atol=1e-6)
 
@@ -117,7 +125,7 @@ def test_posterior_entropy_matches_explicit(small_model):
     model, X = small_model
     w, _ = model.posterior(X[:10], n_lattice=610, shift=[0.3, 0.7])
     explicit = -(w * np.log(np.where(w > 0, w, 1))).sum(1)
-    ds = model.transform(X[:10], n_lattice=610, n_shifts=1)
+    ds = model.transform_dataset(X[:10], n_lattice=610, n_shifts=1)
     assert np.all(explicit > 0) and np.all(ds.posterior_entropy.values > 0)
     assert np.allclose(ds.posterior_entropy.values, explicit, rtol=0.2)
 
@@ -131,7 +139,7 @@ def test_save_load_round_trip(tmp_path, small_model):
     for key, values in model.history_.items():
         np.testing.assert_array_equal(loaded.history_[key], values)
     with pytest.raises(DataError, match="trained on items of shape"):
-        loaded.transform(np.zeros((4, 7), np.float32))
+        loaded.transform_dataset(np.zeros((4, 7), np.float32))
 
 
 def test_load_rejects_garbage_and_missing(tmp_path):
@@ -149,9 +157,9 @@ def test_load_rejects_garbage_and_missing(tmp_path):
 def test_same_seed_same_embedding_on_cpu():
     rng = np.random.default_rng(1)
     X, _ = _ring_data(120, rng)
-    a = _tiny(latent_dim=1, random_state=7).fit(X).transform(X).embedding.values
-    b = _tiny(latent_dim=1, random_state=7).fit(X).transform(X).embedding.values
-    c = _tiny(latent_dim=1, random_state=8).fit(X).transform(X).embedding.values
+    a = _tiny(latent_dim=1, random_state=7).fit(X).transform_dataset(X).embedding.values
+    b = _tiny(latent_dim=1, random_state=7).fit(X).transform_dataset(X).embedding.values
+    c = _tiny(latent_dim=1, random_state=8).fit(X).transform_dataset(X).embedding.values
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
 
@@ -216,7 +224,7 @@ def test_ring_recovered_up_to_rotation_and_reflection():
     rng = np.random.default_rng(0)
     X, theta = _ring_data(500, rng)
     model = QLVM(1, max_epochs=60, batch_size=32, lr=3e-3, random_state=0, verbose=False, device="cpu").fit(X)
-    emb = model.transform(X, n_shifts=2).embedding.values[:, 0]
+    emb = model.transform_dataset(X, n_shifts=2).embedding.values[:, 0]
     best = max(abs(np.mean(np.exp(2j * np.pi * (s * emb - theta)))) for s in (1, -1))
     assert best >= 0.95
 
@@ -240,7 +248,7 @@ def test_bad_parameters_and_unfitted():
     with pytest.raises(ParameterError, match="batch_size"):
         QLVM(batch_size=0).fit(X)
     with pytest.raises(NotFittedError, match="not fitted"):
-        QLVM().transform(X)
+        QLVM().transform_dataset(X)
     if not torch.cuda.is_available():
         with pytest.raises(ParameterError, match="CUDA is not available"):
             QLVM(device="cuda", max_epochs=1).fit(X)
@@ -280,7 +288,7 @@ def test_restarts_keep_the_best_validation_fit_and_unfold_a_hard_ring():
     assert len(multi.restart_scores_) == 4
     assert multi.restart_scores_[0] == pytest.approx(single.restart_scores_[0])
     assert multi.best_val_log_likelihood_ == pytest.approx(max(multi.restart_scores_))
-    corr = lambda m: circular_correlation(m.transform(X, n_shifts=1).embedding.values, theta[:, None])
+    corr = lambda m: circular_correlation(m.transform_dataset(X, n_shifts=1).embedding.values, theta[:, None])
     assert corr(multi) >= 0.95
 
 

@@ -23,7 +23,7 @@ def test_head_direction_ring_recovered():
     sim = head_direction_cells(50, 2000, bin_s=0.1, random_state=1)
     X = sim.counts.astype(np.float32)
     model = _fit(X, 1, 0, batch_size=128, max_epochs=20).fit(X)
-    z = model.transform(X, n_shifts=1).embedding.values[:, 0]
+    z = model.transform_dataset(X, n_shifts=1).embedding.values[:, 0]
     assert circular_correlation(sim.latent, z) >= 0.95
     # the decoded tuning peaks near the true peak rate (20 Hz x 0.1 s = 2 spikes per bin)
     peak = model.decode(np.linspace(0, 1, 200, endpoint=False)[:, None]).max(axis=0)
@@ -43,5 +43,5 @@ def test_grid_cell_torus_recovered_with_restarts():
     X = sim.counts.astype(np.float32)
     fits = [_fit(X, 2, seed, batch_size=64, max_epochs=30).fit(X, validation=0.1) for seed in range(4)]
     best = max(fits, key=lambda m: m.best_val_log_likelihood_)
-    z = best.transform(X, n_shifts=1).embedding.values
+    z = best.transform_dataset(X, n_shifts=1).embedding.values
     assert np.all(circular_correlation(sim.latent, z, per_axis=True) >= 0.9)

@@ -35,7 +35,7 @@ def test_cell_types_separate_on_the_2d_map():
     model = QLVM(2, likelihood="multinomial", decoder="mlp", batch_size=128, max_epochs=25,
                  lr=3e-3, decoder_options={"hidden": (64, 64)}, random_state=0, verbose=False)
     model.fit(X)
-    z = model.transform(X, n_shifts=1, n_lattice=987).embedding.values
+    z = model.transform_dataset(X, n_shifts=1, n_lattice=987).embedding.values
     assert knn_accuracy(z, sim.cell_type) >= 0.9
 
 

@@ -563,9 +563,19 @@ class VAE(QLVM):
             sd[idx] = torch.sqrt(var).double().cpu().numpy()
         return loc, sd
 
-    def transform(self, X, *, score: bool = True, n_lattice: int | None = None,
-                  n_shifts: int | None = None, random_state=None, coords: dict | None = None):
-        """Embed items at their encoder mean.
+    def transform(self, X) -> np.ndarray:
+        """Embed items at their encoder mean (scikit-learn's transform).
+
+        Returns
+        -------
+        embedding : np.ndarray [shape=(N, latent_dim), dtype=float64]
+            The ``embedding`` variable of :meth:`transform_dataset` (latent units, prior N(0, I)).
+        """
+        return self.encode(X)[0]
+
+    def transform_dataset(self, X, *, score: bool = True, n_lattice: int | None = None,
+                          n_shifts: int | None = None, random_state=None, coords: dict | None = None):
+        """Embed items at their encoder mean, as a Dataset.
 
         Parameters
         ----------
@@ -605,8 +615,9 @@ class VAE(QLVM):
                         encoder=str(self.encoder_kind_), training_bound=self.bound_name)
         return ds
 
-    def fit_transform(self, X, validation=None, **kwargs):
-        return self.fit(X, validation=validation).transform(X, **kwargs)
+    def fit_transform(self, X, y=None, *, validation=None) -> np.ndarray:
+        """``fit(X, validation=validation)`` then ``transform(X)`` (an ndarray)."""
+        return self.fit(X, validation=validation).transform(X)
 
     @torch.no_grad()
     def decode(self, z) -> np.ndarray:

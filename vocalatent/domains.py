@@ -1141,7 +1141,7 @@ def embed_matrix(path, out=None, *, pipeline=None, config=None, device="auto", s
     stage_key = wf.embedding_key(model, prepared.data_key, cfg)
     ds = wf.cached_embedding(emb_path, stage_key)
     if ds is None:
-        ds = model.transform(prepared.X, coords=_safe_coords(prepared.coords))
+        ds = model.transform_dataset(prepared.X, coords=_safe_coords(prepared.coords))
         heldout = (model.metadata_ or {}).get("heldout")
         if heldout:
             ds.attrs["heldout_log_likelihood"] = float(heldout["log_likelihood"])

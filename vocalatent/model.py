@@ -584,7 +584,25 @@ class QLVM:
                 "n_lattice": n, "n_shifts": n_shifts, "n_items": data.n}
 
     def transform(self, X, *, n_lattice: int | None = None, n_shifts: int | None = None,
-                  random_state=None, coords: dict | None = None):
+                  random_state=None) -> np.ndarray:
+        """Embed items at their posterior circular mean on the torus (scikit-learn's transform).
+
+        Parameters
+        ----------
+        X : array-like [shape=(N, D) or (N, F, T)]
+        n_lattice, n_shifts, random_state
+            As in :meth:`transform_dataset`.
+
+        Returns
+        -------
+        embedding : np.ndarray [shape=(N, latent_dim), dtype=float64]
+            The ``embedding`` variable of :meth:`transform_dataset` (values in [0, 1)).
+        """
+        return self.transform_dataset(X, n_lattice=n_lattice, n_shifts=n_shifts,
+                                      random_state=random_state)["embedding"].values
+
+    def transform_dataset(self, X, *, n_lattice: int | None = None, n_shifts: int | None = None,
+                          random_state=None, coords: dict | None = None):
         """Embed items: posterior circular mean, MAP point, spread and log p(x), as a Dataset.
 
         Parameters
@@ -612,7 +630,8 @@ class QLVM:
         res = self._stream(data, n, n_shifts, seed=seed, stats=True, desc="QLVM transform")
         return build_embedding(res, model=self, n_lattice=n, n_shifts=n_shifts, coords=coords)
 
-    def fit_transform(self, X, validation=None, **kwargs):
+    def fit_transform(self, X, y=None, *, validation=None, **kwargs) -> np.ndarray:
+        """``fit(X, validation=validation)`` then ``transform(X, **kwargs)`` (an ndarray)."""
         return self.fit(X, validation=validation).transform(X, **kwargs)
 
     @torch.no_grad()

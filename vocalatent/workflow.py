@@ -238,7 +238,7 @@ def project(model: QLVM, store, *, metadata: Mapping | None = None) -> xr.Datase
     """Embed every item of a syllable store; its segment table (and ``metadata``, constant
     per item) become ``item`` coordinates."""
     segs = store.segments.reset_index(drop=True)
-    ds = model.transform(store.spectrograms)
+    ds = model.transform_dataset(store.spectrograms)
     coords = segs.copy()
     for k, v in dict(metadata or {}).items():
         coords[k] = v

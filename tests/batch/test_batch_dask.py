@@ -131,7 +131,7 @@ def test_full_run_embeds_every_syllable_with_session_metadata(full_run, sessions
 
     x, _ = _spectrograms(out / "sessions" / "zf" / "syllables.h5")
     path = str(out / "model" / "model.pt")
-    ref = client.submit(lambda p, a: QLVM.load(p, device="cpu").transform(a)["embedding"].values,
+    ref = client.submit(lambda p, a: QLVM.load(p, device="cpu").transform_dataset(a)["embedding"].values,
                         path, x, pure=False).result()
     np.testing.assert_allclose(ref, ds["embedding"].values[ds["session"].values == "zf"],
                                rtol=0, atol=1e-12)
