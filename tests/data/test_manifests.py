@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from vocalatent import DataError, ParameterError
 from vocalatent.data import manifests as mf
-from vocalatent.data.cli import data as data_group
+from vocalatent.cli.data import data as data_group
 from vocalatent.data.manifests import (ChecksumError, ManifestError, RegistryUnavailable, fetch,
                                        list_manifests, load_manifest)
 

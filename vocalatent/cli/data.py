@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .manifests import fetch, list_manifests
+from ..data.manifests import fetch, list_manifests
 
 __all__ = ["commands", "data"]
 

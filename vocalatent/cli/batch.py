@@ -4,34 +4,34 @@ from __future__ import annotations
 
 import click
 
-from .batch import CLUSTERS, run_batch
+from ..batch import CLUSTERS, run_batch
+from .options import config_option, device_option, jobs_option, pipeline_option, seed_option
 
 
 @click.command("batch")
 @click.argument("manifest", type=click.Path(exists=True, dir_okay=False))
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False),
               help="Output folder (sessions/<id>/..., model/, embedding.nc, errors.csv).")
-@click.option("-p", "--pipeline", default=None,
-              help="Pipeline preset name (see 'vocalatent pipelines') or TOML file.")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
-              help="User TOML file overriding the preset.")
+@pipeline_option
+@config_option(param="config_file")
 @click.option("--scheduler", default=None,
               help="Address of a running Dask scheduler, e.g. tcp://10.0.0.5:8786.")
 @click.option("--cluster", type=click.Choice(CLUSTERS), default="local", show_default=True,
               help="Without --scheduler: a local cluster of processes, or SLURM/PBS jobs "
                    "(needs dask-jobqueue; configure it in ~/.config/dask/jobqueue.yaml).")
-@click.option("-w", "--workers", type=int, default=None,
-              help="Local worker processes (default: one per core), or SLURM/PBS jobs (default 1).")
+@jobs_option(default=None,
+             help="Local worker processes (default: one per core), or SLURM/PBS jobs (default 1).")
+@click.option("-w", "--workers", type=int, default=None, hidden=True,
+              help="Old spelling of -j/--jobs.")
 @click.option("--reference", "reference", multiple=True,
               help="Train on this session only (repeat for several); default: all sessions.")
 @click.option("--model", "model", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Project the sessions into this trained model's map instead of training.")
-@click.option("--device", default="auto", show_default=True,
-              help="auto, cpu, cuda or cuda:N (training on the driver, embedding on workers).")
-@click.option("--seed", type=int, default=None, help="Seed (default 0: reruns resume exactly).")
+@device_option(help="auto, cpu, cuda, cuda:N or mps (training on the driver, embedding on workers).")
+@seed_option(help="Seed (default 0: reruns resume exactly).")
 @click.option("--dtype", type=click.Choice(["float32", "float16", "uint8"]), default="float32",
               show_default=True, help="On-disk type of the session stores.")
-def batch(manifest, out, pipeline, config_file, scheduler, cluster, workers, reference, model,
+def batch(manifest, out, pipeline, config_file, scheduler, cluster, jobs, workers, reference, model,
           device, seed, dtype):
     """Preprocess every session of MANIFEST on Dask, train one map, embed every syllable.
 
@@ -41,6 +41,9 @@ def batch(manifest, out, pipeline, config_file, scheduler, cluster, workers, ref
     """
     if scheduler is not None and cluster != "local":
         raise click.UsageError("give either --scheduler or --cluster, not both")
+    if jobs is not None and workers is not None and jobs != workers:
+        raise click.UsageError("give -j/--jobs only (-w/--workers is its old spelling)")
+    workers = jobs if jobs is not None else workers
     result = run_batch(manifest, out, pipeline=pipeline, config=config_file,
                        scheduler=scheduler, cluster=cluster, workers=workers,
                        reference_sessions=list(reference) or None, model=model, device=device,

@@ -9,21 +9,12 @@ from pathlib import Path
 
 import click
 
-from ._utils import DataError, ParameterError
-
-_PIPELINE_HELP = ("Preset name (see `vocalatent pipelines`) or a pipeline TOML file. "
-                  "Default: 'default' (songbird range, 400 Hz-10 kHz).")
-_CONFIG_HELP = "User TOML file overriding the preset (write a template with `vocalatent config`)."
+from .._utils import DataError, ParameterError
+from .options import config_option, device_option, jobs_option, pipeline_option, seed_option
 
 
 def _common(f):
-    f = click.option("--seed", type=int, default=None,
-                     help="Seed for the held-out split, initialisation, shuffling and lattice shifts (default 0).")(f)
-    f = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
-                     help="Where the QLVM runs; 'auto' = CUDA when present.")(f)
-    f = click.option("--config", "config", type=click.Path(dir_okay=False), default=None, help=_CONFIG_HELP)(f)
-    f = click.option("--pipeline", default=None, help=_PIPELINE_HELP)(f)
-    return f
+    return pipeline_option(config_option(device_option(seed_option(f))))
 
 
 def _model_flags(f):
@@ -48,8 +39,7 @@ def _overrides(latent_dim=None, n_lattice=None, max_epochs=None):
               help="Output folder (default: PATH_vocalatent beside PATH).")
 @_common
 @_model_flags
-@click.option("--jobs", "-j", type=int, default=1, show_default=True,
-              help="Processes for segmentation and spectrograms (-1: all cores).")
+@jobs_option(help="Processes for segmentation and spectrograms (-1: all cores).")
 @click.option("--no-figures", is_flag=True, help="Skip the PNG figures.")
 @click.option("--force", is_flag=True, help="Write into OUT even if it holds another run's results.")
 def embed(path, out, pipeline, config, device, seed, latent_dim, n_lattice, max_epochs, jobs,
@@ -60,7 +50,7 @@ def embed(path, out, pipeline, config, device, seed, latent_dim, n_lattice, max_
     annotation files beside the audio (Audacity, Raven, TextGrid, .not.mat, CSV) replace the
     automatic segmentation. Stages whose outputs exist with the same parameters are reused.
     """
-    from .workflow import embed as run
+    from ..workflow import embed as run
 
     ds = run(path, out, pipeline=pipeline, config=config, device=device, seed=seed,
              n_jobs=jobs, overrides=_overrides(latent_dim, n_lattice, max_epochs),
@@ -80,13 +70,13 @@ def embed(path, out, pipeline, config, device, seed, latent_dim, n_lattice, max_
 @click.option("-o", "--out", type=click.Path(file_okay=False), required=True, help="Output folder.")
 @_common
 @_model_flags
-@click.option("--jobs", "-j", type=int, default=1, show_default=True)
+@jobs_option(help="Processes for segmentation and spectrograms (-1: all cores).")
 def train(path, out, pipeline, config, device, seed, latent_dim, n_lattice, max_epochs, jobs):
     """Train a QLVM on the syllables of PATH (a folder of recordings or a syllables.h5 store);
     writes OUT/model.pt."""
-    from .data.store import SyllableStore
-    from .workflow import _store_key, build_syllable_store, resolve
-    from .workflow import train as run
+    from ..data.store import SyllableStore
+    from ..workflow import _store_key, build_syllable_store, resolve
+    from ..workflow import train as run
 
     cfg = resolve(pipeline=pipeline, config=config, overrides=_overrides(latent_dim, n_lattice, max_epochs))
     p = Path(path)
@@ -107,12 +97,12 @@ def train(path, out, pipeline, config, device, seed, latent_dim, n_lattice, max_
 @click.argument("model", type=click.Path(exists=True, dir_okay=False))
 @click.argument("path", type=click.Path(exists=True))
 @click.option("-o", "--out", type=click.Path(file_okay=False), required=True, help="Output folder.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--jobs", "-j", type=int, default=1, show_default=True)
+@device_option
+@jobs_option(help="Processes for segmentation and spectrograms (-1: all cores).")
 def project(model, path, out, device, jobs):
     """Embed the recordings of PATH with an existing MODEL (same preprocessing as its training
     data); writes OUT/syllables.h5 and OUT/embedding.nc."""
-    from .workflow import project_recordings
+    from ..workflow import project_recordings
 
     ds = project_recordings(model, path, out, n_jobs=jobs, device=device)
     click.echo(f"{ds.sizes['item']} items embedded\nwrote {Path(out) / 'embedding.nc'}")
@@ -124,14 +114,14 @@ def project(model, path, out, device, jobs):
 @click.option("--n-lattice", type=click.IntRange(min=2), default=None,
               help="Evaluation lattice size (default 2048 / 6765 / 8191 by latent dim).")
 @click.option("--n-shifts", type=click.IntRange(min=2), default=None, help="Random shifts (default 4).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@device_option
 def evaluate(model, data, n_lattice, n_shifts, device):
     """Held-out log p(x) of MODEL on DATA (a syllables.h5 store or an .npy array), in nats per item
     with its standard error over lattice shifts."""
     import numpy as np
 
-    from .data.store import SyllableStore
-    from .model import QLVM
+    from ..data.store import SyllableStore
+    from ..model import QLVM
 
     m = QLVM.load(model, device=device)
     p = Path(data)
@@ -146,8 +136,8 @@ def evaluate(model, data, n_lattice, n_shifts, device):
 
 
 def _load_out(out):
-    from .model import QLVM
-    from .workflow import read_embedding
+    from ..model import QLVM
+    from ..workflow import read_embedding
 
     out = Path(out)
     ds = read_embedding(out / "embedding.nc")
@@ -157,13 +147,13 @@ def _load_out(out):
 
 @click.command()
 @click.argument("out", type=click.Path(exists=True, file_okay=False))
-@click.option("--config", "config", type=click.Path(dir_okay=False), default=None, help=_CONFIG_HELP)
+@config_option
 @click.option("--bandwidth", type=float, default=None, help="KDE bandwidth in torus turns (default: automatic).")
 @click.option("--resolution", type=int, default=None, help="Grid cells per latent axis.")
 def analyze(out, config, bandwidth, resolution):
     """Recompute density, clusters, Jacobian map and boundaries for the run in OUT."""
-    from .workflow import analyze as run
-    from .workflow import resolve, write_embedding
+    from ..workflow import analyze as run
+    from ..workflow import resolve, write_embedding
 
     out, ds, model = _load_out(out)
     base = Path(out) / "config.toml"
@@ -179,11 +169,11 @@ def analyze(out, config, bandwidth, resolution):
 @click.argument("out", type=click.Path(exists=True, file_okay=False))
 def plot(out):
     """(Re)draw the figures of the run in OUT into OUT/figures."""
-    from .workflow import make_figures
+    from ..workflow import make_figures
 
     import numpy as np
 
-    from .data.store import SyllableStore
+    from ..data.store import SyllableStore
 
     out, ds, model = _load_out(out)
     example = None
@@ -196,7 +186,7 @@ def plot(out):
 @click.command()
 def pipelines():
     """List the pipeline presets with their domain and the sources of their numbers."""
-    from .config import list_pipelines
+    from ..config import list_pipelines
 
     for p in list_pipelines():
         click.echo(f"{p['name']:<16} {p.get('domain', ''):<12} {p.get('description', '')}")
@@ -207,10 +197,10 @@ def pipelines():
 @click.command()
 @click.option("-o", "--out", type=click.Path(dir_okay=False), default=None,
               help="Write the template here (default: print it).")
-@click.option("--pipeline", default=None, help=_PIPELINE_HELP)
+@pipeline_option
 def config(out, pipeline):
     """Write a commented TOML template of every setting (the preset's values filled in)."""
-    from .workflow import config_template
+    from ..workflow import config_template
 
     text = config_template(pipeline=pipeline)
     if out:

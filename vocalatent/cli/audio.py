@@ -8,10 +8,11 @@ from pathlib import Path
 import click
 
 from .._utils import atomic_path, logger
+from ..audio.pipeline import build_store, segment_paths
+from ..audio.segment import SegmentParams
+from ..audio.spectrogram import SpectrogramParams
 from ..config import resolve_config
-from .pipeline import build_store, segment_paths
-from .segment import SegmentParams
-from .spectrogram import SpectrogramParams
+from .options import config_option, jobs_option, pipeline_option
 
 
 def _common(f):
@@ -21,12 +22,10 @@ def _common(f):
                      help="Channel index, or 'all' (each channel its own source).")(f)
     f = click.option("--annotations", default=None,
                      help="auto (annotation files beside the audio), ignore, or a directory.")(f)
-    f = click.option("-j", "--jobs", type=int, default=None,
-                     help="Worker processes (-1: all cores; default 1).")(f)
-    f = click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
-                     help="User TOML file overriding the preset.")(f)
-    f = click.option("-p", "--pipeline", default=None,
-                     help="Pipeline preset name (see 'vocalatent pipelines') or TOML file.")(f)
+    f = jobs_option(f, default=None,
+                    help="Worker processes (-1: all cores; default: [audio] jobs, 1).")
+    f = config_option(f, param="config_file")
+    f = pipeline_option(f)
     f = click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), required=True,
                      help="Output directory.")(f)
     f = click.argument("path", type=click.Path(exists=True))(f)
