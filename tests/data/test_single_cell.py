@@ -202,7 +202,10 @@ def test_read_h5ad_errors(tmp_path, counts):
         _write_df(f, "obs", CELLS, {})
         _write_df(f, "var", GENES, {})
     with pytest.raises(DataError, match=r"X has shape \(3, 5\) but obs has 4 cells"):
-        read_h5ad(p2)
+        read_h5ad(p2, backend="h5py")
+    pytest.importorskip("anndata")
+    with pytest.raises(DataError, match=r"mismatch\.h5ad: not a readable AnnData h5ad file: .*obs"):
+        read_h5ad(p2, backend="anndata")
     p3 = tmp_path / "empty.h5ad"
     with h5py.File(p3, "w") as f:
         f.create_dataset("X", data=np.ones((0, 0), np.float32))

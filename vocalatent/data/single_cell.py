@@ -40,6 +40,9 @@ __all__ = [
     "CountMatrix",
     "HVG_METHODS",
     "check_counts",
+    "check_sparse",
+    "from_anndata",
+    "sparse_from_arrays",
     "filter_cells_genes",
     "gene_variability",
     "read_10x_h5",
@@ -255,7 +258,7 @@ def check_counts(X, *, path=None, allow_non_integer: bool = False, what: str = "
 def _finish(X, cells, genes, *, obs=None, var=None, path, allow_non_integer, what="X"):
     """Orient-checked counts + names -> CountMatrix."""
     if sparse.issparse(X):
-        X = sparse.csr_matrix(X)
+        X = sparse.csr_matrix(check_sparse(X, path=path, what=what))
         X.sum_duplicates()
         X.sort_indices()
     X, is_int = check_counts(X, path=path, allow_non_integer=allow_non_integer, what=what)
@@ -281,6 +284,110 @@ def _finish(X, cells, genes, *, obs=None, var=None, path, allow_non_integer, wha
 
 def _to_str(v) -> str:
     return v.decode("utf-8") if isinstance(v, (bytes, np.bytes_)) else str(v)
+
+
+# --------------------------------------------------------------------------------------------
+# Sparse structure checks (before any compiled code touches the arrays)
+# --------------------------------------------------------------------------------------------
+
+def _check_compressed(data, indices, indptr, shape, fmt: str, *, path, what) -> None:
+    """Raise DataError unless ``(data, indices, indptr)`` is a valid CSR/CSC structure of ``shape``."""
+    label = f"{what} ({fmt})"
+    try:
+        n_rows, n_cols = (int(s) for s in shape)
+    except (TypeError, ValueError):
+        raise DataError(f"{label} has an unreadable shape {shape!r}", path=path) from None
+    if n_rows < 0 or n_cols < 0:
+        raise DataError(f"{label} has a negative shape {shape!r}", path=path)
+    n_major, n_minor = (n_rows, n_cols) if fmt.startswith("csr") else (n_cols, n_rows)
+    data, indices, indptr = np.asarray(data), np.asarray(indices), np.asarray(indptr)
+    for name, arr in (("data", data), ("indices", indices), ("indptr", indptr)):
+        if arr.ndim != 1:
+            raise DataError(f"{label}: {name} has {arr.ndim} dimensions; expected 1", path=path)
+    for name, arr in (("indices", indices), ("indptr", indptr)):
+        if arr.dtype.kind not in "iu":
+            raise DataError(f"{label}: {name} has dtype {arr.dtype}; expected integers", path=path)
+    if data.dtype.kind not in "biuf":
+        raise DataError(f"{label}: data has dtype {data.dtype}; expected numbers", path=path)
+    if indptr.size != n_major + 1:
+        raise DataError(f"{label}: indptr has {indptr.size} entries; expected {n_major + 1} "
+                        f"(one more than the {n_major} {'rows' if fmt.startswith('csr') else 'columns'})",
+                        path=path)
+    if indptr.size and int(indptr[0]) != 0:
+        raise DataError(f"{label}: indptr starts at {int(indptr[0])}; expected 0", path=path)
+    if indptr.size > 1 and np.any(np.diff(indptr.astype(np.int64)) < 0):
+        raise DataError(f"{label}: indptr decreases (not a valid compressed layout)", path=path)
+    nnz = int(indptr[-1]) if indptr.size else 0
+    if indices.size != nnz or data.size != nnz:
+        raise DataError(f"{label}: indptr ends at {nnz} but there are {indices.size} indices and "
+                        f"{data.size} values", path=path)
+    if indices.size and (int(indices.min()) < 0 or int(indices.max()) >= n_minor):
+        raise DataError(f"{label}: indices run from {int(indices.min())} to {int(indices.max())} "
+                        f"but must lie in [0, {n_minor})", path=path)
+
+
+def sparse_from_arrays(data, indices, indptr, shape, *, fmt: str = "csr", path=None,
+                       what: str = "X"):
+    """Build a CSR/CSC matrix from its three arrays after checking them.
+
+    scipy's constructors do not check that ``indices`` lie inside the matrix, and later
+    compiled operations then read or write outside the arrays; every matrix read from a file
+    goes through this check first.
+
+    Parameters
+    ----------
+    data, indices, indptr : array-like [shape=(nnz,), (nnz,), (n_major + 1,)]
+    shape : (int, int)
+    fmt : {"csr", "csc"}
+    path : path-like or None
+        The file, named in the error.
+    what : str
+        The element's name in the file (e.g. ``"X"``, ``"layers/counts"``).
+
+    Raises
+    ------
+    DataError
+        Naming the file, the element and what is inconsistent.
+    """
+    check_option("fmt", fmt, ("csr", "csc"))
+    _check_compressed(data, indices, indptr, shape, fmt, path=path, what=what)
+    cls = sparse.csr_matrix if fmt == "csr" else sparse.csc_matrix
+    return cls((np.asarray(data), np.asarray(indices), np.asarray(indptr)),
+               shape=tuple(int(s) for s in shape))
+
+
+def check_sparse(X, *, path=None, what: str = "X"):
+    """Check the structure of a scipy sparse matrix (or array) before computing with it.
+
+    CSR/CSC: as :func:`sparse_from_arrays`; COO: row and column indices inside the shape.
+    Other formats are built by scipy itself and are converted to CSR. Dense input is returned
+    as it is.
+
+    Returns
+    -------
+    X : the same matrix (CSR for formats other than CSR/CSC/COO)
+
+    Raises
+    ------
+    DataError
+    """
+    if not sparse.issparse(X):
+        return X
+    fmt = X.format
+    if fmt in ("csr", "csc"):
+        _check_compressed(X.data, X.indices, X.indptr, X.shape, fmt, path=path, what=what)
+        return X
+    if fmt == "coo":
+        n_rows, n_cols = X.shape
+        for name, idx, n in (("row", X.row, n_rows), ("col", X.col, n_cols)):
+            idx = np.asarray(idx)
+            if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= n):
+                raise DataError(f"{what} (coo): {name} indices run from {int(idx.min())} to "
+                                f"{int(idx.max())} but must lie in [0, {n})", path=path)
+        if not (np.asarray(X.row).size == np.asarray(X.col).size == np.asarray(X.data).size):
+            raise DataError(f"{what} (coo): row, col and data differ in length", path=path)
+        return X
+    return X.tocsr()
 
 
 # --------------------------------------------------------------------------------------------
@@ -329,12 +436,7 @@ def _read_matrix_node(node, *, path, what):
     data = np.asarray(node["data"][...])
     indices = np.asarray(node["indices"][...])
     indptr = np.asarray(node["indptr"][...])
-    shape = tuple(int(s) for s in shape)
-    cls = sparse.csr_matrix if enc == "csr_matrix" else sparse.csc_matrix
-    try:
-        return cls((data, indices, indptr), shape=shape)
-    except ValueError as exc:
-        raise DataError(f"{what} ({enc}, shape {shape}) is inconsistent: {exc}", path=path) from exc
+    return sparse_from_arrays(data, indices, indptr, shape, fmt=enc[:3], path=path, what=what)
 
 
 def _read_dataframe(node, *, path, what) -> tuple[np.ndarray, pd.DataFrame]:
@@ -441,10 +543,11 @@ def read_h5ad(path, *, layer: str | None = None, allow_non_integer: bool = False
     allow_non_integer : bool
         Accept non-integer or negative values (normalised / log data) instead of raising.
     backend : {"auto", "h5py", "anndata"}
+        ``"anndata"`` reads with the ``anndata`` package (every encoding it knows);
         ``"h5py"`` reads the AnnData on-disk layout directly (dense, CSR and CSC matrices;
-        string, numeric and categorical obs/var columns); ``"anndata"`` uses the optional
-        ``anndata`` package; ``"auto"`` tries h5py and falls back to anndata, when installed,
-        for encodings the built-in reader does not know.
+        string, numeric and categorical obs/var columns), for machines without anndata;
+        ``"auto"`` uses anndata when it is installed and h5py otherwise. Either way the
+        sparse structure is checked before it is used (:func:`check_sparse`).
 
     Returns
     -------
@@ -456,7 +559,7 @@ def read_h5ad(path, *, layer: str | None = None, allow_non_integer: bool = False
     path = Path(path)
     if not path.is_file():
         raise DataError("no such file", path=path)
-    if backend == "anndata":
+    if backend == "anndata" or (backend == "auto" and _anndata_available()):
         return _read_with_anndata(path, layer=layer, allow_non_integer=allow_non_integer)
     try:
         with h5py.File(path, "r") as f:
@@ -464,20 +567,20 @@ def read_h5ad(path, *, layer: str | None = None, allow_non_integer: bool = False
                                        allow_non_integer=allow_non_integer, fmt="h5ad")
     except OSError as exc:
         raise DataError(f"not a readable HDF5 file: {exc}", path=path) from exc
-    except DataError as exc:
-        if backend == "auto" and "encoding-type" in str(exc) and _anndata_available():
-            logger.info("%s: built-in reader failed (%s); trying anndata", path, exc)
-            return _read_with_anndata(path, layer=layer, allow_non_integer=allow_non_integer)
-        raise
 
 
 def read_zarr(path, *, layer: str | None = None, allow_non_integer: bool = False) -> CountMatrix:
     """Read an AnnData ``.zarr`` store (needs the optional ``zarr`` package).
 
-    The store is read with the same rules as :func:`read_h5ad` (dense or CSR/CSC ``X``,
-    ``layers``, ``raw``; modern dataframe groups or the legacy compound obs/var arrays).
+    The store is read with the same rules as :func:`read_h5ad`: with ``anndata`` when it is
+    installed, otherwise with the built-in reader (dense or CSR/CSC ``X``, ``layers``,
+    ``raw``; modern dataframe groups or the legacy compound obs/var arrays).
     """
     path = Path(path)
+    if not path.is_dir():
+        raise DataError("no such zarr store (a folder)", path=path)
+    if _anndata_available():
+        return _read_with_anndata(path, layer=layer, allow_non_integer=allow_non_integer, fmt="zarr")
     try:
         import zarr
     except ImportError as exc:
@@ -501,27 +604,63 @@ def _anndata_available() -> bool:
     return True
 
 
-def _read_with_anndata(path: Path, *, layer, allow_non_integer) -> CountMatrix:
+def from_anndata(adata, *, layer: str | None = None, allow_non_integer: bool = False,
+                 path=None) -> CountMatrix:
+    """The counts of an ``anndata.AnnData`` (in memory or just read) as a :class:`CountMatrix`.
+
+    Parameters
+    ----------
+    adata : anndata.AnnData
+    layer : str or None
+        ``None``: ``X``; ``"raw"``: ``raw.X`` with ``raw.var``; another name: ``layers[name]``.
+    allow_non_integer : bool
+        Accept non-integer or negative values instead of raising.
+    path : path-like or None
+        The file it came from (named in errors).
+
+    Raises
+    ------
+    DataError
+        A missing layer, a sparse matrix whose structure is inconsistent, or values that are
+        not counts.
+    """
+    where = path if path is not None else "the AnnData object"
+    if layer is None or layer == "":
+        X, var, what = adata.X, adata.var, "X"
+    elif layer == "raw":
+        if adata.raw is None:
+            raise DataError("layer='raw' but there is no raw", path=where)
+        X, var, what = adata.raw.X, adata.raw.var, "raw/X"
+    else:
+        if layer not in adata.layers:
+            raise DataError(f"layer {layer!r} not found; layers: {list(adata.layers)}, or "
+                            "None for X, 'raw' for raw.X", path=where)
+        X, var, what = adata.layers[layer], adata.var, f"layers/{layer}"
+    if X is None:
+        raise DataError(f"{what} is empty (None)", path=where)
+    if hasattr(X, "to_memory"):      # a backed sparse dataset
+        X = X.to_memory()
+    X = check_sparse(X, path=where, what=what) if sparse.issparse(X) else np.asarray(X)
+    if X.ndim != 2:
+        raise DataError(f"{what} has {X.ndim} dimensions; expected 2 (cells x genes)", path=where)
+    return _finish(X, adata.obs_names.to_numpy(), var.index.to_numpy(),
+                   obs=adata.obs.reset_index(drop=True), var=var.reset_index(drop=True),
+                   path=path, allow_non_integer=allow_non_integer, what=what)
+
+
+def _read_with_anndata(path: Path, *, layer, allow_non_integer, fmt: str = "h5ad") -> CountMatrix:
     try:
         import anndata
     except ImportError as exc:
         raise ImportError("backend='anndata' needs the optional 'anndata' package: "
                           "pip install vocalatent[anndata]") from exc
-    ad = anndata.read_h5ad(path)
-    if layer is None:
-        X, var, what = ad.X, ad.var, "X"
-    elif layer == "raw":
-        if ad.raw is None:
-            raise DataError("layer='raw' but the file has no raw", path=path)
-        X, var, what = ad.raw.X, ad.raw.var, "raw/X"
-    else:
-        if layer not in ad.layers:
-            raise DataError(f"layer {layer!r} not found; layers: {list(ad.layers)}", path=path)
-        X, var, what = ad.layers[layer], ad.var, f"layers/{layer}"
-    X = sparse.csr_matrix(X) if sparse.issparse(X) else np.asarray(X)
-    return _finish(X, ad.obs_names.to_numpy(), var.index.to_numpy(), obs=ad.obs.reset_index(drop=True),
-                   var=var.reset_index(drop=True), path=path,
-                   allow_non_integer=allow_non_integer, what=what)
+    reader = anndata.read_zarr if fmt == "zarr" else anndata.read_h5ad
+    try:
+        ad = reader(path)
+    except Exception as exc:  # anndata/h5py/zarr raise many types for damaged files
+        raise DataError(f"not a readable AnnData {fmt} file: {type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0] if str(exc) else ''}", path=path) from exc
+    return from_anndata(ad, layer=layer, allow_non_integer=allow_non_integer, path=path)
 
 
 def to_anndata(cm: CountMatrix):
@@ -606,15 +745,9 @@ def read_10x_h5(path, *, gene_expression_only: bool = True, gene_names: Literal[
             raise DataError(f"{barcodes.size} barcodes but shape says {n_bc}", path=path)
         if ids.size != n_feat:
             raise DataError(f"{ids.size} features but shape says {n_feat}", path=path)
-        indptr = np.asarray(g["indptr"][...])
-        if indptr.size != n_bc + 1:
-            raise DataError(f"indptr has {indptr.size} entries; expected {n_bc + 1} "
-                            "(barcodes + 1)", path=path)
-        try:
-            X = sparse.csr_matrix((np.asarray(g["data"][...]), np.asarray(g["indices"][...]),
-                                   indptr), shape=(n_bc, n_feat))
-        except ValueError as exc:
-            raise DataError(f"inconsistent sparse matrix in {where}/: {exc}", path=path) from exc
+        # stored compressed by barcode: CSR of (barcodes x features)
+        X = sparse_from_arrays(g["data"][...], g["indices"][...], g["indptr"][...],
+                               (n_bc, n_feat), fmt="csr", path=path, what=f"{where}/")
     var = pd.DataFrame({"gene_id": ids, "gene_symbol": names, "feature_type": ftype})
     if gene_expression_only:
         keep = np.asarray(ftype == "Gene Expression")
@@ -684,7 +817,7 @@ def read_mtx_dir(path, *, gene_names: Literal["name", "id"] = "name",
             M = spio.mmread(fh)
     except (ValueError, OSError) as exc:
         raise DataError(f"not a readable Matrix Market file: {exc}", path=mtx) from exc
-    M = sparse.csr_matrix(M) if sparse.issparse(M) else np.asarray(M)
+    M = sparse.csr_matrix(check_sparse(M, path=mtx, what=mtx.name)) if sparse.issparse(M) else np.asarray(M)
     barcodes = np.asarray([row[0] for row in _read_tsv_lines(bc)], dtype=object)
     rows = _read_tsv_lines(ft)
     ids = np.asarray([r[0] for r in rows], dtype=object)
