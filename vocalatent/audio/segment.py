@@ -1,14 +1,35 @@
-"""Amplitude segmentation of vocalizations in a frequency band, with hysteresis thresholds.
+"""Amplitude segmentation of vocalizations in a frequency band.
 
 The recording is cut into short overlapping frames (``window_s`` long, every ``hop_s``); each
-frame's power in the band [``f_min``, ``f_max``] gives a log-amplitude trace in dB relative to
-full scale (a full-scale sine in the band reads 0 dB). The trace is mapped onto [0, 1] between
-``amp_min_db`` and ``amp_max_db`` — fixed, or calibrated from percentiles of the recording's own
-trace so that defaults work without tuning — smoothed, and cut with three thresholds
-``th1 < th2 < th3``: a syllable needs a frame above ``th3``; it extends while the trace stays
-above ``th1``; two syllables joined above ``th1`` are split at the lowest point of a dip below
-``th2`` that separates two peaks above ``th3``. Segments closer than ``min_gap_s`` are merged,
-then those shorter than ``min_dur_s`` or longer than ``max_dur_s`` are dropped.
+frame's power in the band [``f_min``, ``f_max``] gives a level trace in dB relative to full
+scale (a full-scale sine in the band reads 0 dB). Two ways to cut it (``mode``):
+
+``"prominence"`` (default; robust to noise inside the bout)
+    The level trace is smoothed (``smoothing_s``) and compared with a *local noise floor*:
+    the grey-scale opening (running minimum, then running maximum) of the trace over
+    ``floor_window_s``, so inside a bout the floor follows the gaps between syllables
+    (reverberation, cage noise) instead of the file's silence. A segment is a run of frames
+    more than ``boundary_db`` above the local floor holding a frame more than ``peak_db``
+    above it; runs are split at every dip whose depth below the *lower of its two neighbouring
+    peaks* (its prominence) is at least ``split_db``. Every number is a difference of dB on
+    the file's own trace, so the result does not depend on the recording's level (gain,
+    bit depth, a float file above full scale) and a DC offset lies outside the band.
+``"ava"``
+    AVA-style hysteresis (Goffinet et al. 2021): the trace is mapped onto [0, 1] between
+    ``amp_min_db`` and ``amp_max_db`` (fixed, or calibrated from percentiles of the file's own
+    trace), smoothed, and cut with ``th1 < th2 < th3``: a syllable needs a frame above
+    ``th3``; it extends while the trace stays above ``th1``; two syllables joined above
+    ``th1`` are split at the lowest point of a dip below ``th2`` that separates two peaks
+    above ``th3``. AVA's own names are accepted by :meth:`SegmentParams.from_dict`
+    (``th_1``, ``th_2``, ``th_3``, ``min_dur``, ``max_dur``, ``smoothing_timescale``).
+
+In both modes segments closer than ``min_gap_s`` are merged (in ``"prominence"`` only across
+gaps shallower than ``split_db``, and never across a split dip); a segment longer than
+``max_dur_s`` is split at its deepest dips (largest prominence first) until its pieces fit,
+and one that has no dip left to split at is removed *and reported*; segments shorter than
+``min_dur_s`` are removed. Nothing is dropped silently: :class:`SegmentReport` accounts for
+every frame above the boundary threshold (in a segment, or removed for a named reason), and
+:func:`vocalatent.audio.pipeline.segment_paths` collects the reports of all files.
 
 Long files are processed in chunks: each frame depends only on its own samples, chunks are
 aligned on the frame grid and overlap by one window minus one hop, so the trace computed chunk
@@ -27,14 +48,17 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 from scipy import fft as sp_fft
-from scipy.ndimage import gaussian_filter1d
+from scipy.ndimage import gaussian_filter1d, grey_opening
+from scipy.signal import find_peaks, peak_prominences
 
 from .._utils import DataError, ParameterError, check_option, check_positive
 from .io import audio_info, iter_blocks
 
 __all__ = [
+    "AVA_ALIASES",
     "AmplitudeTrace",
     "SegmentParams",
+    "SegmentReport",
     "amplitude_trace",
     "segment_file",
     "segment_signal",
@@ -45,9 +69,21 @@ _FRAME_BATCH = 2048  # frames per FFT batch (bounds memory; results do not depen
 _DIGITAL_SILENCE_DB = -180.0  # frames of exact zeros read -200 dB; left out of calibration
 
 
-def _params_from_dict(cls, d: Mapping[str, Any]):
+#: AVA's parameter names (``ava.segmenting.amplitude_segmentation``) and the names used here.
+AVA_ALIASES = {"th_1": "th1", "th_2": "th2", "th_3": "th3", "min_dur": "min_dur_s",
+               "max_dur": "max_dur_s", "smoothing_timescale": "smoothing_s"}
+
+
+def _params_from_dict(cls, d: Mapping[str, Any], aliases: Mapping[str, str] | None = None):
     if not isinstance(d, Mapping):
         raise ParameterError(f"{cls.__name__}.from_dict needs a mapping; got {type(d).__name__}")
+    d = dict(d)
+    for alias, name in (aliases or {}).items():
+        if alias in d:
+            if name in d and d[name] != d[alias]:
+                raise ParameterError(f"{alias!r} is another name for {name!r}; both are given "
+                                     f"with different values ({d[alias]!r}, {d[name]!r})")
+            d[name] = d.pop(alias)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(d) - names)
     if unknown:
@@ -75,6 +111,21 @@ class SegmentParams:
 
     Parameters
     ----------
+    mode : {"prominence", "ava"}, default="prominence"
+        ``"prominence"``: thresholds in dB above a local noise floor and splits at dips deep
+        relative to their neighbouring peaks (``floor_window_s``, ``boundary_db``,
+        ``peak_db``, ``split_db``). ``"ava"``: AVA-style hysteresis thresholds on a
+        calibrated [0, 1] trace (``amp_min_db``, ``amp_max_db``, ``calib_percentiles``,
+        ``min_range_db``, ``th1``, ``th2``, ``th3``). See the module docstring.
+    floor_window_s : float, default=1.0
+        Window (s) of the running noise floor (``"prominence"``). Longer than the longest
+        syllable, so that every window holds a gap.
+    boundary_db : float, default=5
+        A segment runs while the smoothed level is more than this above the local floor.
+    peak_db : float, default=10
+        A segment needs a frame at least this far above the local floor.
+    split_db : float, default=6
+        A dip at least this deep below the lower of its two neighbouring peaks splits a run.
     f_min, f_max : float, default=400, 10000
         Frequency band (Hz) whose power makes the amplitude trace. ``f_max`` must be at most
         half the sample rate of every file (checked per file).
@@ -98,16 +149,25 @@ class SegmentParams:
     min_range_db : float, default=20
         Smallest calibrated range (dB); keeps a noise-only file from being "all syllables".
     th1, th2, th3 : float, default=0.1, 0.2, 0.3
-        Thresholds on the normalized trace, ``0 <= th1 < th2 < th3 <= 1``: boundary, split
-        dip, onset peak.
+        ``"ava"`` mode: thresholds on the normalized trace, ``0 <= th1 < th2 < th3 <= 1``:
+        boundary, split dip, onset peak (AVA's ``th_1``, ``th_2``, ``th_3``).
     smoothing_s : float, default=0.004
-        Standard deviation (s) of the Gaussian that smooths the normalized trace (0: none).
+        Standard deviation (s) of the Gaussian that smooths the trace (0: none); AVA's
+        ``smoothing_timescale``.
     min_dur_s, max_dur_s : float, default=0.02, 0.5
-        Syllable duration limits (s); ``max_dur_s=None`` means no upper limit.
+        Syllable duration limits (s); ``max_dur_s=None`` means no upper limit. A longer
+        segment is split at its deepest dips until its pieces fit; one that cannot be split
+        is removed and reported (:class:`SegmentReport`), never dropped silently.
     min_gap_s : float, default=0
-        Segments separated by a shorter silence (s) are merged.
+        Segments separated by a shorter silence (s) are merged (``"prominence"``: only when
+        the gap is less than ``split_db`` deep).
     """
 
+    mode: str = "prominence"
+    floor_window_s: float = 1.0
+    boundary_db: float = 5.0
+    peak_db: float = 10.0
+    split_db: float = 6.0
     f_min: float = 400.0
     f_max: float = 10000.0
     window_s: float = 0.008
@@ -129,6 +189,14 @@ class SegmentParams:
     min_gap_s: float = 0.0
 
     def __post_init__(self):
+        check_option("mode", self.mode, ["prominence", "ava"])
+        check_positive("floor_window_s", self.floor_window_s)
+        check_positive("boundary_db", self.boundary_db, allow_zero=True)
+        check_positive("peak_db", self.peak_db, allow_zero=True)
+        check_positive("split_db", self.split_db)
+        if self.peak_db < self.boundary_db:
+            raise ParameterError(f"peak_db must be >= boundary_db; got peak_db={self.peak_db}, "
+                                 f"boundary_db={self.boundary_db}")
         check_positive("f_min", self.f_min, allow_zero=True)
         check_positive("f_max", self.f_max)
         if self.f_min >= self.f_max:
@@ -179,8 +247,12 @@ class SegmentParams:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "SegmentParams":
-        """Build from a mapping (e.g. a TOML ``[segment]`` table); unknown keys are an error."""
-        return _params_from_dict(cls, d)
+        """Build from a mapping (e.g. a TOML ``[segment]`` table); unknown keys are an error.
+
+        AVA's names (:data:`AVA_ALIASES`: ``th_1``, ``th_2``, ``th_3``, ``min_dur``,
+        ``max_dur``, ``smoothing_timescale``) are accepted for the parameters they name.
+        """
+        return _params_from_dict(cls, d, AVA_ALIASES)
 
     def to_dict(self) -> dict:
         """A JSON-ready dict that :meth:`from_dict` turns back into equal parameters."""
@@ -210,11 +282,16 @@ class AmplitudeTrace:
         Band level (dBFS) per frame.
     normalized : np.ndarray [shape=(n_frames,), range [0, 1]]
         ``level_db`` mapped onto [0, 1] between ``lo_db`` and ``hi_db`` and smoothed: the trace
-        the thresholds apply to.
+        the ``"ava"`` thresholds apply to.
     lo_db, hi_db : float
         The range used (fixed or calibrated).
     hop_s : float
         Time between frames (s).
+    smoothed_db : np.ndarray [shape=(n_frames,)]
+        ``level_db`` smoothed (``smoothing_s``), frames of digital silence raised to the
+        quietest audible frame: the trace the ``"prominence"`` thresholds apply to.
+    floor_db : np.ndarray [shape=(n_frames,)]
+        The local noise floor (dBFS): grey opening of ``smoothed_db`` over ``floor_window_s``.
     """
 
     times: np.ndarray
@@ -223,6 +300,61 @@ class AmplitudeTrace:
     lo_db: float
     hi_db: float
     hop_s: float
+    smoothed_db: np.ndarray | None = None
+    floor_db: np.ndarray | None = None
+
+    def thresholds(self, params: "SegmentParams") -> dict[str, np.ndarray | float]:
+        """The thresholds of ``params.mode`` on this trace, for plotting.
+
+        Returns
+        -------
+        dict
+            ``"prominence"``: ``floor``, ``boundary``, ``peak`` (dBFS arrays). ``"ava"``:
+            ``th1``, ``th2``, ``th3`` as dBFS levels (floats) on the calibrated range.
+        """
+        if params.mode == "prominence":
+            return {"floor": self.floor_db, "boundary": self.floor_db + params.boundary_db,
+                    "peak": self.floor_db + params.peak_db}
+        span = self.hi_db - self.lo_db
+        return {k: self.lo_db + getattr(params, k) * span for k in ("th1", "th2", "th3")}
+
+
+@dataclass(frozen=True)
+class SegmentReport:
+    """What segmentation did with every frame above the boundary threshold of one recording.
+
+    Attributes
+    ----------
+    n_segments : int
+        Segments kept.
+    above_s : float
+        Seconds of frames above the boundary threshold (``"prominence"``: ``boundary_db``
+        above the local floor; ``"ava"``: ``th1``).
+    in_segments_s : float
+        Of those, seconds inside kept segments (frames merged in across a ``min_gap_s`` gap
+        are not counted: they were below the threshold).
+    removed : dict
+        ``reason -> {"n": segments, "s": seconds above threshold}`` for every filter that
+        removed something: ``"split_dip"`` (the frames of a dip a run was split at, up to
+        where the level has risen ``split_db / 2`` above it), ``"no_peak"`` (never reached ``peak_db`` / ``th3``),
+        ``"too_short"`` (< ``min_dur_s``), ``"too_long"`` (> ``max_dur_s`` with no dip left
+        to split at). ``above_s == in_segments_s + sum of removed seconds`` (to a frame).
+    n_split_for_max_dur : int
+        Splits made to bring segments under ``max_dur_s``.
+    """
+
+    n_segments: int
+    above_s: float
+    in_segments_s: float
+    removed: dict
+    n_split_for_max_dur: int
+
+    def to_dict(self) -> dict:
+        """A JSON-ready dict."""
+        return {"n_segments": self.n_segments, "above_s": self.above_s,
+                "in_segments_s": self.in_segments_s,
+                "removed": {k: dict(v) for k, v in self.removed.items()},
+                "n_split_for_max_dur": self.n_split_for_max_dur}
 
 
 def _check_rate(sr: int, params: SegmentParams, path) -> None:
@@ -299,21 +431,40 @@ class _TraceBuilder:
 
 def normalize_levels(levels: np.ndarray, params: SegmentParams, *, hop: int, nperseg: int,
                      sr: int) -> AmplitudeTrace:
-    """Map band levels (dB) onto [0, 1] (fixed or calibrated range) and smooth them."""
+    """Smooth band levels (dB), estimate the local floor, and map them onto [0, 1].
+
+    Parameters
+    ----------
+    levels : np.ndarray [shape=(n_frames,)]
+        Band level (dBFS) per frame.
+    params : SegmentParams
+    hop, nperseg, sr : int
+        Frame geometry (samples) and sample rate (Hz).
+
+    Returns
+    -------
+    AmplitudeTrace
+    """
+    levels = np.asarray(levels, dtype=np.float64)
+    audible = levels[levels > _DIGITAL_SILENCE_DB]  # zero padding must not set the floor
+    audible = audible if audible.size else levels
     if params.amp_min_db is not None:
         lo, hi = float(params.amp_min_db), float(params.amp_max_db)
     else:
-        audible = levels[levels > _DIGITAL_SILENCE_DB]  # zero padding must not set the floor
-        audible = audible if audible.size else levels
         lo, hi = (float(v) for v in np.percentile(audible, params.calib_percentiles))
         hi = max(hi, lo + params.min_range_db)
-    a = np.clip((levels - lo) / (hi - lo), 0.0, 1.0)
     hop_s = hop / sr
+    sigma = params.smoothing_s / hop_s
+    a = np.clip((levels - lo) / (hi - lo), 0.0, 1.0)
+    smoothed = np.maximum(levels, float(audible.min()))
     if params.smoothing_s > 0:
-        a = gaussian_filter1d(a, params.smoothing_s / hop_s, mode="nearest")
+        a = gaussian_filter1d(a, sigma, mode="nearest")
+        smoothed = gaussian_filter1d(smoothed, sigma, mode="nearest")
+    width = max(3, int(round(params.floor_window_s / hop_s)) | 1)
+    floor = grey_opening(smoothed, size=width, mode="nearest")
     times = (np.arange(levels.size) * hop + nperseg / 2) / sr
     return AmplitudeTrace(times=times, level_db=levels, normalized=a, lo_db=lo, hi_db=hi,
-                          hop_s=hop_s)
+                          hop_s=hop_s, smoothed_db=smoothed, floor_db=floor)
 
 
 def _runs(mask: np.ndarray) -> np.ndarray:
@@ -322,26 +473,80 @@ def _runs(mask: np.ndarray) -> np.ndarray:
     return np.stack([np.flatnonzero(d == 1), np.flatnonzero(d == -1)], axis=1)
 
 
-def segments_from_trace(trace: AmplitudeTrace, params: SegmentParams) -> pd.DataFrame:
-    """Hysteresis segmentation of a normalized amplitude trace.
+def _dips(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Interior local minima of ``x`` and their depth below the lower neighbouring peak.
 
-    Parameters
-    ----------
-    trace : AmplitudeTrace
-    params : SegmentParams
-
-    Returns
-    -------
-    pandas.DataFrame
-        Columns ``onset_s``, ``offset_s``, ``duration_s`` (s, frame edges: a segment spanning
-        frames i..j runs from ``times[i] - hop/2`` to ``times[j] + hop/2``) and ``peak`` (the
-        highest normalized amplitude inside, in [0, 1]); sorted by onset.
+    The depth is the prominence of the minimum as a peak of ``-x``: how far the trace must
+    rise from the dip, on the lower of its two sides, before it reaches ground lower than the
+    dip (or the end of ``x``).
     """
+    if x.size < 3:
+        return np.zeros(0, dtype=np.int64), np.zeros(0)
+    idx, _ = find_peaks(-x)
+    if idx.size == 0:
+        return idx, np.zeros(0)
+    return idx, peak_prominences(-x, idx)[0]
+
+
+def _split_long(x: np.ndarray, s: int, e: int, max_frames: int | None, min_frames: int,
+                out: list, too_long: list) -> int:
+    """Split ``x[s:e]`` at its deepest dips until each piece has at most ``max_frames`` frames.
+
+    Pieces that fit go to ``out``; pieces with no dip left (that leaves both sides at least
+    ``min_frames`` long) go to ``too_long``. Returns the number of splits made.
+    """
+    if max_frames is None or e - s <= max_frames:
+        out.append((s, e))
+        return 0
+    idx, depth = _dips(x[s:e])
+    ok = (idx >= min_frames) & (idx <= e - s - min_frames)
+    if not ok.any():
+        too_long.append((s, e))
+        return 0
+    v = s + int(idx[ok][np.argmax(depth[ok])])
+    return 1 + _split_long(x, s, v, max_frames, min_frames, out, too_long) \
+        + _split_long(x, v, e, max_frames, min_frames, out, too_long)
+
+
+def _candidates_prominence(trace: AmplitudeTrace, params: SegmentParams):
+    x = trace.smoothed_db
+    above = x > trace.floor_db + params.boundary_db
+    pieces, no_peak, dips = [], [], []
+    for s, e in _runs(above):
+        if (x[s:e] - trace.floor_db[s:e]).max() < params.peak_db:
+            no_peak.append((s, e))
+            continue
+        idx, depth = _dips(x[s:e])
+        cuts = (s + idx[depth >= params.split_db]).tolist()
+        bounds = [s, *cuts, e]
+        for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
+            # at a split dip the piece starts (ends) where the level has risen half the split
+            # depth above the dip: the dip itself belongs to neither syllable
+            a0, b0 = a, b
+            rise = params.split_db / 2
+            if i > 0:
+                a = a + int(np.argmax(x[a:b] >= x[a] + rise))
+            if i < len(bounds) - 2:
+                b = b - int(np.argmax(x[a:b][::-1] >= x[b] + rise))
+            if a > a0:
+                dips.append((a0, a))
+            if b < b0:
+                dips.append((b, b0))
+            if (x[a:b] - trace.floor_db[a:b]).max() >= params.peak_db:
+                pieces.append((a, b, i > 0))
+            else:
+                no_peak.append((a, b))
+    return x, above, pieces, no_peak, dips
+
+
+def _candidates_ava(trace: AmplitudeTrace, params: SegmentParams):
     a = trace.normalized
-    pieces: list[tuple[int, int]] = []
-    for s, e in _runs(a > params.th1):
+    above = a > params.th1
+    pieces, no_peak = [], []
+    for s, e in _runs(above):
         seg = a[s:e]
         if seg.max() <= params.th3:
+            no_peak.append((s, e))
             continue
         cur = s
         for ds, de in _runs(seg < params.th2) + s:
@@ -352,32 +557,95 @@ def segments_from_trace(trace: AmplitudeTrace, params: SegmentParams) -> pd.Data
                 pieces.append((cur, split))
                 cur = split
         pieces.append((cur, e))
-    pieces = [(s, e) for s, e in pieces if a[s:e].max() > params.th3]
-    half = trace.hop_s / 2
-    onsets = np.array([trace.times[s] - half for s, _ in pieces])
-    offsets = np.array([trace.times[e - 1] + half for _, e in pieces])
-    peaks = np.array([a[s:e].max() for s, e in pieces])
-    if params.min_gap_s > 0 and onsets.size > 1:
-        keep_on, keep_off, keep_pk = [onsets[0]], [offsets[0]], [peaks[0]]
-        for on, off, pk in zip(onsets[1:], offsets[1:], peaks[1:]):
-            if on - keep_off[-1] < params.min_gap_s:
-                keep_off[-1] = max(keep_off[-1], off)
-                keep_pk[-1] = max(keep_pk[-1], pk)
+    kept = []
+    for s, e in pieces:
+        if a[s:e].max() > params.th3:
+            kept.append((s, e, False))  # AVA merges split pieces closer than min_gap_s too
+        else:
+            no_peak.append((s, e))
+    return a, above, kept, no_peak, []
+
+
+def segments_from_trace(trace: AmplitudeTrace, params: SegmentParams, *,
+                        return_report: bool = False):
+    """Segment an amplitude trace (``params.mode``: see the module docstring).
+
+    Parameters
+    ----------
+    trace : AmplitudeTrace
+    params : SegmentParams
+    return_report : bool, default=False
+        Also return the :class:`SegmentReport` (what each filter removed).
+
+    Returns
+    -------
+    segments : pandas.DataFrame
+        Columns ``onset_s``, ``offset_s``, ``duration_s`` (s, frame edges: a segment spanning
+        frames i..j runs from ``times[i] - hop/2`` to ``times[j] + hop/2``) and ``peak``
+        (``"prominence"``: the highest level above the local floor inside, in dB; ``"ava"``:
+        the highest normalized amplitude inside, in [0, 1]); sorted by onset.
+    report : SegmentReport
+        Only with ``return_report=True``.
+    """
+    if trace.smoothed_db is None and params.mode == "prominence":
+        raise ParameterError("this AmplitudeTrace has no smoothed_db/floor_db; make it with "
+                             "normalize_levels or amplitude_trace")
+    if params.mode == "prominence":
+        x, above, pieces, no_peak, dips = _candidates_prominence(trace, params)
+        height = x - trace.floor_db
+    else:
+        x, above, pieces, no_peak, dips = _candidates_ava(trace, params)
+        height = x
+    hop = trace.hop_s
+    # merge across short gaps
+    if params.min_gap_s > 0 and len(pieces) > 1:
+        gap_frames = params.min_gap_s / hop - 1e-9
+        # pieces split at a dip stay split ("prominence"); "ava" merges them as AVA does
+        # and in "prominence" a short gap is bridged only when it is shallower than split_db
+        merged = [pieces[0][:2]]
+        for s, e, split in pieces[1:]:
+            shallow = True
+            if params.mode == "prominence" and s > merged[-1][1]:
+                ps, pe = merged[-1]
+                depth = min(x[ps:pe].max(), x[s:e].max()) - x[pe:s].min()
+                shallow = depth < params.split_db
+            if not split and shallow and s - merged[-1][1] < gap_frames:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], e))
             else:
-                keep_on.append(on)
-                keep_off.append(off)
-                keep_pk.append(pk)
-        onsets, offsets, peaks = np.array(keep_on), np.array(keep_off), np.array(keep_pk)
-    dur = offsets - onsets
-    ok = dur >= params.min_dur_s - 1e-9
-    if params.max_dur_s is not None:
-        ok &= dur <= params.max_dur_s + 1e-9
-    return pd.DataFrame({
-        "onset_s": onsets[ok].astype(np.float64),
-        "offset_s": offsets[ok].astype(np.float64),
-        "duration_s": dur[ok].astype(np.float64),
-        "peak": peaks[ok].astype(np.float64),
-    })
+                merged.append((s, e))
+        pieces = merged
+    else:
+        pieces = [pc[:2] for pc in pieces]
+    # split what is too long at its deepest dips; report what cannot be split
+    max_frames = None if params.max_dur_s is None else int(np.floor(params.max_dur_s / hop + 1e-9))
+    min_frames = max(1, int(np.ceil(params.min_dur_s / hop - 1e-9)))
+    fitted, too_long = [], []
+    n_split = 0
+    for s, e in pieces:
+        n_split += _split_long(x, s, e, max_frames, min_frames, fitted, too_long)
+    keep = [(s, e) for s, e in fitted if (e - s) * hop >= params.min_dur_s - 1e-9]
+    too_short = [(s, e) for s, e in fitted if (e - s) * hop < params.min_dur_s - 1e-9]
+    half = hop / 2
+    onsets = np.array([trace.times[s] - half for s, _ in keep], dtype=np.float64)
+    offsets = np.array([trace.times[e - 1] + half for _, e in keep], dtype=np.float64)
+    peaks = np.array([height[s:e].max() for s, e in keep], dtype=np.float64)
+    segments = pd.DataFrame({"onset_s": onsets, "offset_s": offsets,
+                             "duration_s": offsets - onsets, "peak": peaks})
+    if not return_report:
+        return segments
+
+    def frames_above(spans) -> int:
+        return int(sum(above[s:e].sum() for s, e in spans))
+
+    removed = {}
+    for reason, spans in (("split_dip", dips), ("no_peak", no_peak), ("too_short", too_short),
+                          ("too_long", too_long)):
+        if spans:
+            removed[reason] = {"n": len(spans), "s": frames_above(spans) * hop}
+    report = SegmentReport(n_segments=len(keep), above_s=int(above.sum()) * hop,
+                           in_segments_s=frames_above(keep) * hop, removed=removed,
+                           n_split_for_max_dur=n_split)
+    return segments, report
 
 
 def amplitude_trace(y: np.ndarray, sr: int, params: SegmentParams, *, path=None) -> AmplitudeTrace:
@@ -410,7 +678,7 @@ def amplitude_trace(y: np.ndarray, sr: int, params: SegmentParams, *, path=None)
 
 
 def segment_signal(y: np.ndarray, sr: int, params: SegmentParams | None = None, *,
-                   path=None) -> pd.DataFrame:
+                   path=None, return_report: bool = False):
     """Segment a signal held in memory (see the module docstring for the algorithm).
 
     Parameters
@@ -421,17 +689,23 @@ def segment_signal(y: np.ndarray, sr: int, params: SegmentParams | None = None, 
     params : SegmentParams, optional
         Defaults to ``SegmentParams()``.
 
+    return_report : bool, default=False
+        Also return the :class:`SegmentReport`.
+
     Returns
     -------
     pandas.DataFrame
-        ``onset_s``, ``offset_s``, ``duration_s``, ``peak``: see :func:`segments_from_trace`.
+        ``onset_s``, ``offset_s``, ``duration_s``, ``peak``: see :func:`segments_from_trace`;
+        with ``return_report=True``, a tuple ``(segments, report)``.
     """
     params = SegmentParams() if params is None else params
-    return segments_from_trace(amplitude_trace(y, sr, params, path=path), params)
+    return segments_from_trace(amplitude_trace(y, sr, params, path=path), params,
+                               return_report=return_report)
 
 
 def segment_file(path: str | os.PathLike, params: SegmentParams | None = None, *,
-                 channel: int = 0, chunk_s: float = 60.0, return_trace: bool = False):
+                 channel: int = 0, chunk_s: float = 60.0, return_trace: bool = False,
+                 return_report: bool = False):
     """Segment one channel of an audio file, reading it in chunks with bounded memory.
 
     Parameters
@@ -445,6 +719,8 @@ def segment_file(path: str | os.PathLike, params: SegmentParams | None = None, *
         does not depend on ``chunk_s``.
     return_trace : bool, default=False
         Also return the :class:`AmplitudeTrace`.
+    return_report : bool, default=False
+        Also return the :class:`SegmentReport` (after the trace when both are asked for).
 
     Returns
     -------
@@ -453,6 +729,8 @@ def segment_file(path: str | os.PathLike, params: SegmentParams | None = None, *
         for the whole file.
     trace : AmplitudeTrace
         Only with ``return_trace=True``.
+    report : SegmentReport
+        Only with ``return_report=True``.
 
     Raises
     ------
@@ -475,5 +753,6 @@ def segment_file(path: str | os.PathLike, params: SegmentParams | None = None, *
         if n > 0:
             builder.add_block(start, y, first, n)
     trace = builder.finish(info.path)
-    segments = segments_from_trace(trace, params)
-    return (segments, trace) if return_trace else segments
+    segments, report = segments_from_trace(trace, params, return_report=True)
+    out = (segments,) + ((trace,) if return_trace else ()) + ((report,) if return_report else ())
+    return out if len(out) > 1 else segments

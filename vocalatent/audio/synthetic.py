@@ -20,7 +20,8 @@ import soundfile as sf
 
 from .._utils import ParameterError, atomic_path, check_positive, check_random_state
 
-__all__ = ["SYLLABLE_TYPES", "match_onsets", "synthetic_song", "write_long_recording", "write_synthetic_dataset"]
+__all__ = ["SYLLABLE_TYPES", "match_onsets", "synthetic_bout", "synthetic_song",
+           "write_long_recording", "write_synthetic_dataset"]
 
 #: The default repertoire. ``kind`` is the sound; frequencies are fractions of the band
 #: (0 = f_lo, 1 = f_hi); ``duration_s`` is the mean duration (jittered by ±15 %).
@@ -177,6 +178,105 @@ def synthetic_song(*, n_syllables: int = 20, types: Sequence[str] | Mapping[str,
     y = _render(sched, types, start=0, n=n, sr=sr, band=band, noise_rms=_noise_rms(snr_db),
                 noise_rng=rng)
     y = np.clip(y, -1.0, 1.0).astype(np.float32)
+    return y, sr, _truth(sched)
+
+
+def _white(rng: np.random.Generator, n: int, level_db: float, band, sr: int) -> np.ndarray:
+    """White noise whose power in ``band`` reads ``level_db`` dBFS on the segmenter's scale."""
+    frac = (band[1] - band[0]) / (sr / 2)
+    sigma = np.sqrt(10 ** (level_db / 10) / (2 * frac))
+    return rng.standard_normal(n) * sigma
+
+
+def synthetic_bout(*, n_syllables: int = 40, sr: int = 44100,
+                   band: tuple[float, float] = (500.0, 8000.0),
+                   duration_s: tuple[float, float] = (0.02, 0.3),
+                   gap_s: tuple[float, float] = (0.005, 0.15), silence_db: float = -66.0,
+                   in_bout_noise_db: float = 20.0, loudest_db: float = -1.0,
+                   level_range_db: float = 15.0, reverb_rt60_s: float = 0.1,
+                   reverb_db: float = -12.0, lead_s: float = 2.0, scale: float = 1.0,
+                   dc_offset: float = 0.0, random_state=None
+                   ) -> tuple[np.ndarray, int, pd.DataFrame]:
+    """A hard bout: loud noise inside the bout, reverberation tails and very short gaps.
+
+    Reproduces what breaks segmenters that assume gaps fall to the file's silence: outside
+    the bout the file is quiet (``silence_db``), inside it the gaps hold noise
+    ``in_bout_noise_db`` above that (cage noise, reverberation), syllables of 20-300 ms are
+    separated by gaps down to 5 ms, and each syllable rings on in an exponentially decaying
+    reverberation tail.
+
+    Parameters
+    ----------
+    n_syllables : int, default=40
+    sr : int, default=44100
+    band : (float, float), default=(500, 8000)
+        Band (Hz) the repertoire (:data:`SYLLABLE_TYPES`) is scaled into; noise levels are
+        levels in this band.
+    duration_s, gap_s : (float, float)
+        Syllable durations and gaps are uniform in these ranges (s).
+    silence_db : float, default=-66
+        Level (dBFS in ``band``) of the white noise outside the bout.
+    in_bout_noise_db : float, default=20
+        Extra noise inside the bout, in dB above ``silence_db``.
+    loudest_db, level_range_db : float, default=-1, 15
+        Syllable peak levels (dBFS) are uniform in ``[loudest_db - level_range_db, loudest_db]``.
+    reverb_rt60_s, reverb_db : float, default=0.1, -12
+        Reverberation: time for the tail to decay by 60 dB, and the tail's energy relative to
+        the direct sound (0 s: none).
+    lead_s : float, default=2
+        Silence before and after the bout (s); long enough that, as in a recording triggered
+        on song, the file's quietest fifth is silence outside the bout.
+    scale : float, default=1
+        Gain applied last (e.g. 0.01 or 2.0: the result is not clipped to [-1, 1]).
+    dc_offset : float, default=0
+        Constant added last.
+    random_state : None, int or numpy Generator
+
+    Returns
+    -------
+    y : np.ndarray [shape=(n,), dtype=float32]
+    sr : int
+    segments : pandas.DataFrame
+        Ground truth ``onset_s``, ``offset_s`` (the dry envelope), ``duration_s``, ``label``.
+    """
+    check_positive("n_syllables", n_syllables, integer=True)
+    check_positive("sr", sr, integer=True)
+    band = _check_band(band, sr)
+    rng = check_random_state(random_state)
+    names = list(SYLLABLE_TYPES)
+    rows, t = [], lead_s
+    for _ in range(n_syllables):
+        k = int(rng.integers(len(names)))
+        dur = rng.uniform(*duration_s)
+        rows.append({"onset_s": t, "offset_s": t + dur, "label": names[k],
+                     "pitch": rng.uniform(0.95, 1.05),
+                     "level_db": loudest_db - rng.uniform(0.0, level_range_db),
+                     "seed": int(rng.integers(2**31))})
+        t += dur + rng.uniform(*gap_s)
+    sched = pd.DataFrame(rows)
+    n = int(np.ceil((sched["offset_s"].iloc[-1] + lead_s) * sr))
+    dry = np.zeros(n)
+    for row in sched.itertuples():
+        a, b = int(round(row.onset_s * sr)), int(round(row.offset_s * sr))
+        syl = _render_syllable(SYLLABLE_TYPES[row.label], b - a, sr, band, row.pitch, row.seed)
+        dry[a:b] += syl * 10 ** (row.level_db / 20)
+    y = dry.copy()
+    if reverb_rt60_s > 0:
+        from scipy.signal import fftconvolve
+
+        m = int(reverb_rt60_s * sr)
+        h = rng.standard_normal(m) * np.exp(-6.91 * np.arange(m) / m)
+        h *= np.sqrt(10 ** (reverb_db / 10) / np.sum(h ** 2))
+        y += fftconvolve(dry, h)[:n]
+    y += _white(rng, n, silence_db, band, sr)
+    b0 = int((sched["onset_s"].iloc[0] - 0.03) * sr)
+    b1 = min(n, int((sched["offset_s"].iloc[-1] + 0.1) * sr))
+    env = np.ones(b1 - b0)
+    ramp = min(int(0.02 * sr), env.size // 2)
+    env[:ramp] = np.linspace(0, 1, ramp)
+    env[env.size - ramp:] = np.linspace(1, 0, ramp)
+    y[b0:b1] += env * _white(rng, b1 - b0, silence_db + in_bout_noise_db, band, sr)
+    y = (y * scale + dc_offset).astype(np.float32)
     return y, sr, _truth(sched)
 
 
