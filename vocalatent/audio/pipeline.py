@@ -24,10 +24,11 @@ from .._utils import (DataError, ParameterError, VocalatentError, check_positive
 from ..data.store import SyllableStore
 from .annotations import find_annotation, read_annotation
 from .io import audio_info, find_audio, load_audio
-from .segment import SegmentParams, segment_file
+from .segment import SegmentParams, SegmentReport, segment_file
 from .spectrogram import SpectrogramParams, calibrate_spectrogram_params, syllable_spectrograms
 
-__all__ = ["build_store", "segment_paths"]
+__all__ = ["REMOVAL_REASONS", "build_store", "empty_segments", "report_frame", "report_lines",
+           "segment_paths", "segments_digest", "spectrogram_task", "spectrogram_tasks"]
 
 SEGMENT_COLUMNS = ["source", "channel", "onset_s", "offset_s", "duration_s", "sample_rate",
                    "label", "peak", "segmented_by"]
@@ -89,7 +90,20 @@ def _rel(path: Path, base: Path) -> str:
     return path.relative_to(base).as_posix()
 
 
-def _segment_task(task: dict) -> tuple[list[dict], list[dict]]:
+REMOVAL_REASONS = ("split_dip", "no_peak", "too_short", "too_long")
+
+
+def _report_row(source: str, channel: int, report: SegmentReport) -> dict:
+    row = {"source": source, "channel": channel, "n_segments": report.n_segments,
+           "above_s": report.above_s, "in_segments_s": report.in_segments_s}
+    for r in REMOVAL_REASONS:
+        got = report.removed.get(r, {"n": 0, "s": 0.0})
+        row[f"{r}_n"], row[f"{r}_s"] = int(got["n"]), float(got["s"])
+    row["n_split_for_max_dur"] = report.n_split_for_max_dur
+    return row
+
+
+def _segment_task(task: dict) -> tuple[list[dict], list[dict], list[dict]]:
     path, source = Path(task["path"]), task["source"]
     params = SegmentParams.from_dict(task["params"])
     try:
@@ -101,6 +115,7 @@ def _segment_task(task: dict) -> tuple[list[dict], list[dict]]:
                 Path(task["annotations"]) / Path(source).parent
             ann = find_annotation(path, directory=directory)
         rows: list[dict] = []
+        reports: list[dict] = []
         for ch in channels:
             if ann is not None:
                 df = read_annotation(ann)
@@ -111,7 +126,9 @@ def _segment_task(task: dict) -> tuple[list[dict], list[dict]]:
                     raise DataError(f"channel {ch} does not exist: the file has "
                                     f"{info.n_channels} channel(s)", path=path)
             else:
-                df = segment_file(path, params, channel=ch, chunk_s=task["chunk_s"])
+                df, rep = segment_file(path, params, channel=ch, chunk_s=task["chunk_s"],
+                                       return_report=True)
+                reports.append(_report_row(source, int(ch) % info.n_channels, rep))
                 df["label"] = ""
                 df["segmented_by"] = "amplitude"
             df["source"] = source
@@ -119,12 +136,13 @@ def _segment_task(task: dict) -> tuple[list[dict], list[dict]]:
             df["sample_rate"] = info.sample_rate
             extra = [c for c in df.columns if c not in SEGMENT_COLUMNS]
             rows.extend(df[SEGMENT_COLUMNS + extra].to_dict("records"))
-        return rows, []
+        return rows, [], reports
     except Exception as exc:  # noqa: BLE001 - one bad file must not stop the others
-        return [], [{"source": source, "error": _error_text(exc, path)}]
+        return [], [{"source": source, "error": _error_text(exc, path)}], []
 
 
-def _empty_segments() -> pd.DataFrame:
+def empty_segments() -> pd.DataFrame:
+    """An empty segment table with the columns and dtypes :func:`segment_paths` returns."""
     return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(
         SEGMENT_COLUMNS, [str, "int64", float, float, float, "int64", str, float, str])})
 
@@ -136,7 +154,7 @@ def _errors_frame(rows: list[dict]) -> pd.DataFrame:
 def segment_paths(path_or_root: str | os.PathLike, *,
                   params: SegmentParams | Mapping[str, Any] | None = None,
                   annotations: str | os.PathLike = "auto", channel: int | str = 0,
-                  n_jobs: int = 1, chunk_s: float = 60.0) -> tuple[pd.DataFrame, pd.DataFrame]:
+                  n_jobs: int = 1, chunk_s: float = 60.0, return_report: bool = False):
     """Segment every audio file under a directory (or one file).
 
     Parameters
@@ -157,6 +175,8 @@ def segment_paths(path_or_root: str | os.PathLike, *,
         Worker processes (-1: all cores).
     chunk_s : float, default=60
         Seconds of audio held in memory at a time per worker.
+    return_report : bool, default=False
+        Also return the filter report (below).
 
     Returns
     -------
@@ -169,6 +189,13 @@ def segment_paths(path_or_root: str | os.PathLike, *,
     errors : pandas.DataFrame
         ``source``, ``error`` for each file that failed (its message names the file and the
         problem).
+    report : pandas.DataFrame
+        Only with ``return_report=True``: one row per automatically segmented file and
+        channel — ``n_segments``, ``above_s`` (seconds above the boundary threshold),
+        ``in_segments_s``, and ``<reason>_n`` / ``<reason>_s`` for each reason a filter
+        removes frames (``split_dip``, ``no_peak``, ``too_short``, ``too_long``: longer than
+        ``max_dur_s`` with no dip left to split at), ``n_split_for_max_dur``. Whatever the
+        flag, segments removed as too long are logged as a warning naming the files.
     """
     if params is None:
         params = SegmentParams()
@@ -188,10 +215,12 @@ def segment_paths(path_or_root: str | os.PathLike, *,
               "annotations": str(annotations), "chunk_s": float(chunk_s)} for f in files]
     rows: list[dict] = []
     errors: list[dict] = []
-    for r, e in _ordered_map(_segment_task, tasks, _n_workers(n_jobs), "segmenting"):
+    reports: list[dict] = []
+    for r, e, rep in _ordered_map(_segment_task, tasks, _n_workers(n_jobs), "segmenting"):
         rows.extend(r)
         errors.extend(e)
-    segments = pd.DataFrame(rows) if rows else _empty_segments()
+        reports.extend(rep)
+    segments = pd.DataFrame(rows) if rows else empty_segments()
     if rows:
         segments = segments.sort_values(["source", "channel", "onset_s"], kind="stable")
         segments = segments.reset_index(drop=True)
@@ -199,11 +228,56 @@ def segment_paths(path_or_root: str | os.PathLike, *,
         logger.warning("skipped: %s", e["error"])
     logger.info("%d segments from %d file(s); %d file(s) failed", len(segments),
                 len(files) - len(errors), len(errors))
+    report = report_frame(reports)
+    for line in report_lines(report, params):
+        logger.warning(line)
+    if return_report:
+        return segments, _errors_frame(errors), report
     return segments, _errors_frame(errors)
 
 
+def report_frame(rows: list[dict]) -> pd.DataFrame:
+    """The filter report table of :func:`segment_paths` from its rows (empty: right columns)."""
+    cols = ["source", "channel", "n_segments", "above_s", "in_segments_s"] + \
+        [f"{r}_{k}" for r in REMOVAL_REASONS for k in ("n", "s")] + ["n_split_for_max_dur"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def report_lines(report: pd.DataFrame, params: SegmentParams) -> list[str]:
+    """One-line warnings for what the filters removed that a user must hear about.
+
+    Segments longer than ``max_dur_s`` that could not be split (how many, seconds, which
+    files) always give a line; the other removals give one summary line when they take more
+    than 5 % of the time above threshold.
+    """
+    lines = []
+    if not len(report):
+        return lines
+    long = report[report["too_long_n"] > 0]
+    if len(long):
+        names = ", ".join(long["source"].astype(str).unique()[:10])
+        more = "" if long["source"].nunique() <= 10 else f" and {long['source'].nunique() - 10} more"
+        lines.append(
+            f"{int(long['too_long_n'].sum())} segment(s) longer than max_dur_s="
+            f"{params.max_dur_s:g} s had no dip to split at and were left out "
+            f"({long['too_long_s'].sum():.2f} s of audio above threshold) in {names}{more}; "
+            "raise max_dur_s or lower split_db to keep them")
+    above = float(report["above_s"].sum())
+    other = {r: float(report[f"{r}_s"].sum()) for r in ("no_peak", "too_short")}
+    if above > 0 and sum(other.values()) > 0.05 * above:
+        lines.append("of %.2f s above threshold, %s were left out (see the report)" % (
+            above, ", ".join(f"{v:.2f} s {k.replace('_', ' ')}" for k, v in other.items() if v)))
+    return lines
+
+
 # --------------------------------------------------------------------------- spectrograms
-def _spectrogram_task(task: dict):
+def spectrogram_task(task: dict):
+    """Spectrograms of one task of :func:`spectrogram_tasks` (run in a worker process).
+
+    Returns
+    -------
+    (index, spectrograms or None, error row or None)
+    """
     path, source = Path(task["path"]), task["source"]
     params = SpectrogramParams.from_dict(task["params"])
     on, off = np.asarray(task["onsets"]), np.asarray(task["offsets"])
@@ -227,8 +301,10 @@ def _spectrogram_task(task: dict):
         return task["index"], None, {"source": source, "error": _error_text(exc, path)}
 
 
-def _spectrogram_tasks(segments: pd.DataFrame, base: Path, params: dict, batch: int,
+def spectrogram_tasks(segments: pd.DataFrame, base: Path, params: dict, batch: int,
                        return_db: bool = False) -> list[dict]:
+    """Cut a segment table into picklable spectrogram tasks: per file and channel, at most
+    ``batch`` syllables and about a minute of audio each."""
     tasks = []
     for (source, channel), grp in segments.groupby(["source", "channel"], sort=False):
         idx = grp.index.to_numpy()
@@ -246,7 +322,9 @@ def _spectrogram_tasks(segments: pd.DataFrame, base: Path, params: dict, batch: 
     return tasks
 
 
-def _segments_digest(segments: pd.DataFrame) -> str:
+def segments_digest(segments: pd.DataFrame) -> str:
+    """sha256 of a segment table's source, channel, onset, offset and label columns (times
+    rounded to 1 µs): the identity of a store's segments."""
     h = hashlib.sha256()
     for col in ("source", "channel", "onset_s", "offset_s", "label"):
         vals = segments[col].to_numpy() if col in segments.columns else np.array([])
@@ -317,7 +395,7 @@ def build_store(root: str | os.PathLike, out_path: str | os.PathLike, *,
         segments = _complete_segments(segments, base)
     segments = segments.reset_index(drop=True)
     identity = {"spectrogram": spectrogram_params.to_dict(),
-                "segments_sha256": _segments_digest(segments), "n_segments": int(len(segments))}
+                "segments_sha256": segments_digest(segments), "n_segments": int(len(segments))}
     if out_path.exists():
         try:
             old = SyllableStore(out_path)
@@ -335,9 +413,9 @@ def build_store(root: str | os.PathLike, out_path: str | os.PathLike, *,
         rng = check_random_state(random_state)
         pick = np.sort(rng.choice(len(segments), size=min(calib_syllables, len(segments)),
                                   replace=False))
-        tasks = _spectrogram_tasks(segments.iloc[pick], base, resolved.to_dict(),
+        tasks = spectrogram_tasks(segments.iloc[pick], base, resolved.to_dict(),
                                    batch_syllables, return_db=True)
-        dbs = [x for _, x, e in _ordered_map(_spectrogram_task, tasks, n_workers, "calibrating")
+        dbs = [x for _, x, e in _ordered_map(spectrogram_task, tasks, n_workers, "calibrating")
                if x is not None]
         if dbs:
             resolved = calibrate_spectrogram_params(dbs, resolved)
@@ -345,11 +423,11 @@ def build_store(root: str | os.PathLike, out_path: str | os.PathLike, *,
                         resolved.spec_min_db, resolved.spec_max_db)
     info = {"segment": segment_params.to_dict(), "spectrogram_resolved": resolved.to_dict(),
             "root": str(base.resolve()), "annotations": str(annotations)}
-    tasks = _spectrogram_tasks(segments, base, resolved.to_dict(), batch_syllables)
+    tasks = spectrogram_tasks(segments, base, resolved.to_dict(), batch_syllables)
     failed: set[str] = set()
     with SyllableStore.create(out_path, params=identity, dtype=dtype, info=info,
                               shape=(resolved.n_freq, resolved.n_time)) as store:
-        for index, x, err in _ordered_map(_spectrogram_task, tasks, n_workers, "spectrograms"):
+        for index, x, err in _ordered_map(spectrogram_task, tasks, n_workers, "spectrograms"):
             if err is not None:
                 if err["source"] not in failed:
                     error_rows.append(err)
@@ -381,3 +459,10 @@ def _complete_segments(segments: pd.DataFrame, base: Path) -> pd.DataFrame:
                 rates[s] = 0  # the spectrogram task reports this file's error
         seg["sample_rate"] = seg["source"].map(rates).astype("int64")
     return seg.sort_values(["source", "channel", "onset_s"], kind="stable")
+
+
+# Old private names, kept until their importers (batch.py, workflow.py) use the public ones.
+_spectrogram_task = spectrogram_task
+_spectrogram_tasks = spectrogram_tasks
+_empty_segments = empty_segments
+_segments_digest = segments_digest
