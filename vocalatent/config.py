@@ -18,7 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping
 
-from ._utils import DataError, ParameterError, REPO_ROOT
+from ._utils import DataError, ParameterError
+from .resources import pipelines_dir
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -27,8 +28,8 @@ else:  # pragma: no cover
 
 __all__ = ["PIPELINES_DIR", "deep_merge", "list_pipelines", "load_pipeline", "resolve_config"]
 
-#: Directory of the shipped pipeline presets.
-PIPELINES_DIR = REPO_ROOT / "pipelines"
+#: Directory of the shipped pipeline presets (package data; see :mod:`vocalatent.resources`).
+PIPELINES_DIR = pipelines_dir()
 DOMAINS = ("vocal", "single_cell", "neural")
 DEFAULT_PIPELINE = "default"
 

@@ -36,7 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Iterator, NamedTuple
 
-from .._utils import REPO_ROOT, DataError, ParameterError, VocalatentError, file_sha256, logger, progress
+from .._utils import DataError, ParameterError, VocalatentError, file_sha256, logger, progress
+from ..resources import manifests_dir
 
 try:  # Python >= 3.11
     import tomllib
@@ -66,7 +67,7 @@ __all__ = [
 ]
 
 #: Directory holding the project's data manifests.
-MANIFEST_DIR = REPO_ROOT / "data_manifests"
+MANIFEST_DIR = manifests_dir()
 
 #: Allowed values of a manifest's ``kind``.
 KINDS = ("audio", "single_cell", "neural", "images")
