@@ -200,14 +200,14 @@ def _segment_file_task(task: dict) -> tuple[list[dict], list[dict]]:
 
 def _calibration_task(task: dict) -> list[np.ndarray]:
     """Unclipped dB spectrograms of a few segments of one session (for the shared range)."""
-    from .audio.pipeline import _spectrogram_task, _spectrogram_tasks
+    from .audio.pipeline import spectrogram_task, spectrogram_tasks
 
     seg = pd.DataFrame(task["segments"])
     seg.index = np.arange(len(seg))
-    tasks = _spectrogram_tasks(seg, Path(task["base"]), task["spectrogram"], 256, return_db=True)
+    tasks = spectrogram_tasks(seg, Path(task["base"]), task["spectrogram"], 256, return_db=True)
     out = []
     for t in tasks:
-        _, x, err = _spectrogram_task(t)
+        _, x, err = spectrogram_task(t)
         if x is not None:
             out.append(x)
     return out
@@ -599,8 +599,8 @@ def run_batch(manifest: str | os.PathLike | SessionManifest, out: str | os.PathL
                 if rows:
                     segs = segs.sort_values(["source", "channel", "onset_s"], kind="stable")
                 else:
-                    from .audio.pipeline import _empty_segments
-                    segs = _empty_segments()
+                    from .audio.pipeline import empty_segments
+                    segs = empty_segments()
                 _write_csv(segs, sdirs[s.id] / "segments.csv")
                 _write_csv(pd.DataFrame(errs, columns=["file", "error"]),
                            sdirs[s.id] / "segment_errors.csv")

@@ -188,9 +188,9 @@ def build_syllable_store(path, out_dir, cfg: Mapping, *, n_jobs: int = 1):
 
 
 def _store_key(store) -> str:
-    from .audio.pipeline import _segments_digest
+    from .audio.pipeline import segments_digest
 
-    return json_key({"params": store.params, "n": len(store), "segments": _segments_digest(store.segments)})
+    return json_key({"params": store.params, "n": len(store), "segments": segments_digest(store.segments)})
 
 
 def train(X, cfg: Mapping, *, out_dir=None, device="auto", seed=None, data_key: str | None = None,

@@ -18,6 +18,19 @@ format         files                                   read with
 ``ava``        AVA two-column onset/offset .txt        own reader (``#`` comment lines)
 =============  ======================================  ===================================
 
+Annotation files that cover many recordings (:func:`read_multi_annotation`;
+:func:`annotations_for` picks one recording's rows):
+
+===============  ============================================  =============================
+format           files                                         read with
+===============  ============================================  =============================
+``generic-seq``  crowsetta/vak generic-seq CSV (``label``,     pandas; rows of a recording
+                 ``onset_s``, ``offset_s``, ``notated_path``)  are those whose
+                                                               ``notated_path`` names it
+``koumura``      BirdsongRecognition ``Annotation.xml``        xml.etree (sample positions
+                 (Koumura & Okanoya 2016)                      over the recording's rate)
+===============  ============================================  =============================
+
 Writers: :func:`write_segments` writes CSV, Audacity labels (via :func:`write_audacity`) or a
 Raven selection table (via crowsetta), each of which :func:`read_annotation` reads back.
 """
@@ -31,10 +44,14 @@ import numpy as np
 import pandas as pd
 
 from .._utils import DataError, ParameterError, atomic_path, check_option, is_number
+from .io import audio_info
 
 __all__ = [
     "ANNOTATION_FORMATS",
+    "MULTI_FORMATS",
+    "annotations_for",
     "find_annotation",
+    "read_multi_annotation",
     "read_annotation",
     "write_audacity",
     "write_raven",
@@ -42,6 +59,8 @@ __all__ = [
 ]
 
 ANNOTATION_FORMATS = ("audacity", "raven", "textgrid", "notmat", "csv", "ava")
+MULTI_FORMATS = ("generic-seq", "koumura")
+_KOUMURA_NAME = "Annotation.xml"
 _RAVEN_LABEL_COLUMNS = ("Annotation", "annotation", "Label", "label", "Species", "Call Type", "Type")
 
 
@@ -317,3 +336,188 @@ def write_segments(segments: pd.DataFrame, path: str | os.PathLike, *, format: s
     with atomic_path(path, suffix=".csv") as tmp:
         segments.to_csv(tmp, index=False, float_format="%.6f")
     return path
+
+
+# ----------------------------------------------------------------- one file, many recordings
+def _read_generic_seq(path: Path) -> pd.DataFrame:
+    try:
+        df = pd.read_csv(path, keep_default_na=False, dtype={"label": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DataError(f"not a readable generic-seq CSV ({exc})", path=path) from None
+    missing = [c for c in ("onset_s", "offset_s", "notated_path") if c not in df.columns]
+    if missing:
+        raise DataError(f"generic-seq CSV lacks column(s) {missing}; it has {list(df.columns)}",
+                        path=path)
+    try:
+        on, off = df["onset_s"].astype(float), df["offset_s"].astype(float)
+    except ValueError as exc:
+        raise DataError(f"generic-seq CSV has non-numeric times ({exc})", path=path) from None
+    out = pd.DataFrame({"file": df["notated_path"].astype(str).to_numpy(),
+                        "onset_s": on.to_numpy(), "offset_s": off.to_numpy(),
+                        "label": df["label"].astype(str).to_numpy() if "label" in df.columns
+                        else ""})
+    return out
+
+
+def _read_koumura(path: Path, sample_rate: float | None) -> pd.DataFrame:
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.parse(path).getroot()
+    except (ET.ParseError, OSError) as exc:
+        raise DataError(f"not a valid BirdsongRecognition Annotation.xml ({exc})",
+                        path=path) from None
+    rows = []
+    for i, seq in enumerate(root.iter("Sequence")):
+        try:
+            wav = seq.findtext("WaveFileName").strip()
+            pos = int(seq.findtext("Position"))
+            for note in seq.iter("Note"):
+                a = pos + int(note.findtext("Position"))
+                rows.append((wav, a, a + int(note.findtext("Length")),
+                             (note.findtext("Label") or "").strip()))
+        except (AttributeError, TypeError, ValueError):
+            raise DataError(f"Sequence {i} lacks WaveFileName/Position/Length or has a "
+                            "non-integer sample position", path=path) from None
+    df = pd.DataFrame(rows, columns=["file", "onset_sample", "offset_sample", "label"])
+    sr = 32000.0 if sample_rate is None else float(sample_rate)
+    df["onset_s"] = df["onset_sample"] / sr
+    df["offset_s"] = df["offset_sample"] / sr
+    return df[["file", "onset_s", "offset_s", "label", "onset_sample", "offset_sample"]]
+
+
+def read_multi_annotation(path: str | os.PathLike, *, format: str | None = None,
+                          sample_rate: float | None = None) -> pd.DataFrame:
+    """Read an annotation file that covers many recordings.
+
+    Parameters
+    ----------
+    path : path-like
+    format : {"generic-seq", "koumura"} or None
+        None: ``.xml`` is Koumura's ``Annotation.xml``, ``.csv`` a generic-seq CSV.
+    sample_rate : float, optional
+        Koumura files give sample positions: they are divided by this rate (default 32 kHz,
+        the BirdsongRecognition recordings' rate; :func:`annotations_for` uses each
+        recording's own rate).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``file`` (the recording named in the annotation, as written there), ``onset_s``,
+        ``offset_s``, ``label`` (Koumura also ``onset_sample``, ``offset_sample``).
+
+    Raises
+    ------
+    DataError
+        Naming the file: missing, malformed, lacking columns, or an offset before its onset.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError("no such annotation file", path=path)
+    if format is None:
+        fmt = {".xml": "koumura", ".csv": "generic-seq"}.get(path.suffix.lower())
+        if fmt is None:
+            raise DataError("cannot tell the multi-file annotation format from the name; "
+                            f"pass format= one of {', '.join(MULTI_FORMATS)}", path=path)
+    else:
+        fmt = check_option("format", format, MULTI_FORMATS)
+    df = _read_koumura(path, sample_rate) if fmt == "koumura" else _read_generic_seq(path)
+    bad = df["offset_s"] < df["onset_s"]
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise DataError(f"segment {i} ends before it starts (onset_s={df['onset_s'].iloc[i]}, "
+                        f"offset_s={df['offset_s'].iloc[i]})", path=path)
+    return df
+
+
+def _rows_for(table: pd.DataFrame, audio_path: Path, root: Path | None) -> pd.DataFrame | None:
+    names = table["file"].astype(str).str.replace("\\", "/", regex=False)
+    rel = audio_path.name
+    if root is not None:
+        try:
+            rel = audio_path.relative_to(root).as_posix()
+        except ValueError:
+            pass
+    hit = (names == rel) | (names == audio_path.name) | names.str.endswith("/" + rel)
+    if not hit.any():
+        return None
+    out = table[hit.to_numpy()].drop(columns=["file"])
+    return out.sort_values("onset_s", kind="stable").reset_index(drop=True)
+
+
+_MULTI_CACHE: dict = {}
+
+
+def _cached_multi(path: Path, sample_rate) -> pd.DataFrame:
+    key = (str(path.resolve()), path.stat().st_mtime_ns, sample_rate)
+    if key not in _MULTI_CACHE:
+        _MULTI_CACHE.clear()  # keep one table: a run uses one multi-file annotation
+        _MULTI_CACHE[key] = read_multi_annotation(path, sample_rate=sample_rate)
+    return _MULTI_CACHE[key]
+
+
+def annotations_for(audio_path: str | os.PathLike, *, annotations: str | os.PathLike = "auto",
+                    root: str | os.PathLike | None = None
+                    ) -> tuple[pd.DataFrame, Path] | None:
+    """The annotated segments of one recording, wherever they are, or None.
+
+    Parameters
+    ----------
+    audio_path : path-like
+    annotations : "auto", "ignore", a directory or a file, default="auto"
+        ``"auto"``: a file beside the recording (:func:`annotation_candidates`), else a
+        Koumura ``Annotation.xml`` in its folder or the folder above (the BirdsongRecognition
+        layout ``Bird0/Annotation.xml`` + ``Bird0/Wave/0.wav``). A directory: the candidates
+        are looked for there, mirroring the recording's sub-folder under ``root``. A file: a
+        multi-file annotation (generic-seq CSV or Koumura XML) whose rows for this recording
+        are returned.
+    root : path-like, optional
+        The root the recording's relative path is taken from (matching ``notated_path``
+        entries that hold sub-folders, and mirroring into an annotation directory).
+
+    Returns
+    -------
+    (pandas.DataFrame, pathlib.Path) or None
+        ``onset_s``, ``offset_s``, ``label`` (plus extra columns a CSV had), and the file they
+        came from; None when the recording has no annotation there.
+    """
+    audio_path = Path(audio_path)
+    root = None if root is None else Path(root)
+    if str(annotations) == "ignore":
+        return None
+    if str(annotations) != "auto" and Path(annotations).is_file():
+        ann = Path(annotations)
+        sr = None
+        if ann.suffix.lower() == ".xml":
+            sr = audio_info(audio_path).sample_rate
+        rows = _rows_for(_cached_multi(ann, sr), audio_path, root)
+        return None if rows is None else (rows, ann)
+    directory = None
+    if str(annotations) != "auto":
+        sub = Path(".")
+        if root is not None:
+            try:
+                sub = audio_path.parent.relative_to(root)
+            except ValueError:
+                pass
+        directory = Path(annotations) / sub
+    found = find_annotation(audio_path, directory=directory)
+    if found is not None:
+        df = read_annotation(found)
+        if "notated_path" in df.columns:  # a generic-seq CSV beside the audio: this file's rows
+            table = df.rename(columns={"notated_path": "file"})
+            rows = _rows_for(table, audio_path, root)
+            if rows is None:
+                return None
+            keep = [c for c in rows.columns if c not in ("annot_path", "sequence", "annotation")]
+            return rows[keep], found
+        return df, found
+    if directory is None:
+        for folder in (audio_path.parent, audio_path.parent.parent):
+            xml = folder / _KOUMURA_NAME
+            if xml.is_file():
+                rows = _rows_for(_cached_multi(xml, audio_info(audio_path).sample_rate),
+                                 audio_path, folder)
+                if rows is not None:
+                    return rows, xml
+    return None

@@ -1,5 +1,9 @@
 """Reading audio files: one convention for every sample format, bounded-memory chunks.
 
+Besides what libsndfile reads, evsonganaly/EvTAF ``.cbin`` recordings (the format of most
+public Bengalese finch song) are read, with the sample rate and channel count from the
+``.rec`` file beside each one (``song.cbin`` -> ``song.rec``), in bounded memory.
+
 Amplitude convention
 --------------------
 Every function here returns ``float32`` samples on the *full-scale* range [-1, 1]: an integer
@@ -44,7 +48,11 @@ _EXTENSION_FORMATS = {
 }
 _AVAILABLE = set(sf.available_formats())
 #: Extensions :func:`find_audio` and :func:`load_audio` accept (those this soundfile can read).
-AUDIO_EXTENSIONS = frozenset(ext for ext, fmt in _EXTENSION_FORMATS.items() if fmt in _AVAILABLE)
+AUDIO_EXTENSIONS = frozenset([ext for ext, fmt in _EXTENSION_FORMATS.items() if fmt in _AVAILABLE]
+                             + [".cbin"])
+#: evsonganaly/EvTAF recordings: raw big-endian int16 (channels interleaved) with a ``.rec``
+#: header file beside them giving the sample rate and channel count (read with ``evfuncs``).
+_CBIN = ".cbin"
 
 
 @dataclass(frozen=True)
@@ -175,6 +183,8 @@ def audio_info(path: str | os.PathLike) -> AudioInfo:
     _check_extension(path)
     if not os.access(path, os.R_OK):
         raise DataError("unreadable: permission denied", path=path)
+    if path.suffix.lower() == _CBIN:
+        return _cbin_info(path)
     try:
         info = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError, OSError) as exc:
@@ -193,6 +203,41 @@ def audio_info(path: str | os.PathLike) -> AudioInfo:
     return AudioInfo(path=path, sample_rate=int(info.samplerate), n_samples=int(info.frames),
                      n_channels=int(info.channels), subtype=str(info.subtype),
                      format=str(info.format))
+
+
+def _cbin_info(path: Path) -> AudioInfo:
+    import evfuncs
+
+    rec = path.with_suffix(".rec")
+    if not rec.is_file():
+        raise DataError(f"no {rec.name} beside it: an evsonganaly .cbin recording needs its "
+                        ".rec file for the sample rate and channel count", path=path)
+    try:
+        meta = evfuncs.readrecf(rec)
+        sr = int(round(float(meta["sample_freq"])))
+        n_ch = int(meta["num_channels"])
+    except Exception as exc:  # evfuncs raises many types on malformed .rec files
+        raise DataError(f"unreadable .rec header {rec.name} ({type(exc).__name__}: {exc})",
+                        path=path) from None
+    if sr <= 0 or n_ch <= 0:
+        raise DataError(f"{rec.name} gives sample_freq={sr}, num_channels={n_ch}", path=path)
+    size = path.stat().st_size
+    if size % (2 * n_ch):
+        raise DataError(f"truncated: {size} bytes is not a whole number of {n_ch}-channel "
+                        "16-bit frames", path=path)
+    if size == 0:
+        raise DataError("empty: the file holds no audio samples", path=path)
+    return AudioInfo(path=path, sample_rate=sr, n_samples=size // (2 * n_ch), n_channels=n_ch,
+                     subtype="PCM_16", format="CBIN")
+
+
+def _cbin_read(info: AudioInfo, ch: int, start: int, stop: int) -> np.ndarray:
+    """Samples ``start:stop`` of channel ``ch`` of a .cbin file, float32 full scale."""
+    mm = np.memmap(info.path, dtype=">i2", mode="r")
+    n = info.n_channels
+    y = np.asarray(mm[start * n + ch:stop * n:n], dtype=np.float32) / np.float32(32768.0)
+    del mm
+    return y
 
 
 def _check_channel(info: AudioInfo, channel) -> int:
@@ -257,6 +302,8 @@ def load_audio(path: str | os.PathLike, *, channel: int = 0, offset_s: float = 0
     if start >= stop:
         raise DataError(f"nothing to read from offset_s={offset_s} (file lasts "
                         f"{info.duration_s:.3f} s)", path=info.path)
+    if info.format == "CBIN":
+        return _cbin_read(info, ch, start, stop), info.sample_rate
     try:
         data, sr = sf.read(str(info.path), start=start, stop=stop, dtype="float32",
                            always_2d=True)
@@ -284,6 +331,10 @@ def iter_blocks(info: AudioInfo, *, step: int, overlap: int, channel: int = 0
     check_positive("overlap", overlap, integer=True, allow_zero=True)
     n_finite = 0
     n_bad_total = 0
+    if info.format == "CBIN":
+        for start in range(0, info.n_samples, step):
+            yield start, _cbin_read(info, ch, start, min(info.n_samples, start + step + overlap))
+        return
     try:
         with sf.SoundFile(str(info.path)) as fh:
             start = 0

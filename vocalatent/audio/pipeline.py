@@ -22,7 +22,7 @@ import pandas as pd
 from .._utils import (DataError, ParameterError, VocalatentError, check_positive,
                       check_random_state, logger, progress)
 from ..data.store import SyllableStore
-from .annotations import find_annotation, read_annotation
+from .annotations import annotations_for
 from .io import audio_info, find_audio, load_audio
 from .segment import SegmentParams, SegmentReport, segment_file
 from .spectrogram import SpectrogramParams, calibrate_spectrogram_params, syllable_spectrograms
@@ -90,7 +90,7 @@ def _rel(path: Path, base: Path) -> str:
     return path.relative_to(base).as_posix()
 
 
-REMOVAL_REASONS = ("split_dip", "no_peak", "too_short", "too_long")
+REMOVAL_REASONS = ("split_dip", "edge_trim", "no_peak", "too_short", "too_long")
 
 
 def _report_row(source: str, channel: int, report: SegmentReport) -> dict:
@@ -109,19 +109,15 @@ def _segment_task(task: dict) -> tuple[list[dict], list[dict], list[dict]]:
     try:
         info = audio_info(path)
         channels = range(info.n_channels) if task["channel"] == "all" else [task["channel"]]
-        ann = None
-        if task["annotations"] != "ignore":
-            directory = None if task["annotations"] == "auto" else \
-                Path(task["annotations"]) / Path(source).parent
-            ann = find_annotation(path, directory=directory)
+        ann = annotations_for(path, annotations=task["annotations"], root=task["root"])
         rows: list[dict] = []
         reports: list[dict] = []
         for ch in channels:
             if ann is not None:
-                df = read_annotation(ann)
+                df = ann[0].copy()
                 df["duration_s"] = df["offset_s"] - df["onset_s"]
                 df["peak"] = np.nan
-                df["segmented_by"] = ann.name
+                df["segmented_by"] = ann[1].name
                 if ch >= info.n_channels or ch < -info.n_channels:
                     raise DataError(f"channel {ch} does not exist: the file has "
                                     f"{info.n_channels} channel(s)", path=path)
@@ -166,9 +162,12 @@ def segment_paths(path_or_root: str | os.PathLike, *,
     annotations : "auto", "ignore" or path-like, default="auto"
         ``"auto"``: a file's annotation beside it (``song.wav.csv``, ``song.TextGrid``,
         ``song.wav.not.mat``, ``song.txt``, ... see
-        :func:`vocalatent.audio.annotations.annotation_candidates`) replaces automatic
+        :func:`vocalatent.audio.annotations.annotation_candidates`, or a Koumura
+        ``Annotation.xml`` in its folder or the one above) replaces automatic
         segmentation; ``"ignore"``: always segment; a directory: look for annotations there
-        (mirroring sub-directories) instead of beside the audio.
+        (mirroring sub-directories) instead of beside the audio; a file: one annotation for
+        many recordings (crowsetta generic-seq CSV, Koumura XML), see
+        :func:`vocalatent.audio.annotations.annotations_for`.
     channel : int or "all", default=0
         Channel to segment; ``"all"`` makes each channel its own source.
     n_jobs : int, default=1
@@ -203,16 +202,18 @@ def segment_paths(path_or_root: str | os.PathLike, *,
         params = SegmentParams.from_dict(params)
     if not (channel == "all" or (isinstance(channel, (int, np.integer)) and not isinstance(channel, bool))):
         raise ParameterError(f"channel must be an integer or 'all'; got {channel!r}")
-    if str(annotations) not in ("auto", "ignore") and not Path(annotations).is_dir():
-        raise ParameterError(f"annotations must be 'auto', 'ignore' or a directory; got "
-                             f"{str(annotations)!r}")
+    if str(annotations) not in ("auto", "ignore") and not Path(annotations).exists():
+        raise ParameterError(f"annotations must be 'auto', 'ignore', a directory or a "
+                             f"multi-file annotation (generic-seq CSV, Annotation.xml); got "
+                             f"{str(annotations)!r}, which does not exist")
     check_positive("chunk_s", chunk_s)
     base, files = _resolve_root(path_or_root)
     if not files:
         logger.warning("no audio files found under %s", path_or_root)
     tasks = [{"path": str(f), "source": _rel(f, base), "params": params.to_dict(),
               "channel": channel if channel == "all" else int(channel),
-              "annotations": str(annotations), "chunk_s": float(chunk_s)} for f in files]
+              "annotations": str(annotations), "chunk_s": float(chunk_s),
+              "root": str(base)} for f in files]
     rows: list[dict] = []
     errors: list[dict] = []
     reports: list[dict] = []
@@ -460,9 +461,3 @@ def _complete_segments(segments: pd.DataFrame, base: Path) -> pd.DataFrame:
         seg["sample_rate"] = seg["source"].map(rates).astype("int64")
     return seg.sort_values(["source", "channel", "onset_s"], kind="stable")
 
-
-# Old private names, kept until their importers (batch.py, workflow.py) use the public ones.
-_spectrogram_task = spectrogram_task
-_spectrogram_tasks = spectrogram_tasks
-_empty_segments = empty_segments
-_segments_digest = segments_digest

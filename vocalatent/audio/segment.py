@@ -56,6 +56,8 @@ from .io import audio_info, iter_blocks
 
 __all__ = [
     "AVA_ALIASES",
+    "check_percentiles",
+    "params_from_dict",
     "AmplitudeTrace",
     "SegmentParams",
     "SegmentReport",
@@ -74,7 +76,12 @@ AVA_ALIASES = {"th_1": "th1", "th_2": "th2", "th_3": "th3", "min_dur": "min_dur_
                "max_dur": "max_dur_s", "smoothing_timescale": "smoothing_s"}
 
 
-def _params_from_dict(cls, d: Mapping[str, Any], aliases: Mapping[str, str] | None = None):
+def params_from_dict(cls, d: Mapping[str, Any], aliases: Mapping[str, str] | None = None):
+    """Build the frozen parameter dataclass ``cls`` from a mapping (a TOML table).
+
+    ``aliases`` maps other accepted names to field names; unknown keys are a ParameterError
+    that lists the known ones; lists become tuples.
+    """
     if not isinstance(d, Mapping):
         raise ParameterError(f"{cls.__name__}.from_dict needs a mapping; got {type(d).__name__}")
     d = dict(d)
@@ -95,7 +102,8 @@ def _params_from_dict(cls, d: Mapping[str, Any], aliases: Mapping[str, str] | No
     return cls(**kwargs)
 
 
-def _check_percentiles(name: str, value) -> tuple[float, float]:
+def check_percentiles(name: str, value) -> tuple[float, float]:
+    """``(low, high)`` percentiles with ``0 <= low < high <= 100``, or a ParameterError."""
     try:
         lo, hi = (float(v) for v in value)
     except (TypeError, ValueError):
@@ -126,6 +134,10 @@ class SegmentParams:
         A segment needs a frame at least this far above the local floor.
     split_db : float, default=6
         A dip at least this deep below the lower of its two neighbouring peaks splits a run.
+    edge_db : float or None, default=None
+        ``"prominence"``: when set, each segment's edges are moved in to the first and last
+        frame within ``edge_db`` of its own peak level — cuts reverberation tails, which
+        decay below the syllable but stay above the floor. None: no trimming.
     f_min, f_max : float, default=400, 10000
         Frequency band (Hz) whose power makes the amplitude trace. ``f_max`` must be at most
         half the sample rate of every file (checked per file).
@@ -168,6 +180,7 @@ class SegmentParams:
     boundary_db: float = 5.0
     peak_db: float = 10.0
     split_db: float = 6.0
+    edge_db: float | None = None
     f_min: float = 400.0
     f_max: float = 10000.0
     window_s: float = 0.008
@@ -194,6 +207,8 @@ class SegmentParams:
         check_positive("boundary_db", self.boundary_db, allow_zero=True)
         check_positive("peak_db", self.peak_db, allow_zero=True)
         check_positive("split_db", self.split_db)
+        if self.edge_db is not None:
+            check_positive("edge_db", self.edge_db)
         if self.peak_db < self.boundary_db:
             raise ParameterError(f"peak_db must be >= boundary_db; got peak_db={self.peak_db}, "
                                  f"boundary_db={self.boundary_db}")
@@ -225,7 +240,7 @@ class SegmentParams:
             raise ParameterError(f"amp_min_db must be < amp_max_db; got {self.amp_min_db}, "
                                  f"{self.amp_max_db}")
         object.__setattr__(self, "calib_percentiles",
-                           _check_percentiles("calib_percentiles", self.calib_percentiles))
+                           check_percentiles("calib_percentiles", self.calib_percentiles))
         check_positive("min_range_db", self.min_range_db)
         for name in ("th1", "th2", "th3"):
             v = getattr(self, name)
@@ -252,7 +267,7 @@ class SegmentParams:
         AVA's names (:data:`AVA_ALIASES`: ``th_1``, ``th_2``, ``th_3``, ``min_dur``,
         ``max_dur``, ``smoothing_timescale``) are accepted for the parameters they name.
         """
-        return _params_from_dict(cls, d, AVA_ALIASES)
+        return params_from_dict(cls, d, AVA_ALIASES)
 
     def to_dict(self) -> dict:
         """A JSON-ready dict that :meth:`from_dict` turns back into equal parameters."""
@@ -336,7 +351,8 @@ class SegmentReport:
     removed : dict
         ``reason -> {"n": segments, "s": seconds above threshold}`` for every filter that
         removed something: ``"split_dip"`` (the frames of a dip a run was split at, up to
-        where the level has risen ``split_db / 2`` above it), ``"no_peak"`` (never reached ``peak_db`` / ``th3``),
+        where the level has risen ``split_db / 2`` above it), ``"edge_trim"`` (frames
+        ``edge_db`` below a segment's peak at its edges), ``"no_peak"`` (never reached ``peak_db`` / ``th3``),
         ``"too_short"`` (< ``min_dur_s``), ``"too_long"`` (> ``max_dur_s`` with no dip left
         to split at). ``above_s == in_segments_s + sum of removed seconds`` (to a frame).
     n_split_for_max_dur : int
@@ -511,7 +527,7 @@ def _split_long(x: np.ndarray, s: int, e: int, max_frames: int | None, min_frame
 def _candidates_prominence(trace: AmplitudeTrace, params: SegmentParams):
     x = trace.smoothed_db
     above = x > trace.floor_db + params.boundary_db
-    pieces, no_peak, dips = [], [], []
+    pieces, no_peak, dips, edges = [], [], [], []
     for s, e in _runs(above):
         if (x[s:e] - trace.floor_db[s:e]).max() < params.peak_db:
             no_peak.append((s, e))
@@ -532,11 +548,19 @@ def _candidates_prominence(trace: AmplitudeTrace, params: SegmentParams):
                 dips.append((a0, a))
             if b < b0:
                 dips.append((b, b0))
+            if params.edge_db is not None and b > a:
+                ok = np.flatnonzero(x[a:b] >= x[a:b].max() - params.edge_db)
+                a1, b1 = a + int(ok[0]), a + int(ok[-1]) + 1
+                if a1 > a:
+                    edges.append((a, a1))
+                if b1 < b:
+                    edges.append((b1, b))
+                a, b = a1, b1
             if (x[a:b] - trace.floor_db[a:b]).max() >= params.peak_db:
                 pieces.append((a, b, i > 0))
             else:
                 no_peak.append((a, b))
-    return x, above, pieces, no_peak, dips
+    return x, above, pieces, no_peak, dips, edges
 
 
 def _candidates_ava(trace: AmplitudeTrace, params: SegmentParams):
@@ -563,7 +587,7 @@ def _candidates_ava(trace: AmplitudeTrace, params: SegmentParams):
             kept.append((s, e, False))  # AVA merges split pieces closer than min_gap_s too
         else:
             no_peak.append((s, e))
-    return a, above, kept, no_peak, []
+    return a, above, kept, no_peak, [], []
 
 
 def segments_from_trace(trace: AmplitudeTrace, params: SegmentParams, *,
@@ -591,10 +615,10 @@ def segments_from_trace(trace: AmplitudeTrace, params: SegmentParams, *,
         raise ParameterError("this AmplitudeTrace has no smoothed_db/floor_db; make it with "
                              "normalize_levels or amplitude_trace")
     if params.mode == "prominence":
-        x, above, pieces, no_peak, dips = _candidates_prominence(trace, params)
+        x, above, pieces, no_peak, dips, edges = _candidates_prominence(trace, params)
         height = x - trace.floor_db
     else:
-        x, above, pieces, no_peak, dips = _candidates_ava(trace, params)
+        x, above, pieces, no_peak, dips, edges = _candidates_ava(trace, params)
         height = x
     hop = trace.hop_s
     # merge across short gaps
@@ -638,7 +662,7 @@ def segments_from_trace(trace: AmplitudeTrace, params: SegmentParams, *,
         return int(sum(above[s:e].sum() for s, e in spans))
 
     removed = {}
-    for reason, spans in (("split_dip", dips), ("no_peak", no_peak), ("too_short", too_short),
+    for reason, spans in (("split_dip", dips), ("edge_trim", edges), ("no_peak", no_peak), ("too_short", too_short),
                           ("too_long", too_long)):
         if spans:
             removed[reason] = {"n": len(spans), "s": frames_above(spans) * hop}

@@ -27,7 +27,7 @@ import numpy as np
 from scipy import fft as sp_fft
 
 from .._utils import ParameterError, check_option, check_positive
-from .segment import _check_percentiles, _params_from_dict
+from .segment import check_percentiles as _check_percentiles, params_from_dict as _params_from_dict
 
 __all__ = [
     "SpectrogramParams",
