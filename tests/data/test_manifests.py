@@ -329,3 +329,44 @@ def test_cli_unknown_name_is_one_line_error():
     assert result.exit_code != 0
     assert "unknown data set 'no_such_set'" in result.output and "mouse_usv" in result.output
     assert "Traceback" not in result.output
+
+
+# written as parts so that this file does not itself name the hosts it looks for
+REGISTRY_HOSTS = tuple(".".join(parts) for parts in (
+    ("pypi", "org"), ("pythonhosted", "org"), ("deb", "debian", "org"),
+    ("packages", "debian", "org"), ("registry", "npmjs", "org"), ("npmjs", "com"),
+    ("npmjs", "org")))
+
+
+def test_no_registry_host_named_in_the_project():
+    """A registry source is named by type, package and version; no file names a registry host."""
+    import subprocess
+
+    from vocalatent.resources import manifests_dir
+
+    texts = {p: p.read_text() for p in manifests_dir().rglob("*") if p.is_file()}
+    root = manifests_dir().resolve().parent
+    if (root / ".git").exists():
+        files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.split()
+        for name in files:
+            p = root / name
+            if p.is_file() and p.suffix in (".py", ".md", ".toml", ".txt", ".sh", ".cfg", ".ini",
+                                            ".json", ".yaml", ".yml", ""):
+                try:
+                    texts[p] = p.read_text()
+                except UnicodeDecodeError:
+                    continue
+    hits = [f"{p}: {h}" for p, text in texts.items() for h in REGISTRY_HOSTS if h in text]
+    assert not hits, hits
+    for m in list_manifests():
+        assert (m.source.url == "") == (m.source.type != "url"), m.name
+
+
+def test_registry_source_with_a_url_is_refused(tmp_path):
+    text = (mf.MANIFEST_DIR / "mouse_usv.toml").read_text().replace(
+        'version = "0.10.3"', 'version = "0.10.3"\nurl = "https://example.org/x"')
+    path = tmp_path / "mouse_usv.toml"
+    path.write_text(text)
+    with pytest.raises(ManifestError, match=r"mouse_usv.toml.*'source.url' is only for type 'url'"):
+        load_manifest(path)

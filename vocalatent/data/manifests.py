@@ -135,7 +135,8 @@ class Source:
     package, version : str
         Registry package name and exact version (empty for ``type="url"``).
     url : str
-        For ``type="url"`` the address downloaded; otherwise an informational page.
+        For ``type="url"`` the address downloaded; empty for a registry source, whose download
+        address only its client (pip, apt-get, npm) knows.
     """
 
     type: str
@@ -152,6 +153,9 @@ class Source:
                 raise ParameterError("a source of type 'url' needs a 'url'")
         elif not self.package or not self.version:
             raise ParameterError(f"a source of type {self.type!r} needs 'package' and 'version'")
+        elif self.url:
+            raise ParameterError(f"a source of type {self.type!r} has no url (its registry's "
+                                 "client finds the archive from 'package' and 'version')")
 
     @property
     def key(self) -> str:
@@ -330,6 +334,10 @@ def load_manifest(name_or_path: str | os.PathLike) -> Manifest:
     for key in ("package", "version", "url"):
         if key in src:
             _require(src, key, str, "source.", path)
+    if stype != "url" and "url" in src:
+        raise ManifestError(f"key 'source.url' is only for type 'url'; a {stype!r} source is "
+                            "named by 'package' and 'version' and fetched with its registry's "
+                            "client, so remove the url", path=path)
     needed = ("url",) if stype == "url" else ("package", "version")
     for key in needed:
         _require(src, key, str, "source.", path)
