@@ -19,8 +19,11 @@ _LAZY = {
     "VAE": ("vocalatent.baselines", "VAE"),
     "IWAE": ("vocalatent.baselines", "IWAE"),
 }
+#: submodules reachable as attributes (``vocalatent.tl.qlvm``), imported on first use
+_SUBMODULES = ("tl",)
 
-__all__ = ["__version__", "DataError", "NotFittedError", "ParameterError", "VocalatentError", *_LAZY]
+__all__ = ["__version__", "DataError", "NotFittedError", "ParameterError", "VocalatentError", *_LAZY,
+           *_SUBMODULES]
 
 
 def __getattr__(name):
@@ -31,4 +34,8 @@ def __getattr__(name):
         value = getattr(importlib.import_module(module), attr)
         globals()[name] = value
         return value
+    if name in _SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"vocalatent.{name}")
     raise AttributeError(f"module 'vocalatent' has no attribute {name!r}")
