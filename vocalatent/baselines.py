@@ -12,8 +12,10 @@ engine except the training objective:
 - a Gaussian encoder ``q(z | x) = N(mu(x), diag(s(x)^2) + U(x) U(x)^T)`` with an optional
   low-rank factor ``U`` (``covariance_rank``), sized from the data: an MLP for vectors, a small
   convolutional network for (F, T) items;
-- the estimator API of :class:`~vocalatent.model.QLVM`: ``fit``, ``transform``,
-  ``score_samples``, ``evaluate``, ``decode``, ``mean_function``, ``save``/``load``.
+- the estimator base :class:`~vocalatent.model.LatentModel` (the QLVM's sibling, not its
+  subclass): the training loop :func:`vocalatent.training.train`, restarts, the scikit-learn
+  contract (``fit``, ``transform`` to an ndarray, ``transform_dataset``, ``score_samples``),
+  ``evaluate``, ``decode``, ``mean_function``, ``save``/``load``.
 
 Training objectives, for log-weights ``log w = log p(x | z) + log p(z) - log q(z | x)``:
 
@@ -22,7 +24,7 @@ Training objectives, for log-weights ``log w = log p(x | z) + log p(z) - log q(z
 - :class:`IWAE`: the importance-weighted bound ``log (1/k) sum_s w_s`` with ``k`` samples — the
   ``- log k`` term and nothing else.
 
-Both models inherit :meth:`~vocalatent.model.QLVM.score_samples`: the decoder's held-out
+Both models share :meth:`~vocalatent.model.LatentModel.score_samples` with the QLVM: the decoder's held-out
 log p(x) estimated by the randomly shifted lattice pushed through the inverse normal CDF
 (clipped to ``[1e-4, 1 - 1e-4]``). That is the one yardstick on which every decoder is
 compared. :meth:`VAE.elbo` and :meth:`VAE.iwae_bound` report each model's own bound on any
@@ -34,22 +36,20 @@ QLVM's ``(N / batch_size) * n_lattice``.
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import math
-import time
 
 import numpy as np
 import torch
 from torch import nn
 
-from ._utils import (DataError, NotFittedError, ParameterError, check_option,
-                     check_positive, progress, seeded_torch)
+from ._utils import ParameterError, check_option, check_positive, seeded_torch
 from ._version import __version__
-from .model import QLVM, _Data
+from .items import ItemData
+from .model import LatentModel
 
-__all__ = ["ENCODERS", "GaussianEncoder", "IWAE", "VAE", "kl_to_standard_normal",
+__all__ = ["ENCODERS", "BoundObjective", "EncoderModel", "GaussianEncoder", "IWAE", "VAE", "kl_to_standard_normal",
            "log_importance_weights", "posterior_log_prob", "sample_posterior"]
 
 logger = logging.getLogger(__name__)
@@ -270,64 +270,22 @@ def _analytic_elbo(module, encoder, x, n_samples: int, *, generator=None, autoca
 # --------------------------------------------------------------------------------------------
 # Estimators
 # --------------------------------------------------------------------------------------------
-class VAE(QLVM):
-    """Variational autoencoder on the QLVM's decoders, with a standard normal prior.
+class EncoderModel(LatentModel):
+    """Common base of :class:`VAE` and :class:`IWAE`: a decoder with a standard normal prior and
+    a Gaussian encoder, trained on a bound by the shared loop (:func:`vocalatent.training.train`)
+    and scored, like the QLVM, by the lattice estimate of log p(x). Not used directly."""
 
-    Trained on the ELBO (one reparameterised sample, closed-form KL). Scored, like every
-    decoder in vocalatent, by the lattice estimate of log p(x) (:meth:`score_samples`,
-    :meth:`evaluate`); its own bounds are :meth:`elbo` and :meth:`iwae_bound`.
-
-    Parameters
-    ----------
-    latent_dim : int, default 2
-        d. Lattice scoring is accurate for d <= 3; for larger d, :meth:`score_samples` samples
-        the prior and is a loose lower bound: use :meth:`iwae_bound` with a large k instead.
-    decoder : {"auto", "mlp", "conv"}
-        As in :class:`~vocalatent.model.QLVM` (identity input layer instead of the periodic one).
-    likelihood : str
-        As in :class:`~vocalatent.model.QLVM`.
-    encoder : {"auto", "mlp", "conv"}
-        ``"auto"``: convolutional for (F, T) items with both sides >= 8, an MLP otherwise.
-    encoder_hidden : sequence of int, default (256, 256)
-        Widths of the encoder's fully connected layers.
-    covariance_rank : int >= 0, default 0
-        Rank of the low-rank part of the posterior covariance (0: diagonal).
-    batch_size, max_epochs, lr, weight_decay, patience
-        As in :class:`~vocalatent.model.QLVM`; early stopping watches the model's own bound on
-        the validation data.
-    decoder_options, likelihood_options, output_shape, n_eval_lattice, n_eval_shifts, device,
-    precision, memory_budget_mb, random_state, verbose
-        As in :class:`~vocalatent.model.QLVM`.
-    """
-
-    _bound_label = "elbo"
-    n_restarts = 1  # restarts are a QLVM option; the baselines train once per fit
-
-    def __init__(self, latent_dim: int = 2, *, decoder: str = "auto", likelihood: str = "gaussian",
-                 encoder: str = "auto", encoder_hidden=(256, 256), covariance_rank: int = 0,
-                 batch_size: int = 256, max_epochs: int = 200, lr: float = 1e-3,
-                 weight_decay: float = 0.0, patience: int = 20, decoder_options: dict | None = None,
-                 likelihood_options: dict | None = None, output_shape=None,
-                 n_eval_lattice: int | None = None, n_eval_shifts: int = 4, device="auto",
-                 precision: str = "32", memory_budget_mb: float = 512.0, random_state=None,
-                 verbose: bool = True):
-        self._store_params(locals())
-
-    def _store_params(self, values: dict) -> None:
-        for name in self._param_names():
-            setattr(self, name, values[name])
-        # Fixed for Gaussian-prior baselines (read by the inherited QMC machinery).
-        self.prior = "gaussian"
-        self.n_lattice = None
-        self.n_harmonics = 1
+    _metric = "bound"
+    _fitted_attrs = ("module_", "encoder_")
+    _checkpoint_format = _CHECKPOINT_FORMAT
 
     @property
     def bound_name(self) -> str:
         """Name of the training bound: ``"elbo"`` or ``"iwae_<k>"``."""
-        return self._bound_label
+        raise NotImplementedError
 
-    def _validate_params(self) -> None:
-        super()._validate_params()
+    def _check_params(self) -> None:
+        super()._check_params()
         check_option("encoder", self.encoder, ENCODERS)
         check_positive("covariance_rank", self.covariance_rank, integer=True, allow_zero=True)
         try:
@@ -352,21 +310,19 @@ class VAE(QLVM):
                                hidden=tuple(self.encoder_hidden), rank=int(self.covariance_rank))
 
     def _training_bound(self, x, generator) -> torch.Tensor:
-        return _analytic_elbo(self.module_, self.encoder_, x, 1, generator=generator,
-                              autocast=self._autocast())
-
-    def _check_fitted(self):
-        super()._check_fitted()
-        if not hasattr(self, "encoder_"):
-            raise NotFittedError(f"this {type(self).__name__} has no encoder; call fit(X) first")
+        """The per-item bound ``(B,)`` maximised in training."""
+        raise NotImplementedError
 
     # ----------------------------------------------------------------------------- fitting
-    def fit(self, X, validation=None) -> "VAE":
+    def fit(self, X, y=None, *, validation=None):
         """Train decoder and encoder by maximising the model's bound (ELBO or IWAE-k).
 
         Parameters
         ----------
         X : array-like [shape=(N, D) or (N, F, T)]
+            As in :meth:`QLVM.fit <vocalatent.model.QLVM.fit>` (sparse input included).
+        y : None
+            Ignored (scikit-learn's signature).
         validation : array-like, float in (0, 1), or None
             Held-out items (or a fraction of X) for early stopping on the model's own bound.
 
@@ -374,82 +330,39 @@ class VAE(QLVM):
         -------
         self
         """
-        seed, rng, data, val = self._begin_fit(X, validation)
+        return super().fit(X, validation=validation)
+
+    def _run_rng(self, restart, seed, fit_rng):
+        # the first run shuffles with the generator that drew the validation split and the
+        # setup sample (as the baselines always did, so that fits reproduce earlier versions)
+        return fit_rng if restart == 0 else np.random.default_rng(seed)
+
+    def _make_objective(self, seed, rng, sample, data, val) -> "BoundObjective":
         with seeded_torch(seed):
             module = self._build_module(self.item_shape_, self.n_features_)
             encoder = self._build_encoder(self.item_shape_, self.n_features_)
         data.check(module.likelihood)
         if val is not None:
             val.check(module.likelihood)
-        sample = data.sample(4096, rng)
         module.likelihood.setup(sample)
         encoder.setup(sample)
         self.module_, self.encoder_ = module.to(self.device_), encoder.to(self.device_)
         gen = torch.Generator(device=self.device_)
         gen.manual_seed(seed + 5)
-        opt = torch.optim.Adam(list(module.parameters()) + list(encoder.parameters()), lr=self.lr,
-                               weight_decay=self.weight_decay)
-        staged = self._stage(data)
-        history = {"epoch": [], "train_bound": [], "val_bound": [], "seconds": []}
-        best, best_state, bad_epochs = -math.inf, None, 0
-        bar = progress(range(1, self.max_epochs + 1), desc=f"{type(self).__name__} fit",
-                       verbose=None if self.verbose else False)
-        t0 = time.perf_counter()
-        for epoch in bar:
-            module.train()
-            encoder.train()
-            perm = rng.permutation(data.n)
-            total, count = 0.0, 0
-            for start in range(0, data.n, self.batch_size):
-                idx = perm[start:start + self.batch_size]
-                x = self._batch(data, staged, idx)
-                bound = self._training_bound(x, gen)
-                loss = -bound.mean()
-                if not torch.isfinite(loss):
-                    raise DataError(f"training diverged at epoch {epoch} (non-finite loss); try a "
-                                    f"smaller lr (now {self.lr}) or check the data scaling")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                total += float(bound.detach().sum())
-                count += len(idx)
-            history["epoch"].append(epoch)
-            history["train_bound"].append(total / count)
-            val_b = math.nan
-            if val is not None:
-                val_b = float(np.mean(self._bound_items(val, seed=seed + 6)))
-                if not math.isfinite(best) or val_b > best + 1e-4 * abs(best):
-                    best, bad_epochs = val_b, 0
-                    best_state = (copy.deepcopy(module.state_dict()), copy.deepcopy(encoder.state_dict()))
-                else:
-                    bad_epochs += 1
-            history["val_bound"].append(val_b)
-            history["seconds"].append(time.perf_counter() - t0)
-            if hasattr(bar, "set_postfix"):
-                bar.set_postfix(train=f"{total / count:.1f}", val=f"{val_b:.1f}")
-            if val is not None and bad_epochs >= self.patience:
-                logger.info("early stopping at epoch %d (best validation %s %.3f)", epoch,
-                            self.bound_name, best)
-                break
-        if best_state is not None:
-            module.load_state_dict(best_state[0])
-            encoder.load_state_dict(best_state[1])
-        module.eval()
-        encoder.eval()
-        self.history_ = history
-        self.best_val_bound_ = best if val is not None else None
-        self.n_epochs_ = len(history["epoch"])
-        return self
+        return BoundObjective(self, gen, val_seed=self.seed_ + 6)
+
+    def _finish_fit(self, objective, result) -> None:
+        self.best_val_bound_ = result.best_validation
 
     # ----------------------------------------------------------------------------- bounds
-    def _bound_items(self, data: _Data, *, seed: int) -> np.ndarray:
+    def _bound_items(self, data: ItemData, *, seed: int) -> np.ndarray:
         """The model's own training bound on every item (ELBO or IWAE-k), float64 (N,)."""
         if self.bound_name == "elbo":
             return self._stream_bound(data, "elbo", 1, seed=seed)
         return self._stream_bound(data, "iwae", int(self.k), seed=seed)
 
     @torch.no_grad()
-    def _stream_bound(self, data: _Data, kind: str, k: int, *, seed: int) -> np.ndarray:
+    def _stream_bound(self, data: ItemData, kind: str, k: int, *, seed: int) -> np.ndarray:
         self.module_.eval()
         self.encoder_.eval()
         gen = torch.Generator(device=self.device_)
@@ -645,9 +558,7 @@ class VAE(QLVM):
         return f
 
     # ----------------------------------------------------------------------------- persistence
-    # save/load are QLVM's; these hooks add the encoder to the same checkpoint.
-    _checkpoint_format = _CHECKPOINT_FORMAT
-
+    # save/load are LatentModel's; these hooks add the encoder to the same checkpoint.
     def _checkpoint_params(self) -> dict:
         params = super()._checkpoint_params()
         params["encoder_hidden"] = list(params["encoder_hidden"])
@@ -671,35 +582,150 @@ class VAE(QLVM):
         self.encoder_.to(self.device_).eval()
 
 
-class IWAE(VAE):
-    """Importance-weighted autoencoder: the VAE trained on ``log (1/k) sum_s w_s``.
+class BoundObjective:
+    """Training objective of the encoder models: the model's bound (ELBO or IWAE-k) per item,
+    reparameterised samples from ``generator``; validated on the same bound."""
+
+    def __init__(self, model: EncoderModel, generator: torch.Generator, *, val_seed: int):
+        self.model, self.generator, self.val_seed = model, generator, int(val_seed)
+        self.modules = {"module_": model.module_, "encoder_": model.encoder_}
+
+    def batch_objective(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model._training_bound(x, self.generator)
+
+    def validation_score(self, data) -> float:
+        return float(np.mean(self.model._bound_items(data, seed=self.val_seed)))
+
+
+_COMMON_DOC = """
+    decoder : {"auto", "mlp", "conv"}
+        As in :class:`~vocalatent.model.QLVM` (identity input layer instead of the periodic one).
+    likelihood : str
+        As in :class:`~vocalatent.model.QLVM`.
+    encoder : {"auto", "mlp", "conv"}
+        ``"auto"``: convolutional for (F, T) items with both sides >= 8, an MLP otherwise.
+    encoder_hidden : sequence of int, default (256, 256)
+        Widths of the encoder's fully connected layers.
+    covariance_rank : int >= 0, default 0
+        Rank of the low-rank part of the posterior covariance (0: diagonal).
+    batch_size, max_epochs, lr, weight_decay, patience
+        As in :class:`~vocalatent.model.QLVM`; early stopping watches the model's own bound on
+        the validation data.
+    n_components, decoder_options, likelihood_options, output_shape, n_eval_lattice,
+    n_eval_shifts, device, precision, memory_budget_mb, n_restarts, random_state, verbose
+        As in :class:`~vocalatent.model.QLVM` (restarts are ranked by the validation bound).
+"""
+
+
+class VAE(EncoderModel):
+    """Variational autoencoder on the QLVM's decoders, with a standard normal prior.
+
+    Trained on the ELBO (one reparameterised sample, closed-form KL). Scored, like every
+    decoder in vocalatent, by the lattice estimate of log p(x) (:meth:`score_samples`,
+    :meth:`evaluate`); its own bounds are :meth:`elbo` and :meth:`iwae_bound`.
 
     Parameters
     ----------
     latent_dim : int, default 2
-    k : int >= 1, default 16
-        Importance samples per item and step (k = 1 is the single-sample VAE without the
-        closed-form KL). An epoch costs ``N * k`` decoder evaluations.
-    others
-        As in :class:`VAE`.
+        d. Lattice scoring is accurate for d <= 3; for larger d, :meth:`score_samples` samples
+        the prior and is a loose lower bound: use :meth:`iwae_bound` with a large k instead.
+    """ + _COMMON_DOC.rstrip() + """
     """
 
-    def __init__(self, latent_dim: int = 2, *, k: int = 16, decoder: str = "auto",
+    def __init__(self, latent_dim: int = 2, *, n_components: int | None = None, decoder: str = "auto",
                  likelihood: str = "gaussian", encoder: str = "auto", encoder_hidden=(256, 256),
                  covariance_rank: int = 0, batch_size: int = 256, max_epochs: int = 200,
                  lr: float = 1e-3, weight_decay: float = 0.0, patience: int = 20,
                  decoder_options: dict | None = None, likelihood_options: dict | None = None,
                  output_shape=None, n_eval_lattice: int | None = None, n_eval_shifts: int = 4,
                  device="auto", precision: str = "32", memory_budget_mb: float = 512.0,
+                 n_restarts: int = 1, random_state=None, verbose: bool = True):
+        self.latent_dim = n_components if n_components is not None and latent_dim == 2 else latent_dim
+        self.n_components = n_components
+        self.decoder = decoder
+        self.likelihood = likelihood
+        self.encoder = encoder
+        self.encoder_hidden = encoder_hidden
+        self.covariance_rank = covariance_rank
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.patience = patience
+        self.decoder_options = decoder_options
+        self.likelihood_options = likelihood_options
+        self.output_shape = output_shape
+        self.n_eval_lattice = n_eval_lattice
+        self.n_eval_shifts = n_eval_shifts
+        self.device = device
+        self.precision = precision
+        self.memory_budget_mb = memory_budget_mb
+        self.n_restarts = n_restarts
+        self.random_state = random_state
+        self.verbose = verbose
+
+    @property
+    def bound_name(self) -> str:
+        return "elbo"
+
+    def _training_bound(self, x, generator) -> torch.Tensor:
+        return _analytic_elbo(self.module_, self.encoder_, x, 1, generator=generator,
+                              autocast=self._autocast())
+
+
+class IWAE(EncoderModel):
+    """Importance-weighted autoencoder: decoder and encoder trained on ``log (1/k) sum_s w_s``.
+
+    Parameters
+    ----------
+    latent_dim : int, default 2
+        As in :class:`VAE`.
+    k : int >= 1, default 16
+        Importance samples per item and step (k = 1 is the single-sample VAE without the
+        closed-form KL). An epoch costs ``N * k`` decoder evaluations.
+    """ + _COMMON_DOC.rstrip() + """
+    """
+
+    def __init__(self, latent_dim: int = 2, *, k: int = 16, n_components: int | None = None,
+                 decoder: str = "auto", likelihood: str = "gaussian", encoder: str = "auto",
+                 encoder_hidden=(256, 256), covariance_rank: int = 0, batch_size: int = 256,
+                 max_epochs: int = 200, lr: float = 1e-3, weight_decay: float = 0.0,
+                 patience: int = 20, decoder_options: dict | None = None,
+                 likelihood_options: dict | None = None, output_shape=None,
+                 n_eval_lattice: int | None = None, n_eval_shifts: int = 4, device="auto",
+                 precision: str = "32", memory_budget_mb: float = 512.0, n_restarts: int = 1,
                  random_state=None, verbose: bool = True):
-        self._store_params(locals())
+        self.latent_dim = n_components if n_components is not None and latent_dim == 2 else latent_dim
+        self.k = k
+        self.n_components = n_components
+        self.decoder = decoder
+        self.likelihood = likelihood
+        self.encoder = encoder
+        self.encoder_hidden = encoder_hidden
+        self.covariance_rank = covariance_rank
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.patience = patience
+        self.decoder_options = decoder_options
+        self.likelihood_options = likelihood_options
+        self.output_shape = output_shape
+        self.n_eval_lattice = n_eval_lattice
+        self.n_eval_shifts = n_eval_shifts
+        self.device = device
+        self.precision = precision
+        self.memory_budget_mb = memory_budget_mb
+        self.n_restarts = n_restarts
+        self.random_state = random_state
+        self.verbose = verbose
 
     @property
     def bound_name(self) -> str:
         return f"iwae_{int(self.k)}"
 
-    def _validate_params(self) -> None:
-        super()._validate_params()
+    def _check_params(self) -> None:
+        super()._check_params()
         check_positive("k", self.k, integer=True)
 
     def _training_bound(self, x, generator) -> torch.Tensor:

@@ -1,213 +1,79 @@
-"""The user-facing QLVM estimator: fit / transform / score_samples / save / load.
+"""The estimators' common base and the QLVM: fit / transform / score_samples / save / load.
 
 The math lives in :mod:`vocalatent.nn` (decoders, likelihoods, the lattice estimate); this
-module handles data (NumPy, torch, or lazily read HDF5-backed arrays), devices, the training
-loop, early stopping, evaluation with large lattices streamed in chunks, and checkpoints.
+module handles data (through :class:`~vocalatent.items.ItemData`: NumPy, torch, sparse or
+lazily read HDF5-backed arrays), devices, evaluation with large lattices streamed in chunks,
+and checkpoints. The training loop is :func:`vocalatent.training.train`, shared with the
+VAE/IWAE baselines (:mod:`vocalatent.baselines`).
+
+:class:`LatentModel` is what every estimator of the package shares: a decoder on a latent
+space scored by the randomly shifted lattice, the scikit-learn estimator contract
+(``get_params``/``set_params``, ``fit(X, y=None, *, validation=None)``, ``transform`` to an
+ndarray, ``score``/``score_samples``), restarts, checkpoints. :class:`QLVM` and the baselines
+are siblings on it; each supplies its parameters and its training objective.
 """
 
 from __future__ import annotations
 
-import copy
 import inspect
 import json
 import logging
 import math
-import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 
 from . import lattice as _lattice
 from ._utils import (DataError, NotFittedError, ParameterError, atomic_path, check_option,
                      check_positive, check_random_state, progress, resolve_device, seeded_torch)
 from ._version import __version__
+from .items import ItemData
 from .nn.decoders import DECODERS, make_decoder
 from .nn.likelihoods import LIKELIHOODS, make_likelihood
 from .nn.qlvm import PosteriorAccumulator, QLVMModule
+from .training import train
+
+__all__ = ["LatentModel", "QLVM", "frac"]
 
 logger = logging.getLogger(__name__)
 
 _CHECKPOINT_FORMAT = "vocalatent.QLVM/1"
+_Data = ItemData  # the name the evaluation code below uses
 
 
-# --------------------------------------------------------------------------------------------
-# Data access: in-memory arrays and lazily read array-likes (h5py datasets) behind one interface
-# --------------------------------------------------------------------------------------------
-class _Data:
-    """Rows of ``X`` as float32 (b, D) blocks, whatever ``X`` is.
-
-    ``X`` may be a NumPy array, a torch tensor, or any array-like with ``shape`` and
-    ``__getitem__`` accepting sorted integer arrays (an ``h5py.Dataset``, a
-    :class:`~vocalatent.data.store.SyllableStore`'s spectrograms) that is read block by block.
-    """
-
-    def __init__(self, X, *, name: str = "X"):
-        if isinstance(X, torch.Tensor):
-            X = X.detach().cpu().numpy()
-        if isinstance(X, (list, tuple)):
-            X = np.asarray(X)
-        if not hasattr(X, "shape") or not hasattr(X, "__getitem__"):
-            raise DataError(f"{name} must be an array-like with a shape; got {type(X).__name__}")
-        shape = tuple(int(s) for s in X.shape)
-        if len(shape) not in (2, 3):
-            raise DataError(
-                f"{name} must be 2-D (n_items, n_features) or 3-D (n_items, F, T); got shape {shape}"
-            )
-        if shape[0] == 0 or math.prod(shape[1:]) == 0:
-            raise DataError(f"{name} is empty (shape {shape})")
-        self.name = name
-        self.lazy = not isinstance(X, np.ndarray)
-        self.X = X
-        self.n = shape[0]
-        self.item_shape = shape[1:]
-        self.n_features = math.prod(self.item_shape)
-        self._checked = False
-
-    def check(self, likelihood) -> None:
-        """Validate values (finite, in the likelihood's support); lazily read data is checked
-        block by block as it is read."""
-        if self.lazy:
-            return
-        self._check_block(self.X.reshape(self.n, -1), 0, likelihood)
-        self._checked = True
-
-    def _check_block(self, x: np.ndarray, start: int, likelihood) -> None:
-        finite = np.isfinite(x)
-        if not finite.all():
-            rows = np.nonzero(~finite.all(axis=1))[0][:5] + start
-            kind = "NaN" if np.isnan(x).any() else "infinite"
-            raise DataError(f"{self.name} contains {kind} values (items {rows.tolist()} ...)")
-        if likelihood is not None:
-            try:
-                likelihood.check_data(x)
-            except DataError as exc:
-                raise DataError(f"{self.name}: {exc}") from None
-
-    def read(self, idx: np.ndarray, likelihood=None) -> np.ndarray:
-        """Rows ``idx`` (sorted ints) as a float32 (b, D) array."""
-        if self.lazy:
-            x = np.asarray(self.X[np.sort(idx)], dtype=np.float32).reshape(len(idx), -1)
-            self._check_block(x, int(idx[0]) if len(idx) else 0, likelihood)
-            return x
-        return np.asarray(self.X[idx], dtype=np.float32).reshape(len(idx), -1)
-
-    def sample(self, k: int, rng: np.random.Generator) -> np.ndarray:
-        idx = np.sort(rng.choice(self.n, size=min(k, self.n), replace=False))
-        return self.read(idx)
-
-    def subset(self, idx: np.ndarray) -> "_Data":
-        idx = np.sort(np.asarray(idx))
-        if self.lazy:
-            return _Subset(self, idx)
-        return _Data(self.X[idx], name=self.name)
-
-
-class _Subset(_Data):
-    """Rows ``idx`` of a lazily read _Data."""
-
-    def __init__(self, parent: _Data, idx: np.ndarray):
-        self.name, self.lazy, self.X = parent.name, True, parent.X
-        self.parent, self.idx = parent, idx
-        self.n, self.item_shape, self.n_features = len(idx), parent.item_shape, parent.n_features
-        self._checked = False
-
-    def read(self, idx, likelihood=None):
-        return self.parent.read(self.idx[np.sort(idx)], likelihood)
-
-
-def _frac(t: torch.Tensor) -> torch.Tensor:
+def frac(t: torch.Tensor) -> torch.Tensor:
+    """Fractional part: points wrapped onto the unit torus [0, 1)^d."""
     return t - torch.floor(t)
 
 
-class QLVM:
-    """Quasi-Monte Carlo latent variable model: a decoder on a 1-3-D latent torus, trained by
-    estimating log p(x) with a randomly shifted rank-1 lattice.
+_frac = frac
 
-    Parameters
-    ----------
-    latent_dim : int, default 2
-        Dimension d of the latent torus [0, 1)^d. 1, 2 or 3 (more is allowed with a warning:
-        the lattice needed grows exponentially).
-    decoder : {"auto", "mlp", "conv"}
-        ``"auto"``: a convolutional decoder for 2-D items (F x T spectrograms, both >= 8),
-        an MLP otherwise.
-    likelihood : {"gaussian", "bernoulli", "poisson", "poisson_offset", "multinomial", "negbin"}
-        Observation model; see :mod:`vocalatent.nn.likelihoods`.
-    n_lattice : int or None
-        Training lattice size m. Default per d: 256, 987 (Fibonacci), 2039 (Korobov). Each
-        step decodes m points (shared by the batch): cost grows linearly in m.
-    batch_size : int, default 256
-        Items per step. Steps cost m decoder passes whatever the batch size, so large batches
-        are cheap (see docs/method.md).
-    max_epochs : int, default 200
-    lr : float, default 1e-3
-        Adam learning rate.
-    weight_decay : float, default 0
-    patience : int, default 20
-        Early stopping: epochs without a better validation log-likelihood before stopping
-        (only when ``fit`` is given validation data).
-    prior : {"uniform", "gaussian"}
-        Uniform on the torus with a periodic decoder (the QLVM), or a standard normal prior
-        (lattice through the inverse normal CDF, non-periodic decoder) for comparisons.
-    n_harmonics : int, default 1
-        Harmonics of the periodic input layer.
-    decoder_options, likelihood_options : dict or None
-        Extra keyword arguments for the decoder (e.g. ``hidden=(512, 512)``,
-        ``base_channels=32``) and the likelihood (e.g. ``sigma=0.1``, ``variance="fixed"``).
-    output_shape : (int, int) or None
-        Item shape for a convolutional decoder when X is given flat (N, F*T).
-    n_eval_lattice : int or None
-        Lattice size for ``score_samples``/``transform``. Default per d: 2048, 6765, 8191.
-    n_eval_shifts : int, default 4
-        Random shifts averaged by ``score_samples``/``transform``.
-    device : {"auto", "cpu", "cuda", "cuda:N"}
-    precision : {"32", "bf16"}
-        ``"bf16"`` runs the decoder under bfloat16 autocast on CUDA (likelihoods stay float32).
-    memory_budget_mb : float, default 512
-        Bound on the working memory of evaluation (lattice chunks x features, data blocks).
-    n_restarts : int, default 1
-        Independent trainings from different initialisations; the one with the best
-        validation log-likelihood (without validation data: the best final training estimate)
-        is kept, the scores are in ``restart_scores_``. Low-dimensional fits can land in folded
-        maps of nearly equal likelihood; a few restarts make a good map much more likely.
-        Costs ``n_restarts`` times the training time.
-    random_state : int, numpy Generator or None
-        Seeds initialisation, shuffling and lattice shifts (global RNGs are not touched).
-    verbose : bool, default True
-        Progress bars.
+
+def _feature_names(X):
+    """A DataFrame's column names when they are all strings (scikit-learn's rule), else None."""
+    cols = getattr(X, "columns", None)
+    if cols is None or not hasattr(X, "to_numpy"):
+        return None
+    names = np.asarray(list(cols), dtype=object)
+    return names if len(names) and all(isinstance(c, str) for c in names) else None
+
+
+class LatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+    """Common base of the estimators: a decoder on a 1-3-D latent space with a prior, trained
+    by :func:`vocalatent.training.train` on a subclass's objective and scored by the lattice.
+
+    Subclasses define ``__init__`` (their parameters, stored unchanged: scikit-learn's rule),
+    :meth:`_make_objective` (the training objective of one run) and may extend
+    :meth:`_check_params`, :meth:`_decoder_options`, :attr:`_prior`, the checkpoint hooks.
+    Not used directly.
     """
 
-    def __init__(self, latent_dim: int = 2, *, decoder: str = "auto", likelihood: str = "gaussian",
-                 n_lattice: int | None = None, batch_size: int = 256, max_epochs: int = 200,
-                 lr: float = 1e-3, weight_decay: float = 0.0, patience: int = 20,
-                 prior: str = "uniform", n_harmonics: int = 1, decoder_options: dict | None = None,
-                 likelihood_options: dict | None = None, output_shape=None,
-                 n_eval_lattice: int | None = None, n_eval_shifts: int = 4, device="auto",
-                 precision: str = "32", memory_budget_mb: float = 512.0, n_restarts: int = 1,
-                 random_state=None, verbose: bool = True):
-        self.latent_dim = latent_dim
-        self.decoder = decoder
-        self.likelihood = likelihood
-        self.n_lattice = n_lattice
-        self.batch_size = batch_size
-        self.max_epochs = max_epochs
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.patience = patience
-        self.prior = prior
-        self.n_harmonics = n_harmonics
-        self.decoder_options = decoder_options
-        self.likelihood_options = likelihood_options
-        self.output_shape = output_shape
-        self.n_eval_lattice = n_eval_lattice
-        self.n_eval_shifts = n_eval_shifts
-        self.device = device
-        self.precision = precision
-        self.memory_budget_mb = memory_budget_mb
-        self.n_restarts = n_restarts
-        self.random_state = random_state
-        self.verbose = verbose
+    _metric = "log_likelihood"      # history keys train_<metric>, val_<metric>
+    _fitted_attrs = ("module_",)
+    _checkpoint_format = _CHECKPOINT_FORMAT
 
     # ----------------------------------------------------------------------------- params
     @classmethod
@@ -215,33 +81,54 @@ class QLVM:
         sig = inspect.signature(cls.__init__)
         return [p for p in sig.parameters if p != "self"]
 
-    def get_params(self) -> dict:
-        """The constructor arguments (scikit-learn convention)."""
-        return {name: getattr(self, name) for name in self._param_names()}
+    def set_params(self, **params):
+        """Set constructor parameters (scikit-learn convention); unknown names raise
+        :class:`~vocalatent.ParameterError`. ``n_components`` and ``latent_dim`` stay equal."""
+        names = self._param_names()
+        for key in params:
+            if key.split("__")[0] not in names:
+                raise ParameterError(f"unknown parameter {key!r} for {type(self).__name__}; "
+                                     f"valid: {', '.join(names)}")
+        if "n_components" in names:
+            if params.get("n_components") is not None and "latent_dim" not in params:
+                params["latent_dim"] = params["n_components"]
+            elif "latent_dim" in params and "n_components" not in params and self.n_components is not None:
+                params["n_components"] = params["latent_dim"]
+        return super().set_params(**params)
 
-    def set_params(self, **params) -> "QLVM":
-        for key, value in params.items():
-            if key not in self._param_names():
-                raise ParameterError(f"unknown parameter {key!r}; valid: {', '.join(self._param_names())}")
-            setattr(self, key, value)
-        return self
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        tags.input_tags.three_d_array = True
+        tags.non_deterministic = False
+        return tags
 
-    def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items()
-                         if v != inspect.signature(type(self).__init__).parameters[k].default)
-        return f"{type(self).__name__}({args})"
+    def _more_tags(self):  # scikit-learn < 1.6
+        return {"X_types": ["2darray", "sparse", "3darray"]}
 
-    def _validate_params(self) -> None:
+    def __sklearn_is_fitted__(self) -> bool:
+        return all(hasattr(self, a) for a in self._fitted_attrs)
+
+    @property
+    def _n_features_out(self) -> int:
+        return int(self.latent_dim)
+
+    def _check_params(self) -> None:
+        """Validate the parameters every estimator has (called by ``fit``)."""
         check_positive("latent_dim", self.latent_dim, integer=True)
+        n_comp = getattr(self, "n_components", None)
+        if n_comp is not None:
+            check_positive("n_components", n_comp, integer=True)
+            if int(n_comp) != int(self.latent_dim):
+                raise ParameterError(f"n_components={n_comp!r} and latent_dim={self.latent_dim!r} disagree; "
+                                     "give one of them (n_components is scikit-learn's name for latent_dim)")
         check_option("decoder", self.decoder, ("auto",) + DECODERS)
         check_option("likelihood", self.likelihood, LIKELIHOODS)
-        check_option("prior", self.prior, ("uniform", "gaussian"))
         check_option("precision", self.precision, ("32", "bf16"))
-        for name in ("batch_size", "max_epochs", "patience", "n_harmonics", "n_eval_shifts", "n_restarts"):
+        for name in ("batch_size", "max_epochs", "patience", "n_eval_shifts", "n_restarts"):
             check_positive(name, getattr(self, name), integer=True)
-        for name in ("n_lattice", "n_eval_lattice"):
-            if getattr(self, name) is not None:
-                check_positive(name, getattr(self, name), integer=True)
+        if self.n_eval_lattice is not None:
+            check_positive("n_eval_lattice", self.n_eval_lattice, integer=True)
         check_positive("lr", self.lr)
         check_positive("weight_decay", self.weight_decay, allow_zero=True)
         check_positive("memory_budget_mb", self.memory_budget_mb)
@@ -251,9 +138,25 @@ class QLVM:
                 raise ParameterError(f"{name} must be a dict or None; got {value!r}")
 
     # ----------------------------------------------------------------------------- building
+    @property
+    def _prior(self) -> str:
+        """The latent prior: ``"uniform"`` (torus) or ``"gaussian"``."""
+        return "gaussian"
+
+    def _decoder_options(self) -> dict:
+        """The user's ``decoder_options`` with this estimator's defaults filled in."""
+        opts = dict(self.decoder_options or {})
+        opts.setdefault("input_map", "identity")
+        return opts
+
     def _n_train(self) -> int:
         d = int(self.latent_dim)
-        return int(self.n_lattice or _lattice.DEFAULT_N_TRAIN.get(d, 4096))
+        return int(getattr(self, "n_lattice", None) or _lattice.DEFAULT_N_TRAIN.get(d, 4096))
+
+    def eval_lattice_size(self, n_lattice: int | None = None) -> int:
+        """The evaluation lattice size m used by ``score_samples``/``transform``: ``n_lattice``
+        if given, else the ``n_eval_lattice`` parameter, else the default for ``latent_dim``."""
+        return self._n_eval(n_lattice)
 
     def _n_eval(self, n_lattice=None) -> int:
         d = int(self.latent_dim)
@@ -267,14 +170,11 @@ class QLVM:
         kind = self.decoder
         if kind == "auto":
             kind = "conv" if out_shape is not None and min(out_shape) >= 8 else "mlp"
-        opts = dict(self.decoder_options or {})
-        opts.setdefault("input_map", "periodic" if self.prior == "uniform" else "identity")
-        if opts["input_map"] == "periodic":
-            opts.setdefault("n_harmonics", self.n_harmonics)
+        opts = self._decoder_options()
         dec = make_decoder(kind, d, n_features, n_params=like.n_params,
                            output_shape=out_shape if kind == "conv" else None, **opts)
         self.decoder_kind_ = kind
-        return QLVMModule(dec, like, d, prior=self.prior)
+        return QLVMModule(dec, like, d, prior=self._prior)
 
     def _seed(self) -> int:
         if not hasattr(self, "seed_"):
@@ -286,15 +186,25 @@ class QLVM:
         return self.seed_
 
     def _check_fitted(self):
-        if not hasattr(self, "module_"):
+        if not self.__sklearn_is_fitted__():
             raise NotFittedError(f"this {type(self).__name__} is not fitted yet; call fit(X) first")
 
-    def _data(self, X, name="X") -> _Data:
-        data = X if isinstance(X, _Data) else _Data(X, name=name)
-        if hasattr(self, "module_"):
-            if data.n_features != self.n_features_ or (
-                    len(data.item_shape) == 2 and tuple(data.item_shape) != tuple(self.item_shape_)
-                    and len(self.item_shape_) == 2):
+    def _data(self, X, name="X") -> ItemData:
+        """``X`` as ItemData, checked against the fitted model (shape, values, feature names)."""
+        if isinstance(X, ItemData):
+            data = X
+        else:
+            self._check_feature_names_of(X)
+            data = ItemData(X, name=name)
+        if self.__sklearn_is_fitted__():
+            if data.n_features != self.n_features_:
+                raise DataError(
+                    f"{name} has {data.n_features} features, but {type(self).__name__} is expecting "
+                    f"{self.n_features_} features as input (it was trained on items of shape {tuple(self.item_shape_)}; "
+                    f"got items of shape {tuple(data.item_shape)})"
+                )
+            if (len(data.item_shape) == 2 and len(self.item_shape_) == 2
+                    and tuple(data.item_shape) != tuple(self.item_shape_)):
                 raise DataError(
                     f"{name} has items of shape {data.item_shape}, but this model was trained on "
                     f"items of shape {tuple(self.item_shape_)}"
@@ -302,142 +212,125 @@ class QLVM:
             data.check(self.module_.likelihood)
         return data
 
+    def _check_feature_names_of(self, X) -> None:
+        """scikit-learn's feature-name rule for DataFrame input after ``fit``."""
+        fitted = getattr(self, "feature_names_in_", None)
+        names = _feature_names(X)
+        if fitted is None and names is None:
+            return
+        if fitted is not None and names is None:
+            if not isinstance(X, ItemData):
+                warnings.warn(f"X does not have valid feature names, but {type(self).__name__} was "
+                              "fitted with feature names", UserWarning, stacklevel=4)
+            return
+        if fitted is None:
+            if self.__sklearn_is_fitted__():
+                warnings.warn(f"X has feature names, but {type(self).__name__} was fitted without "
+                              "feature names", UserWarning, stacklevel=4)
+            return
+        if len(names) != len(fitted) or np.any(names != fitted):
+            raise DataError("The feature names should match those that were passed during fit "
+                            f"(got {list(names[:5])}..., fitted with {list(fitted[:5])}...)")
+
     def _autocast(self):
         if self.precision == "bf16" and self.device_.type == "cuda":
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return torch.autocast("cpu", enabled=False)
 
     # ----------------------------------------------------------------------------- fitting
-    def fit(self, X, validation=None) -> "QLVM":
-        """Train the decoder by maximising the lattice estimate of log p(x).
+    def fit(self, X, y=None, *, validation=None):
+        """Train the model (``n_restarts`` runs of :func:`vocalatent.training.train`; the best
+        is kept).
 
         Parameters
         ----------
         X : array-like [shape=(N, D) or (N, F, T)]
-            Training items: NumPy array, torch tensor, or a lazily read array (h5py dataset).
+            Training items: NumPy array, torch tensor, DataFrame, scipy.sparse matrix (CSR/CSC,
+            densified batch by batch) or a lazily read array (h5py dataset).
+        y : None
+            Ignored (scikit-learn's signature: a Pipeline's ``y`` is never taken as validation).
         validation : array-like, float in (0, 1), or None
             Held-out items for early stopping (same shape as X's items), or a fraction of X to
             hold out (drawn with ``random_state``). None: train for ``max_epochs``.
 
         Returns
         -------
-        self : QLVM
+        self
         """
-        seed, rng, data, val = self._begin_fit(X, validation)
-        self.n_lattice_ = self._n_train()
-        if self.latent_dim == 2 and self.n_lattice_ not in _lattice.FIBONACCI:
-            logger.info("n_lattice=%d is not a Fibonacci number; searching a lattice generator", self.n_lattice_)
-        points = torch.as_tensor(_lattice.lattice(self.n_lattice_, int(self.latent_dim)),
-                                 dtype=torch.float32, device=self.device_)
-        self.lattice_generator_ = tuple(int(g) for g in _lattice.default_generator(self.n_lattice_, int(self.latent_dim)))
+        data, val, rng = self._begin_fit(X, validation)
+        self._prepare_fit()
         sample = data.sample(4096, rng)
         staged = self._stage(data)
-        best = None
-        self.restart_scores_ = []
-        for r in range(self.n_restarts):
-            seed_r = seed if r == 0 else seed + 7919 * r
-            module, history, score = self._train_once(data, val, staged, points, sample, seed_r)
-            self.restart_scores_.append(score)
-            if best is None or score > best[2]:
-                best = (module, history, score)
+        bar = progress(total=self.n_restarts * self.max_epochs, desc=f"{type(self).__name__} fit",
+                       verbose=None if self.verbose else False)
+        best, scores = None, []
+        try:
+            for r in range(self.n_restarts):
+                seed_r = self.seed_ if r == 0 else self.seed_ + 7919 * r
+                run_rng = self._run_rng(r, seed_r, rng)
+                objective = self._make_objective(seed_r, run_rng, sample, data, val)
+                result = train(objective, data, batch_fn=lambda idx: self._batch(data, staged, idx),
+                               rng=run_rng, max_epochs=self.max_epochs, batch_size=self.batch_size,
+                               lr=self.lr, weight_decay=self.weight_decay, patience=self.patience,
+                               validation=val, metric=self._metric, callbacks=self._callbacks(), bar=bar)
+                scores.append(result.score)
+                if best is None or result.score > best[1].score:
+                    best = (objective, result)
+        finally:
+            bar.close()
         if self.n_restarts > 1:
-            logger.info("restart scores %s; keeping restart %d", [round(v, 3) for v in self.restart_scores_],
-                        int(np.argmax(self.restart_scores_)))
-        module, history, _ = best
-        self.module_ = module
-        self.history_ = history
-        self.best_val_log_likelihood_ = (max(v for v in history["val_log_likelihood"] if math.isfinite(v))
-                                         if val is not None else None)
-        self.n_epochs_ = len(history["epoch"])
+            logger.info("restart scores %s; keeping restart %d", [round(v, 3) for v in scores],
+                        int(np.argmax(scores)))
+        objective, result = best
+        for attr, module in objective.modules.items():
+            setattr(self, attr, module)
+        self.history_ = result.history
+        self.n_epochs_ = result.n_epochs
+        self.restart_scores_ = scores
+        self._finish_fit(objective, result)
         return self
-
-    def _train_once(self, data: _Data, val: _Data | None, staged, points, sample, seed: int):
-        """One training run from initialisation ``seed``; returns (module, history, score).
-
-        The score ranks restarts: the best validation log-likelihood when there is validation
-        data, else the mean training estimate over the last 5 epochs.
-        """
-        rng = np.random.default_rng(seed)
-        with seeded_torch(seed):
-            module = self._build_module(self.item_shape_, self.n_features_)
-        data.check(module.likelihood)
-        if val is not None:
-            val.check(module.likelihood)
-        module.likelihood.setup(sample)
-        module.to(self.device_)
-        self.module_ = module  # _stream (validation) reads the module being trained
-        opt = torch.optim.Adam(module.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        history = {"epoch": [], "train_log_likelihood": [], "val_log_likelihood": [], "seconds": []}
-        best, best_state, bad_epochs = -math.inf, None, 0
-        val_seed = self.seed_ + 1
-        bar = progress(range(1, self.max_epochs + 1), desc="QLVM fit", verbose=None if self.verbose else False)
-        t0 = time.perf_counter()
-        for epoch in bar:
-            module.train()
-            perm = rng.permutation(data.n)
-            total, count = 0.0, 0
-            for start in range(0, data.n, self.batch_size):
-                idx = perm[start:start + self.batch_size]
-                x = self._batch(data, staged, idx)
-                shift = torch.as_tensor(rng.random(int(self.latent_dim)), dtype=torch.float32,
-                                        device=self.device_)
-                u = _frac(points + shift)
-                with self._autocast():
-                    params = module.params(u)
-                ll = module.likelihood.log_prob_matrix(x, params)
-                logp = torch.logsumexp(ll, dim=1) - math.log(self.n_lattice_)
-                loss = -logp.mean()
-                if not torch.isfinite(loss):
-                    raise DataError(
-                        f"training diverged at epoch {epoch} (non-finite loss); try a smaller lr "
-                        f"(now {self.lr}) or check the data scaling"
-                    )
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                total += float(logp.detach().sum())
-                count += len(idx)
-            history["epoch"].append(epoch)
-            history["train_log_likelihood"].append(total / count)
-            val_ll = math.nan
-            if val is not None:
-                module.eval()
-                val_ll = float(self._stream(val, self.n_lattice_, 1, seed=val_seed)["log_likelihood"].mean())
-                improved = not math.isfinite(best) or val_ll > best + 1e-4 * abs(best)
-                if improved:
-                    best, best_state, bad_epochs = val_ll, copy.deepcopy(module.state_dict()), 0
-                else:
-                    bad_epochs += 1
-            history["val_log_likelihood"].append(val_ll)
-            history["seconds"].append(time.perf_counter() - t0)
-            if hasattr(bar, "set_postfix"):
-                bar.set_postfix(train=f"{total / count:.1f}", val=f"{val_ll:.1f}")
-            if val is not None and bad_epochs >= self.patience:
-                logger.info("early stopping at epoch %d (best validation log p(x) %.3f)", epoch, best)
-                break
-        if best_state is not None:
-            module.load_state_dict(best_state)
-        module.eval()
-        score = best if val is not None else float(np.mean(history["train_log_likelihood"][-5:]))
-        return module, history, score
 
     def _begin_fit(self, X, validation):
         """Validate parameters, forget an earlier fit, draw the seed and split the data;
-        returns ``(seed, rng, data, validation_data)`` and sets ``device_``/item shape."""
-        self._validate_params()
-        for attr in ("seed_", "module_", "encoder_"):
+        returns ``(data, validation_data, rng)`` and sets ``device_``, the item shape and
+        ``n_features_in_``."""
+        self._check_params()
+        for attr in ("seed_", "feature_names_in_") + self._fitted_attrs:
             if hasattr(self, attr):
                 delattr(self, attr)
         seed = self._seed()
         rng = np.random.default_rng(seed)
-        data, val = self._split_validation(_Data(X, name="X"), validation, rng)
+        names = _feature_names(X)
+        data, val = self._split_validation(ItemData(X, name="X"), validation, rng)
         self.device_ = resolve_device(self.device)
         self.item_shape_ = tuple(data.item_shape)
         self.n_features_ = data.n_features
-        return seed, rng, data, val
+        self.n_features_in_ = data.n_features
+        if names is not None:
+            self.feature_names_in_ = names
+        return data, val, rng
+
+    def _prepare_fit(self) -> None:
+        """Set what all restarts share before the first one (a subclass hook)."""
+
+    def _run_rng(self, restart: int, seed: int, fit_rng: np.random.Generator) -> np.random.Generator:
+        """The generator that shuffles the items of restart ``restart``."""
+        return np.random.default_rng(seed)
+
+    def _make_objective(self, seed: int, rng: np.random.Generator, sample: np.ndarray, data, val):
+        """Build the modules of one training run from ``seed`` (setting them as attributes,
+        since scoring reads them) and return its :class:`~vocalatent.training.Objective`."""
+        raise NotImplementedError
+
+    def _callbacks(self) -> list:
+        """Per-epoch :class:`~vocalatent.training.Callback` objects of a training run."""
+        return []
+
+    def _finish_fit(self, objective, result) -> None:
+        """Record what the kept run adds to the fitted state (a subclass hook)."""
 
     @staticmethod
-    def _split_validation(data: _Data, validation, rng: np.random.Generator):
+    def _split_validation(data: ItemData, validation, rng: np.random.Generator):
         """(training data, validation data or None) from ``fit``'s ``validation`` argument."""
         if validation is None:
             return data, None
@@ -451,13 +344,14 @@ class QLVM:
             val, data = data.subset(perm[:n_val]), data.subset(perm[n_val:])
             val.name = "validation"
             return data, val
-        val = _Data(validation, name="validation")
+        val = ItemData(validation, name="validation")
         if val.n_features != data.n_features:
             raise DataError(f"validation items have {val.n_features} features; X items have {data.n_features}")
         return data, val
 
-    def _stage(self, data: _Data):
-        """Move in-memory data to the device once when it fits the memory budget."""
+    def _stage(self, data: ItemData):
+        """Move in-memory dense data to the device once when it fits the memory budget
+        (lazily read and sparse data are read batch by batch instead)."""
         if data.lazy:
             return None
         nbytes = data.n * data.n_features * 4
@@ -466,16 +360,17 @@ class QLVM:
         x = np.asarray(data.X, dtype=np.float32).reshape(data.n, -1)
         return torch.as_tensor(x, device=self.device_)
 
-    def _batch(self, data: _Data, staged, idx) -> torch.Tensor:
+    def _batch(self, data: ItemData, staged, idx) -> torch.Tensor:
         if staged is not None:
             return staged[torch.as_tensor(idx, device=self.device_)]
-        idx = np.sort(idx)
+        if not data.sparse:
+            idx = np.sort(idx)
         return torch.as_tensor(data.read(idx, self.module_.likelihood), device=self.device_)
 
     # ----------------------------------------------------------------------------- evaluation
     @torch.no_grad()
     def _stream(self, data: _Data, n_lattice: int, n_shifts: int, *, seed: int,
-                stats: bool = False, desc: str | None = None) -> dict:
+                stats: bool = False, desc: str | None = None, show_progress: bool = True) -> dict:
         """Stream lattice chunks x item blocks; return per-item results (NumPy, float64)."""
         module = self.module_
         module.eval()
@@ -495,7 +390,8 @@ class QLVM:
             out = {k: np.empty((data.n, d)) for k in ("embedding", "map_point", "resultant_length")}
             out["entropy"] = np.empty(data.n)
         n_steps = math.ceil(data.n / block) * n_shifts * math.ceil(n_lattice / chunk)
-        bar = progress(total=n_steps, desc=desc or "QLVM evaluate", verbose=None if self.verbose else False)
+        bar = progress(total=n_steps, desc=desc or "QLVM evaluate",
+                       verbose=None if self.verbose and show_progress else False)
         for b0 in range(0, data.n, block):
             idx = np.arange(b0, min(data.n, b0 + block))
             x = torch.as_tensor(data.read(idx, module.likelihood), device=self.device_)
@@ -555,8 +451,8 @@ class QLVM:
                            desc="QLVM score")
         return res["log_likelihood"]
 
-    def score(self, X, **kwargs) -> float:
-        """Mean held-out log p(x) per item in nats."""
+    def score(self, X, y=None, **kwargs) -> float:
+        """Mean held-out log p(x) per item in nats (``y`` is ignored: scikit-learn's signature)."""
         return float(np.mean(self.score_samples(X, **kwargs)))
 
     def evaluate(self, X, *, n_lattice: int | None = None, n_shifts: int | None = None,
@@ -750,6 +646,7 @@ class QLVM:
         self.seed_ = int(state["seed"])
         self.item_shape_ = tuple(state["item_shape"])
         self.n_features_ = math.prod(self.item_shape_)
+        self.n_features_in_ = self.n_features_
         self.module_ = self._build_module(self.item_shape_, self.n_features_)
         self.decoder_kind_ = state["decoder_kind"]
         self.module_.load_state_dict(state["state_dict"])
@@ -789,15 +686,215 @@ class QLVM:
         except Exception as exc:  # torch raises several types for corrupt files
             raise DataError(f"not a readable vocalatent model checkpoint ({exc.__class__.__name__}: {exc})",
                             path=path) from None
-        if not isinstance(state, dict) or state.get("format") != cls._checkpoint_format:
+        fmt = state.get("format") if isinstance(state, dict) else None
+        if not isinstance(fmt, str) or not fmt.startswith("vocalatent."):
             raise DataError(f"not a {cls._checkpoint_format} checkpoint", path=path)
         estimator = state.get("estimator", cls.__name__)
         if estimator != cls.__name__:
             raise DataError(f"this checkpoint holds a {estimator!r} model; load it with "
                             f"{estimator}.load, not {cls.__name__}.load", path=path)
+        if fmt != cls._checkpoint_format:
+            raise DataError(f"not a {cls._checkpoint_format} checkpoint (format {fmt!r})", path=path)
         params = cls._params_from_checkpoint(json.loads(state["params"]))
         params["device"] = device
         model = cls(**params)
         model.device_ = resolve_device(device)
         model._restore(state)
         return model
+
+
+class QLVM(LatentModel):
+    """Quasi-Monte Carlo latent variable model: a decoder on a 1-3-D latent torus, trained by
+    estimating log p(x) with a randomly shifted rank-1 lattice.
+
+    Parameters
+    ----------
+    latent_dim : int, default 2
+        Dimension d of the latent torus [0, 1)^d. 1, 2 or 3 (more is allowed with a warning:
+        the lattice needed grows exponentially).
+    n_components : int or None
+        scikit-learn's name for ``latent_dim`` (``QLVM(n_components=3)`` is ``QLVM(latent_dim=3)``;
+        the two are kept equal by ``set_params``; giving both with different values is an
+        error at ``fit``).
+    decoder : {"auto", "mlp", "conv"}
+        ``"auto"``: a convolutional decoder for 2-D items (F x T spectrograms, both >= 8),
+        an MLP otherwise.
+    likelihood : {"gaussian", "bernoulli", "poisson", "poisson_offset", "multinomial", "negbin"}
+        Observation model; see :mod:`vocalatent.nn.likelihoods`.
+    n_lattice : int or None
+        Training lattice size m. Default per d: 256, 987 (Fibonacci), 2039 (Korobov). Each
+        step decodes m points (shared by the batch): cost grows linearly in m.
+    batch_size : int, default 256
+        Items per step. Steps cost m decoder passes whatever the batch size, so large batches
+        are cheap (see docs/method.md).
+    max_epochs : int, default 200
+    lr : float, default 1e-3
+        Adam learning rate.
+    weight_decay : float, default 0
+    patience : int, default 20
+        Early stopping: epochs without a better validation log-likelihood before stopping
+        (only when ``fit`` is given validation data).
+    prior : {"uniform", "gaussian"}
+        Uniform on the torus with a periodic decoder (the QLVM), or a standard normal prior
+        (lattice through the inverse normal CDF, non-periodic decoder) for comparisons.
+    n_harmonics : int, default 1
+        Harmonics of the periodic input layer.
+    decoder_options, likelihood_options : dict or None
+        Extra keyword arguments for the decoder (e.g. ``hidden=(512, 512)``,
+        ``base_channels=32``) and the likelihood (e.g. ``sigma=0.1``, ``variance="fixed"``).
+    output_shape : (int, int) or None
+        Item shape for a convolutional decoder when X is given flat (N, F*T).
+    n_eval_lattice : int or None
+        Lattice size for ``score_samples``/``transform``. Default per d: 2048, 6765, 8191.
+    n_eval_shifts : int, default 4
+        Random shifts averaged by ``score_samples``/``transform``.
+    device : {"auto", "cpu", "cuda", "cuda:N", "mps"}
+        ``"auto"``: CUDA when available, else CPU. ``"mps"`` (Apple GPUs) where torch offers it.
+    precision : {"32", "bf16"}
+        ``"bf16"`` runs the decoder under bfloat16 autocast on CUDA (likelihoods stay float32).
+    memory_budget_mb : float, default 512
+        Bound on the working memory of evaluation (lattice chunks x features, data blocks).
+    n_restarts : int, default 1
+        Independent trainings from different initialisations; the one with the best
+        validation log-likelihood (without validation data: the best final training estimate)
+        is kept, the scores are in ``restart_scores_``. Low-dimensional fits can land in folded
+        maps of nearly equal likelihood; a few restarts make a good map much more likely.
+        Costs ``n_restarts`` times the training time.
+    random_state : int, numpy Generator or None
+        Seeds initialisation, shuffling and lattice shifts (global RNGs are not touched).
+    verbose : bool, default True
+        Progress bars.
+    """
+
+
+    _metric = "log_likelihood"
+
+    def __init__(self, latent_dim: int = 2, *, n_components: int | None = None, decoder: str = "auto",
+                 likelihood: str = "gaussian", n_lattice: int | None = None, batch_size: int = 256,
+                 max_epochs: int = 200, lr: float = 1e-3, weight_decay: float = 0.0, patience: int = 20,
+                 prior: str = "uniform", n_harmonics: int = 1, decoder_options: dict | None = None,
+                 likelihood_options: dict | None = None, output_shape=None,
+                 n_eval_lattice: int | None = None, n_eval_shifts: int = 4, device="auto",
+                 precision: str = "32", memory_budget_mb: float = 512.0, n_restarts: int = 1,
+                 random_state=None, verbose: bool = True):
+        # n_components is scikit-learn's alias: it sets latent_dim unless both are given
+        self.latent_dim = n_components if n_components is not None and latent_dim == 2 else latent_dim
+        self.n_components = n_components
+        self.decoder = decoder
+        self.likelihood = likelihood
+        self.n_lattice = n_lattice
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.patience = patience
+        self.prior = prior
+        self.n_harmonics = n_harmonics
+        self.decoder_options = decoder_options
+        self.likelihood_options = likelihood_options
+        self.output_shape = output_shape
+        self.n_eval_lattice = n_eval_lattice
+        self.n_eval_shifts = n_eval_shifts
+        self.device = device
+        self.precision = precision
+        self.memory_budget_mb = memory_budget_mb
+        self.n_restarts = n_restarts
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def _check_params(self) -> None:
+        super()._check_params()
+        check_option("prior", self.prior, ("uniform", "gaussian"))
+        check_positive("n_harmonics", self.n_harmonics, integer=True)
+        if self.n_lattice is not None:
+            check_positive("n_lattice", self.n_lattice, integer=True)
+
+    @property
+    def _prior(self) -> str:
+        return self.prior
+
+    def _decoder_options(self) -> dict:
+        opts = dict(self.decoder_options or {})
+        opts.setdefault("input_map", "periodic" if self.prior == "uniform" else "identity")
+        if opts["input_map"] == "periodic":
+            opts.setdefault("n_harmonics", self.n_harmonics)
+        return opts
+
+    # ----------------------------------------------------------------------------- fitting
+    def fit(self, X, y=None, *, validation=None) -> "QLVM":
+        """Train the decoder by maximising the lattice estimate of log p(x).
+
+        Parameters
+        ----------
+        X : array-like [shape=(N, D) or (N, F, T)]
+            Training items: NumPy array, torch tensor, DataFrame, scipy.sparse matrix (CSR/CSC,
+            densified batch by batch) or a lazily read array (h5py dataset).
+        y : None
+            Ignored (scikit-learn's signature: a Pipeline's ``y`` is never taken as validation).
+        validation : array-like, float in (0, 1), or None
+            Held-out items for early stopping (same shape as X's items), or a fraction of X to
+            hold out (drawn with ``random_state``). None: train for ``max_epochs``.
+
+        Returns
+        -------
+        self : QLVM
+        """
+        return super().fit(X, validation=validation)
+
+    def _prepare_fit(self) -> None:
+        self.n_lattice_ = self._n_train()
+        if self.latent_dim == 2 and self.n_lattice_ not in _lattice.FIBONACCI:
+            logger.info("n_lattice=%d is not a Fibonacci number; searching a lattice generator", self.n_lattice_)
+        self.lattice_generator_ = tuple(int(g) for g in _lattice.default_generator(self.n_lattice_, int(self.latent_dim)))
+
+    def _make_objective(self, seed, rng, sample, data, val) -> "LatticeObjective":
+        with seeded_torch(seed):
+            module = self._build_module(self.item_shape_, self.n_features_)
+        data.check(module.likelihood)
+        if val is not None:
+            val.check(module.likelihood)
+        module.likelihood.setup(sample)
+        module.to(self.device_)
+        self.module_ = module  # _stream (validation) reads the module being trained
+        return LatticeObjective(self, module, self.n_lattice_, rng, val_seed=self.seed_ + 1)
+
+    def _finish_fit(self, objective, result) -> None:
+        self.n_lattice_ = objective.n_lattice
+        self.best_val_log_likelihood_ = (
+            max(v for v in result.history["val_log_likelihood"] if math.isfinite(v))
+            if result.best_validation is not None else None)
+
+
+class LatticeObjective:
+    """The QLVM's training objective: per item, the randomly shifted lattice estimate
+    ``log (1/m) sum_j p(x | frac(z_j + shift))`` with a fresh shift per batch.
+
+    :meth:`set_lattice` changes m between epochs (for a lattice-size schedule).
+    """
+
+    def __init__(self, model: QLVM, module: QLVMModule, n_lattice: int, rng: np.random.Generator, *,
+                 val_seed: int):
+        self.model, self.module, self.rng, self.val_seed = model, module, rng, int(val_seed)
+        self.modules = {"module_": module}
+        self.set_lattice(n_lattice)
+
+    def set_lattice(self, n_lattice: int) -> None:
+        """Train (and validate) on the rank-1 lattice of ``n_lattice`` points from now on."""
+        d = int(self.model.latent_dim)
+        self.n_lattice = int(n_lattice)
+        self.points = torch.as_tensor(_lattice.lattice(self.n_lattice, d), dtype=torch.float32,
+                                      device=self.model.device_)
+
+    def batch_objective(self, x: torch.Tensor) -> torch.Tensor:
+        model, module = self.model, self.module
+        shift = torch.as_tensor(self.rng.random(int(model.latent_dim)), dtype=torch.float32,
+                                device=model.device_)
+        u = frac(self.points + shift)
+        with model._autocast():
+            params = module.params(u)
+        ll = module.likelihood.log_prob_matrix(x, params)
+        return torch.logsumexp(ll, dim=1) - math.log(self.n_lattice)
+
+    def validation_score(self, data) -> float:
+        res = self.model._stream(data, self.n_lattice, 1, seed=self.val_seed, show_progress=False)
+        return float(res["log_likelihood"].mean())

@@ -244,7 +244,7 @@ def project(model: QLVM, store, *, metadata: Mapping | None = None) -> xr.Datase
         coords[k] = v
     ds = add_item_coords(ds, coords)
     # the aggregate posterior on one lattice: the density the model itself assigns
-    w, pts = model.aggregate_posterior(store.spectrograms, n_lattice=min(model._n_eval(None), 6765))
+    w, pts = model.aggregate_posterior(store.spectrograms, n_lattice=min(model.eval_lattice_size(), 6765))
     ds = ds.assign(aggregate_posterior=("lattice_point", w), lattice_z=(("lattice_point", "latent"), pts))
     ds["aggregate_posterior"].attrs.update(long_name="(1/N) sum_i posterior weight of lattice point j")
     heldout = (getattr(model, "metadata_", None) or {}).get("heldout")
@@ -378,7 +378,7 @@ def make_figures(ds: xr.Dataset, model: QLVM | None, fig_dir, cfg: Mapping | Non
         attempt("geodesic", geodesic_fig)
 
     def posterior_fig():
-        w, pts = model.posterior(example_item, n_lattice=min(model._n_eval(None), 6765))
+        w, pts = model.posterior(example_item, n_lattice=min(model.eval_lattice_size(), 6765))
         fig, ax = plt.subplots(figsize=(6, 5))
         vplot.plot_posterior(w[0], pts, ax=ax, title="Lattice posterior of item 0")
         save(fig, "posterior_item0.png")
