@@ -27,3 +27,18 @@ def test_neural_tutorial(tmp_path):
         ["--out", str(tmp_path), "--n-bins", "1500", "--max-epochs", "15"])
     assert rho >= 0.95
     assert (tmp_path / "run" / "figures" / "tuning_curves.png").is_file()
+
+
+def test_scanpy_tutorial(tmp_path):
+    """The scanpy-user example on the real 10x subset (scanpy optional, anndata needed)."""
+    import pytest
+
+    anndata = pytest.importorskip("anndata")
+    out = _load("scanpy_tutorial").main(
+        ["--out", str(tmp_path), "--n-cells", "300", "--n-top-genes", "200", "--max-epochs", "3"])
+    back = anndata.read_h5ad(out["h5ad"])
+    assert back.n_obs == 300 and {"X_qlvm", "X_qlvm_torus"} <= set(back.obsm)
+    assert "counts" in back.layers and "qlvm_cluster" in back.obs
+    assert (tmp_path / "qlvm_map.png").stat().st_size > 5000
+    if importlib.util.find_spec("scanpy") is not None:
+        assert "X_pca" in back.obsm and "qlvm_neighbors" in back.uns
