@@ -36,6 +36,9 @@ def _as_array_like(X, name: str):
     if torch is not None and isinstance(X, torch.Tensor):
         return X.detach().cpu().numpy()
     if is_sparse(X):
+        from .data.sparse import check_sparse
+
+        X = check_sparse(X, what=name)   # before any compiled code touches its arrays
         if X.format not in ("csr", "csc"):
             X = X.tocsr()
         return X

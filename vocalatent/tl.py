@@ -215,7 +215,7 @@ def qlvm(adata, *, layer: str | None = None, model=None, key_added: str = "qlvm"
     if rows.size == 0:
         raise DataError(f"no cell has counts in the {len(sel_genes)} modelled genes")
     X = X[rows]
-    X = (X.toarray() if sparse.issparse(X) else np.asarray(X)).astype(np.float32)
+    X = (X.tocsr() if sparse.issparse(X) else np.asarray(X)).astype(np.float32)
     genes = [str(g) for g in cm.gene_names[sel_genes]]
     if model is None:
         preset = dict(load_pipeline("single_cell").get("model", {}))

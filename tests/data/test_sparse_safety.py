@@ -185,3 +185,12 @@ def test_in_memory_matrices_are_checked():
     np.testing.assert_array_equal(M.toarray(), dense)
     with pytest.raises(DataError, match="expected integers"):
         sparse_from_arrays(X.data, X.indices.astype(float), X.indptr, X.shape)
+
+
+def test_estimators_refuse_a_damaged_sparse_matrix():
+    from vocalatent import QLVM
+
+    X = _valid()
+    bad = sparse.csr_matrix((X.data, _set(X.indices, 2, N_GENES + 7), X.indptr), shape=X.shape)
+    with pytest.raises(DataError, match="indices run from"):
+        QLVM(likelihood="poisson", max_epochs=1, verbose=False).fit(bad)
