@@ -371,3 +371,41 @@ class VocalatentAccessor:
         kwargs.setdefault("mark_summary", False)
         return _plot.plot_posterior(self._ds["aggregate_posterior"].values, self._ds["lattice_z"].values,
                                     ax=ax, **kwargs)
+
+    # ------------------------------------------------------------------ the interactive page
+    def explore(self, path="map.html", *, model=None, store=None, audio_root=None, **kwargs):
+        """Write the interactive map of this embedding (an offline HTML page) and return it.
+
+        Parameters
+        ----------
+        path : path-like
+            The page to write.
+        model : fitted QLVM, optional
+            Clicking an empty place then shows what it decodes there.
+        store : SyllableStore or path-like, optional
+            The run's ``syllables.h5``: hover thumbnails (axes in kHz and ms) and, with its
+            recordings' folder, audio on click.
+        audio_root : path-like, optional
+            Where the recordings are (default: the store's root).
+        **kwargs
+            Passed to :func:`vocalatent.interactive.write_map` (``mode``, ``features``, ...).
+
+        Returns
+        -------
+        vocalatent.interactive.MapPage
+            Shows itself in an iframe in a notebook; ``.path`` is the file.
+        """
+        from .interactive import write_map
+
+        spectrograms = spec_params = None
+        if store is not None:
+            from pathlib import Path
+
+            from .data.store import SyllableStore
+
+            store = SyllableStore(store) if isinstance(store, (str, Path)) else store
+            spectrograms = store.spectrograms
+            spec_params = store.info.get("spectrogram_resolved") or store.params.get("spectrogram")
+            audio_root = audio_root if audio_root is not None else store.info.get("root")
+        return write_map(self._ds, path, model=model, spectrograms=spectrograms,
+                         spectrogram_params=spec_params, audio_root=audio_root, **kwargs)

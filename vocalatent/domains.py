@@ -1159,4 +1159,7 @@ def embed_matrix(path, out=None, *, pipeline=None, config=None, device="auto", s
     if cfg["analysis"].get("figures", True):
         wf.make_figures(ds, model, out / "figures", cfg, example_item=prepared.X[:1])
         domain_figures(ds, model, prepared, out / "figures", cfg)
+        from .interactive import write_job_map  # OUT/map.html; a notice if Bokeh is missing
+
+        write_job_map(out, ds=ds, model=model, features=prepared.X)
     return ds

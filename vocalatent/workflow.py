@@ -541,6 +541,9 @@ def embed(path, out=None, *, pipeline=None, config=None, latent_dim: int | None 
     if cfg["analysis"].get("figures", True):
         make_figures(ds, model, out / "figures", cfg,
                      example_item=np.asarray(store.spectrograms[np.array([0])]))
+        from .interactive import write_job_map  # OUT/map.html; a notice if Bokeh is missing
+
+        write_job_map(out, ds=ds, model=model)
     return ds
 
 

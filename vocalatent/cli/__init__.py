@@ -35,6 +35,7 @@ COMMAND_MODULES = [
     "vocalatent.cli.audio",   # segment, spectrograms
     "vocalatent.cli.data",    # data list / data fetch
     "vocalatent.cli.batch",   # batch
+    "vocalatent.cli.export",  # export (annotation files for Audacity, Raven, crowsetta)
 ]
 
 

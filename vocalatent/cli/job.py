@@ -167,8 +167,16 @@ def analyze(out, config, bandwidth, resolution):
 
 @click.command()
 @click.argument("out", type=click.Path(exists=True, file_okay=False))
-def plot(out):
-    """(Re)draw the figures of the run in OUT into OUT/figures."""
+@click.option("--html", "html", is_flag=True,
+              help="Write the interactive page OUT/map.html instead of the PNG figures "
+                   "(needs the 'interactive' extra: pip install 'vocalatent[interactive]').")
+def plot(out, html):
+    """(Re)draw the figures of the run in OUT into OUT/figures (--html: OUT/map.html)."""
+    if html:
+        from ..interactive import write_run_map
+
+        click.echo(str(write_run_map(out).path))
+        return
     from ..workflow import make_figures
 
     import numpy as np

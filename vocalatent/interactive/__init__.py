@@ -10,7 +10,7 @@ Needs the ``interactive`` extra (Bokeh): ``pip install 'vocalatent[interactive]'
 """
 
 from .page import MAX_INLINE_ITEMS, MapPage, MissingExtraError, require_bokeh, write_map
-from .run import write_run_map
+from .run import write_job_map, write_run_map
 
 __all__ = ["MAX_INLINE_ITEMS", "MapPage", "MissingExtraError", "require_bokeh", "write_map",
-           "write_run_map"]
+           "write_job_map", "write_run_map"]

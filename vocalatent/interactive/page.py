@@ -270,6 +270,17 @@ def _top_features(X, names, *, k: int = 8, batch: int = 4096) -> list[list[str]]
     return out
 
 
+def _top_decoded(model, z: np.ndarray, names, *, k: int = 8, batch: int = 4096) -> list[list[str]]:
+    """Per item: the ``k`` features of the decoded mean at its embedding most above their mean."""
+    names = np.asarray([str(x) for x in names]) if len(names) else None
+    parts = [np.log1p(np.maximum(np.asarray(model.decode(z[s:s + batch])), 0)) for s in range(0, len(z), batch)]
+    dec = np.concatenate(parts) if parts else np.zeros((0, 0))
+    if names is None or len(names) != dec.shape[1]:
+        names = np.asarray([f"feature {j}" for j in range(dec.shape[1])])
+    top = np.argsort(-(dec - dec.mean(axis=0)), axis=1)[:, :k]
+    return [list(names[t]) for t in top]
+
+
 def write_map(ds: xr.Dataset, path, *, model=None, spectrograms=None, spectrogram_params: dict | None = None,
               audio_root=None, features=None, feature_names=None, mode: str = "auto",
               thumb_size: int = 64, decoded_grid: int | None = None, margin_s: float = 0.05,
@@ -366,6 +377,11 @@ def write_map(ds: xr.Dataset, path, *, model=None, spectrograms=None, spectrogra
         items["top_features"] = _top_features(features, names)
         items["top_title"] = "top genes (vs. the mean cell)" if domain == "single_cell" else \
             "most active units (vs. their mean)"
+    elif model is not None and domain in ("single_cell", "neural") and len(tuple(model.output_shape_)) == 1:
+        names = json.loads(ds.attrs.get("features", "[]"))
+        items["top_features"] = _top_decoded(model, np.asarray(ds["embedding"].values), names)
+        items["top_title"] = ("top genes of the decoded profile at this cell's place" if domain == "single_cell"
+                              else "most active units decoded at this place")
 
     # ---------------------------------------------------------------- assets
     spec_params = dict(spectrogram_params or {})
@@ -388,7 +404,8 @@ def write_map(ds: xr.Dataset, path, *, model=None, spectrograms=None, spectrogra
     total = sum(len(p[1]) for grp in (thumbs, audio) if grp for p in grp[1])
     total += sum(len(p[1]) for p in decoded[1]) if decoded else 0
     if mode == "auto":
-        mode = "inline" if n <= max_inline_items and total <= MAX_INLINE_BYTES else "folder"
+        fits = n <= max_inline_items and total <= MAX_INLINE_BYTES
+        mode = "inline" if fits or total == 0 else "folder"
     assets_dir = path.parent / f"{path.stem}_files" if mode == "folder" else None
 
     def urls(group):
@@ -408,8 +425,8 @@ def write_map(ds: xr.Dataset, path, *, model=None, spectrograms=None, spectrogra
     if audio is not None:
         a = audio[0]
         page_data["audio"] = {"rate": a.rate, "slowdown": a.slowdown, "margin_s": a.margin_s,
-                              "sheet": a.sheet.tolist(), "start": _round(a.start, 4),
-                              "end": _round(a.end, 4), "sheets": urls(audio[1]),
+                              "sheet": a.sheet.tolist(), "start": _round(a.start, 6),
+                              "end": _round(a.end, 6), "sheets": urls(audio[1]),
                               "n_missing": int((a.sheet < 0).sum())}
     if decoded is not None:
         entry, group = decoded

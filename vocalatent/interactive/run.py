@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -13,11 +12,12 @@ from .page import MapPage, require_bokeh, write_map
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["write_run_map"]
+__all__ = ["write_job_map", "write_run_map"]
 
 
 def write_run_map(out, *, path=None, mode: str = "auto", audio_root=None, thumb_size: int = 64,
-                  decoded_grid: int | None = None, margin_s: float = 0.05, ds=None, model=None) -> MapPage:
+                  decoded_grid: int | None = None, margin_s: float = 0.05, ds=None, model=None,
+                  features=None) -> MapPage:
     """Write ``OUT/map.html`` from a run's ``embedding.nc``, ``model.pt`` and ``syllables.h5``.
 
     Parameters
@@ -32,6 +32,10 @@ def write_run_map(out, *, path=None, mode: str = "auto", audio_root=None, thumb_
         Where the recordings are (default: the store's root, else the run's input).
     ds, model : optional
         The run's embedding and model when the caller has them in memory (else read from OUT).
+    features : array-like [shape=(n_items, D)], optional
+        Counts of a cell / neural run (the job passes them): clicking an item lists its top
+        features. Without them the page lists the top features of the decoded profile at the
+        item's place.
 
     Returns
     -------
@@ -46,7 +50,7 @@ def write_run_map(out, *, path=None, mode: str = "auto", audio_root=None, thumb_
         from ..model import QLVM
 
         model = QLVM.load(out / "model.pt", device="cpu")
-    spectrograms = spec_params = features = None
+    spectrograms = spec_params = None
     root = audio_root
     store_path = out / "syllables.h5"
     if store_path.exists():
@@ -64,8 +68,6 @@ def write_run_map(out, *, path=None, mode: str = "auto", audio_root=None, thumb_
         spec_params = store.info.get("spectrogram_resolved") or store.params.get("spectrogram")
         if root is None:
             root = store.info.get("root") or ds.attrs.get("input")
-    elif ds.attrs.get("domain") in ("single_cell", "neural") and ds.attrs.get("input"):
-        features = _features_of(ds)
     if root is not None and not Path(root).exists():
         logger.warning("recordings not found at %s: the map has no audio", root)
         root = None
@@ -76,19 +78,18 @@ def write_run_map(out, *, path=None, mode: str = "auto", audio_root=None, thumb_
                      margin_s=margin_s, title=title)
 
 
-def _features_of(ds):
-    """The counts of a cell / neural run, read again from its input (None when that fails)."""
-    from .. import domains
+def write_job_map(out, *, ds=None, model=None, features=None):
+    """The end-to-end job's page: :func:`write_run_map`, but never failing the job.
+
+    A missing ``interactive`` extra gives a one-line notice; any other failure a warning (like
+    a broken figure). Returns the :class:`MapPage`, or None when no page was written.
+    """
+    from .page import MissingExtraError
 
     try:
-        cfg = json.loads(ds.attrs.get("config", "{}"))
-        prepared = domains.prepare(ds.attrs["input"], None, cfg, domain=ds.attrs["domain"])
-    except Exception as exc:  # noqa: BLE001 - the page is still useful without top features
-        logger.warning("top features left out of the map: reading %s failed (%s: %s)",
-                       ds.attrs.get("input"), type(exc).__name__, exc)
-        return None
-    if prepared.X.shape[0] != ds.sizes["item"]:
-        logger.warning("top features left out of the map: %s now has %d items, the embedding %d",
-                       ds.attrs["input"], prepared.X.shape[0], ds.sizes["item"])
-        return None
-    return prepared.X
+        return write_run_map(out, ds=ds, model=model, features=features)
+    except MissingExtraError as exc:
+        logger.warning("%s not written: %s", Path(out) / "map.html", exc)
+    except Exception as exc:  # noqa: BLE001 - the page must not lose the job's other outputs
+        logger.warning("%s not written: %s: %s", Path(out) / "map.html", type(exc).__name__, exc)
+    return None
