@@ -6,8 +6,8 @@ scale (a full-scale sine in the band reads 0 dB). Two ways to cut it (``mode``):
 
 ``"prominence"`` (default; robust to noise inside the bout)
     The level trace is smoothed (``smoothing_s``) and compared with a *local noise floor*:
-    the grey-scale opening (running minimum, then running maximum) of the trace over
-    ``floor_window_s``, so inside a bout the floor follows the gaps between syllables
+    the running minimum of the trace over a centred window of ``floor_window_s``, so inside a
+    bout the floor follows the gaps between syllables
     (reverberation, cage noise) instead of the file's silence. A segment is a run of frames
     more than ``boundary_db`` above the local floor holding a frame more than ``peak_db``
     above it; runs are split at every dip whose depth below the *lower of its two neighbouring
@@ -25,8 +25,9 @@ scale (a full-scale sine in the band reads 0 dB). Two ways to cut it (``mode``):
 
 In both modes segments closer than ``min_gap_s`` are merged (in ``"prominence"`` only across
 gaps shallower than ``split_db``, and never across a split dip); a segment longer than
-``max_dur_s`` is split at its deepest dips (largest prominence first) until its pieces fit,
-and one that has no dip left to split at is removed *and reported*; segments shorter than
+``max_dur_s`` is split at its deepest dips (largest prominence first; at least a quarter of
+``split_db`` deep) until its pieces fit, and one that has no dip left to split at is removed
+*and reported*; segments shorter than
 ``min_dur_s`` are removed. Nothing is dropped silently: :class:`SegmentReport` accounts for
 every frame above the boundary threshold (in a segment, or removed for a named reason), and
 :func:`vocalatent.audio.pipeline.segment_paths` collects the reports of all files.
@@ -48,7 +49,7 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 from scipy import fft as sp_fft
-from scipy.ndimage import gaussian_filter1d, grey_opening
+from scipy.ndimage import gaussian_filter1d, minimum_filter1d
 from scipy.signal import find_peaks, peak_prominences
 
 from .._utils import DataError, ParameterError, check_option, check_positive
@@ -125,9 +126,10 @@ class SegmentParams:
         ``peak_db``, ``split_db``). ``"ava"``: AVA-style hysteresis thresholds on a
         calibrated [0, 1] trace (``amp_min_db``, ``amp_max_db``, ``calib_percentiles``,
         ``min_range_db``, ``th1``, ``th2``, ``th3``). See the module docstring.
-    floor_window_s : float, default=1.0
-        Window (s) of the running noise floor (``"prominence"``). Longer than the longest
-        syllable, so that every window holds a gap.
+    floor_window_s : float, default=2.0
+        Window (s, centred) of the running minimum that is the local noise floor
+        (``"prominence"``). A continuous sound longer than about this window raises the floor
+        to its own level and is not found: keep it above twice the longest sound.
     boundary_db : float, default=5
         A segment runs while the smoothed level is more than this above the local floor.
     peak_db : float, default=10
@@ -176,7 +178,7 @@ class SegmentParams:
     """
 
     mode: str = "prominence"
-    floor_window_s: float = 1.0
+    floor_window_s: float = 2.0
     boundary_db: float = 5.0
     peak_db: float = 10.0
     split_db: float = 6.0
@@ -306,7 +308,7 @@ class AmplitudeTrace:
         ``level_db`` smoothed (``smoothing_s``), frames of digital silence raised to the
         quietest audible frame: the trace the ``"prominence"`` thresholds apply to.
     floor_db : np.ndarray [shape=(n_frames,)]
-        The local noise floor (dBFS): grey opening of ``smoothed_db`` over ``floor_window_s``.
+        The local noise floor (dBFS): running minimum of ``smoothed_db`` over ``floor_window_s``.
     """
 
     times: np.ndarray
@@ -477,7 +479,7 @@ def normalize_levels(levels: np.ndarray, params: SegmentParams, *, hop: int, npe
         a = gaussian_filter1d(a, sigma, mode="nearest")
         smoothed = gaussian_filter1d(smoothed, sigma, mode="nearest")
     width = max(3, int(round(params.floor_window_s / hop_s)) | 1)
-    floor = grey_opening(smoothed, size=width, mode="nearest")
+    floor = minimum_filter1d(smoothed, size=width, mode="nearest")
     times = (np.arange(levels.size) * hop + nperseg / 2) / sr
     return AmplitudeTrace(times=times, level_db=levels, normalized=a, lo_db=lo, hi_db=hi,
                           hop_s=hop_s, smoothed_db=smoothed, floor_db=floor)
@@ -505,23 +507,24 @@ def _dips(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _split_long(x: np.ndarray, s: int, e: int, max_frames: int | None, min_frames: int,
-                out: list, too_long: list) -> int:
+                min_depth: float, out: list, too_long: list) -> int:
     """Split ``x[s:e]`` at its deepest dips until each piece has at most ``max_frames`` frames.
 
-    Pieces that fit go to ``out``; pieces with no dip left (that leaves both sides at least
-    ``min_frames`` long) go to ``too_long``. Returns the number of splits made.
+    Pieces that fit go to ``out``; pieces with no dip left (at least ``min_depth`` deep, and
+    leaving both sides at least ``min_frames`` long) go to ``too_long``. Returns the number
+    of splits made.
     """
     if max_frames is None or e - s <= max_frames:
         out.append((s, e))
         return 0
     idx, depth = _dips(x[s:e])
-    ok = (idx >= min_frames) & (idx <= e - s - min_frames)
+    ok = (idx >= min_frames) & (idx <= e - s - min_frames) & (depth >= min_depth)
     if not ok.any():
         too_long.append((s, e))
         return 0
     v = s + int(idx[ok][np.argmax(depth[ok])])
-    return 1 + _split_long(x, s, v, max_frames, min_frames, out, too_long) \
-        + _split_long(x, v, e, max_frames, min_frames, out, too_long)
+    return 1 + _split_long(x, s, v, max_frames, min_frames, min_depth, out, too_long) \
+        + _split_long(x, v, e, max_frames, min_frames, min_depth, out, too_long)
 
 
 def _candidates_prominence(trace: AmplitudeTrace, params: SegmentParams):
@@ -645,8 +648,11 @@ def segments_from_trace(trace: AmplitudeTrace, params: SegmentParams, *,
     min_frames = max(1, int(np.ceil(params.min_dur_s / hop - 1e-9)))
     fitted, too_long = [], []
     n_split = 0
+    # a dip must stand out of the trace's ripple to be cut at: a quarter of split_db (or of
+    # th2 - th1 in "ava" units)
+    min_depth = params.split_db / 4 if params.mode == "prominence" else (params.th2 - params.th1) / 4
     for s, e in pieces:
-        n_split += _split_long(x, s, e, max_frames, min_frames, fitted, too_long)
+        n_split += _split_long(x, s, e, max_frames, min_frames, min_depth, fitted, too_long)
     keep = [(s, e) for s, e in fitted if (e - s) * hop >= params.min_dur_s - 1e-9]
     too_short = [(s, e) for s, e in fitted if (e - s) * hop < params.min_dur_s - 1e-9]
     half = hop / 2

@@ -35,7 +35,7 @@ DEFAULT_GRIDS: dict[str, dict[str, list]] = {
         "peak_db": [6.0, 8.0, 10.0, 13.0, 16.0, 20.0, 25.0],
         "smoothing_s": [0.001, 0.002, 0.004, 0.007],
         "min_dur_s": [0.005, 0.01, 0.02, 0.03],
-        "floor_window_s": [0.5, 1.0, 2.0],
+        "floor_window_s": [1.0, 2.0, 4.0],
         "edge_db": [None, 30.0, 20.0, 15.0, 10.0],
     },
     "ava": {
