@@ -26,10 +26,10 @@ def _opts(cmd):
 
 def test_registry_lists_every_area():
     assert COMMAND_MODULES == ["vocalatent.cli.job", "vocalatent.cli.audio", "vocalatent.cli.data",
-                               "vocalatent.cli.batch"]
+                               "vocalatent.cli.batch", "vocalatent.cli.export"]
     names = {" ".join(n) for n, _ in _commands()}
     assert {"embed", "train", "project", "evaluate", "analyze", "plot", "pipelines", "config",
-            "segment", "spectrograms", "data list", "data fetch", "batch"} <= names
+            "segment", "spectrograms", "data list", "data fetch", "batch", "export"} <= names
 
 
 def test_same_flag_same_spelling_everywhere():
