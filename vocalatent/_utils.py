@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import logging
 import os
+import struct
 import tempfile
+import zipfile
+import zlib
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -36,6 +39,15 @@ class DataError(VocalatentError, ValueError):
     def __init__(self, message: str, *, path: str | os.PathLike | None = None):
         self.path = None if path is None else str(path)
         super().__init__(f"{self.path}: {message}" if self.path else message)
+
+
+#: What parsers of the libraries we read files with raise on a damaged or foreign file
+#: (zip/gzip/zlib streams, truncated binary formats, text in another encoding; h5py
+#: reports damaged HDF5 structures as RuntimeError). A reader
+#: catches these around its parsing call and raises a DataError naming the file.
+READ_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, EOFError, KeyError,
+                                                IndexError, UnicodeDecodeError, zlib.error,
+                                                zipfile.BadZipFile, struct.error, RuntimeError)
 
 
 class NotFittedError(VocalatentError, AttributeError):

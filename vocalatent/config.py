@@ -54,6 +54,8 @@ def _read_toml(path: Path) -> dict:
         raise DataError(f"cannot read pipeline file ({exc})", path=path) from None
     except tomllib.TOMLDecodeError as exc:
         raise DataError(f"invalid TOML ({exc})", path=path) from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"invalid TOML (not UTF-8 text: {exc})", path=path) from None
 
 
 def _known_names() -> list[str]:

@@ -31,7 +31,7 @@ from typing import Literal, Mapping, Sequence
 
 import numpy as np
 
-from .._utils import DataError, ParameterError, check_option, check_positive, logger
+from .._utils import READ_ERRORS, DataError, ParameterError, check_option, check_positive, logger
 
 __all__ = [
     "NeuralCounts",
@@ -251,15 +251,18 @@ def bin_spikes(spike_times: Sequence[np.ndarray] | Mapping[str, np.ndarray], *, 
 
 def _read_text_spikes(path: Path) -> dict[str, np.ndarray]:
     rows: list[list[float]] = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            line = line.split("#", 1)[0].strip()
-            if not line:
-                continue
-            try:
-                rows.append([float(v) for v in line.replace(",", " ").split()])
-            except ValueError as exc:
-                raise DataError(f"line {lineno}: not numbers ({exc})", path=path) from exc
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"not a readable text file of spike times: {exc}", path=path) from exc
+    for lineno, line in enumerate(text.splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        try:
+            rows.append([float(v) for v in line.replace(",", " ").split()])
+        except ValueError as exc:
+            raise DataError(f"line {lineno}: not numbers ({exc})", path=path) from exc
     if not rows:
         raise DataError("no spike times in the file (only comments or blank lines)", path=path)
     if all(len(r) == 1 for r in rows):        # one column: a single unit
@@ -303,8 +306,9 @@ def read_spike_times(path, *, time_unit: Literal["s", "ms", "us"] = "s",
         try:
             with np.load(path, allow_pickle=False) as z:
                 units = {k: np.asarray(z[k]) for k in z.files}
-        except ValueError as exc:
-            raise DataError(f"not a readable npz file of numeric arrays: {exc}", path=path) from exc
+        except READ_ERRORS as exc:
+            raise DataError(f"not a readable npz file of numeric arrays: {type(exc).__name__}: {exc}",
+                            path=path) from exc
     elif ext in (".h5", ".hdf5"):
         import h5py
 
@@ -323,7 +327,10 @@ def read_spike_times(path, *, time_unit: Literal["s", "ms", "us"] = "s",
                 if not isinstance(node, h5py.Dataset):
                     raise DataError(f"{key}/{name} is a group; expected one 1-D dataset per unit",
                                     path=path)
-                units[name] = np.asarray(node[...])
+                try:
+                    units[name] = np.asarray(node[...])
+                except READ_ERRORS as exc:
+                    raise DataError(f"{key}/{name} is unreadable: {exc}", path=path) from exc
     else:
         units = _read_text_spikes(path)
     if not units:
@@ -372,14 +379,19 @@ def read_nwb_units(path, *, backend: Literal["pynwb", "h5py"] = "pynwb") -> dict
     else:
         import h5py
 
-        with h5py.File(path, "r") as f:
-            if "units" not in f or "spike_times" not in f["units"]:
-                raise DataError("no units/spike_times table in the file", path=path)
-            g = f["units"]
-            flat = np.asarray(g["spike_times"][...], dtype=np.float64)
-            ends = (np.asarray(g["spike_times_index"][...], dtype=np.int64)
-                    if "spike_times_index" in g else np.asarray([flat.size]))
-            ids = np.asarray(g["id"][...]) if "id" in g else np.arange(ends.size)
+        try:
+            with h5py.File(path, "r") as f:
+                if "units" not in f or "spike_times" not in f["units"]:
+                    raise DataError("no units/spike_times table in the file", path=path)
+                g = f["units"]
+                flat = np.asarray(g["spike_times"][...], dtype=np.float64)
+                ends = (np.asarray(g["spike_times_index"][...], dtype=np.int64)
+                        if "spike_times_index" in g else np.asarray([flat.size]))
+                ids = np.asarray(g["id"][...]) if "id" in g else np.arange(ends.size)
+        except DataError:
+            raise
+        except READ_ERRORS as exc:
+            raise DataError(f"not a readable NWB (HDF5) file: {exc}", path=path) from exc
         if ids.size != ends.size:
             raise DataError(f"units/id has {ids.size} entries but spike_times_index has "
                             f"{ends.size}", path=path)
@@ -482,30 +494,41 @@ def read_binned(path, *, counts_key: str = "counts", time_key: str = "time",
     ext = path.suffix.lower()
     time = names = None
     if ext == ".npz":
-        with np.load(path, allow_pickle=False) as z:
-            keys = list(z.files)
-            if counts_key in keys:
-                counts = z[counts_key]
-            elif len(keys) == 1:
-                counts = z[keys[0]]
-            else:
-                raise DataError(f"no array {counts_key!r} (arrays: {keys}); pass counts_key=",
-                                path=path)
-            time = z[time_key] if time_key in keys else None
-            names = z[units_key] if units_key in keys else None
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                keys = list(z.files)
+                if counts_key in keys:
+                    counts = z[counts_key]
+                elif len(keys) == 1:
+                    counts = z[keys[0]]
+                else:
+                    raise DataError(f"no array {counts_key!r} (arrays: {keys}); pass counts_key=",
+                                    path=path)
+                time = z[time_key] if time_key in keys else None
+                names = z[units_key] if units_key in keys else None
+        except DataError:
+            raise
+        except READ_ERRORS as exc:
+            raise DataError(f"not a readable npz file of numeric arrays: {type(exc).__name__}: {exc}",
+                            path=path) from exc
     elif ext in (".h5", ".hdf5"):
         import h5py
 
-        with h5py.File(path, "r") as f:
-            if counts_key not in f:
-                raise DataError(f"no dataset {counts_key!r} (keys: {sorted(f.keys())}); "
-                                "pass counts_key=", path=path)
-            counts = np.asarray(f[counts_key][...])
-            time = np.asarray(f[time_key][...]) if time_key in f else None
-            if units_key in f:
-                node = f[units_key]
-                names = (node.asstr()[...] if h5py.check_string_dtype(node.dtype) is not None
-                         else node[...])
+        try:
+            with h5py.File(path, "r") as f:
+                if counts_key not in f:
+                    raise DataError(f"no dataset {counts_key!r} (keys: {sorted(f.keys())}); "
+                                    "pass counts_key=", path=path)
+                counts = np.asarray(f[counts_key][...])
+                time = np.asarray(f[time_key][...]) if time_key in f else None
+                if units_key in f:
+                    node = f[units_key]
+                    names = (node.asstr()[...] if h5py.check_string_dtype(node.dtype) is not None
+                             else node[...])
+        except DataError:
+            raise
+        except READ_ERRORS as exc:
+            raise DataError(f"not a readable HDF5 file of binned counts: {exc}", path=path) from exc
     elif ext in (".csv", ".tsv", ".txt"):
         import pandas as pd
 

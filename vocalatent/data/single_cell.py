@@ -34,7 +34,7 @@ import pandas as pd
 from scipy import io as spio
 from scipy import sparse
 
-from .._utils import DataError, ParameterError, check_option, check_positive, logger
+from .._utils import READ_ERRORS, DataError, ParameterError, check_option, check_positive, logger
 from .sparse import check_sparse, sparse_from_arrays
 
 __all__ = [
@@ -462,8 +462,10 @@ def read_h5ad(path, *, layer: str | None = None, allow_non_integer: bool = False
         with h5py.File(path, "r") as f:
             return _read_anndata_group(f, path=path, layer=layer,
                                        allow_non_integer=allow_non_integer, fmt="h5ad")
-    except OSError as exc:
-        raise DataError(f"not a readable HDF5 file: {exc}", path=path) from exc
+    except DataError:
+        raise
+    except READ_ERRORS as exc:
+        raise DataError(f"not a readable HDF5 file: {type(exc).__name__}: {exc}", path=path) from exc
 
 
 def read_zarr(path, *, layer: str | None = None, allow_non_integer: bool = False) -> CountMatrix:
@@ -612,39 +614,45 @@ def read_10x_h5(path, *, gene_expression_only: bool = True, gene_names: Literal[
         f = h5py.File(path, "r")
     except OSError as exc:
         raise DataError(f"not a readable HDF5 file: {exc}", path=path) from exc
-    with f:
-        if "matrix" in f:
-            g = f["matrix"]
-            feats = g.get("features")
-            if feats is None:
-                raise DataError("matrix/ has no features group (is this a CellRanger v3 file?)",
-                                path=path)
-            ids = _read_array(feats["id"])
-            names = _read_array(feats["name"]) if "name" in feats else ids
-            ftype = (_read_array(feats["feature_type"]) if "feature_type" in feats
-                     else np.full(ids.size, "Gene Expression", dtype=object))
-            where = "matrix"
-        else:
-            groups = [k for k in f.keys() if _is_group(f[k]) and "barcodes" in f[k]]
-            if len(groups) != 1:
-                raise DataError(f"no 'matrix' group and {len(groups)} per-genome groups "
-                                f"(keys: {sorted(f.keys())}); not a 10x HDF5 matrix", path=path)
-            g, where = f[groups[0]], groups[0]
-            ids = _read_array(g["genes"])
-            names = _read_array(g["gene_names"]) if "gene_names" in g else ids
-            ftype = np.full(ids.size, "Gene Expression", dtype=object)
-        for key in ("data", "indices", "indptr", "shape", "barcodes"):
-            if key not in g:
-                raise DataError(f"{where}/ has no {key!r}", path=path)
-        n_feat, n_bc = (int(s) for s in g["shape"][...])
-        barcodes = _read_array(g["barcodes"])
-        if barcodes.size != n_bc:
-            raise DataError(f"{barcodes.size} barcodes but shape says {n_bc}", path=path)
-        if ids.size != n_feat:
-            raise DataError(f"{ids.size} features but shape says {n_feat}", path=path)
-        # stored compressed by barcode: CSR of (barcodes x features)
-        X = sparse_from_arrays(g["data"][...], g["indices"][...], g["indptr"][...],
-                               (n_bc, n_feat), fmt="csr", path=path, what=f"{where}/")
+    try:
+        with f:
+            if "matrix" in f:
+                g = f["matrix"]
+                feats = g.get("features")
+                if feats is None:
+                    raise DataError("matrix/ has no features group (is this a CellRanger v3 file?)",
+                                    path=path)
+                ids = _read_array(feats["id"])
+                names = _read_array(feats["name"]) if "name" in feats else ids
+                ftype = (_read_array(feats["feature_type"]) if "feature_type" in feats
+                         else np.full(ids.size, "Gene Expression", dtype=object))
+                where = "matrix"
+            else:
+                groups = [k for k in f.keys() if _is_group(f[k]) and "barcodes" in f[k]]
+                if len(groups) != 1:
+                    raise DataError(f"no 'matrix' group and {len(groups)} per-genome groups "
+                                    f"(keys: {sorted(f.keys())}); not a 10x HDF5 matrix", path=path)
+                g, where = f[groups[0]], groups[0]
+                ids = _read_array(g["genes"])
+                names = _read_array(g["gene_names"]) if "gene_names" in g else ids
+                ftype = np.full(ids.size, "Gene Expression", dtype=object)
+            for key in ("data", "indices", "indptr", "shape", "barcodes"):
+                if key not in g:
+                    raise DataError(f"{where}/ has no {key!r}", path=path)
+            n_feat, n_bc = (int(s) for s in g["shape"][...])
+            barcodes = _read_array(g["barcodes"])
+            if barcodes.size != n_bc:
+                raise DataError(f"{barcodes.size} barcodes but shape says {n_bc}", path=path)
+            if ids.size != n_feat:
+                raise DataError(f"{ids.size} features but shape says {n_feat}", path=path)
+            # stored compressed by barcode: CSR of (barcodes x features)
+            X = sparse_from_arrays(g["data"][...], g["indices"][...], g["indptr"][...],
+                                   (n_bc, n_feat), fmt="csr", path=path, what=f"{where}/")
+    except DataError:
+        raise
+    except READ_ERRORS as exc:
+        raise DataError(f"not a readable 10x HDF5 matrix: {type(exc).__name__}: {exc}",
+                        path=path) from exc
     var = pd.DataFrame({"gene_id": ids, "gene_symbol": names, "feature_type": ftype})
     if gene_expression_only:
         keep = np.asarray(ftype == "Gene Expression")
@@ -673,8 +681,12 @@ def _find(folder: Path, stems: tuple[str, ...]) -> Path | None:
 
 def _read_tsv_lines(path: Path) -> list[list[str]]:
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as fh:
-        return [line.rstrip("\n\r").split("\t") for line in fh if line.strip()]
+    try:
+        with opener(path, "rt", encoding="utf-8") as fh:
+            return [line.rstrip("\n\r").split("\t") for line in fh if line.strip()]
+    except READ_ERRORS as exc:
+        raise DataError(f"not a readable tab-separated file: {type(exc).__name__}: {exc}",
+                        path=path) from exc
 
 
 def read_mtx_dir(path, *, gene_names: Literal["name", "id"] = "name",
@@ -712,7 +724,7 @@ def read_mtx_dir(path, *, gene_names: Literal["name", "id"] = "name",
         opener = gzip.open if mtx.suffix == ".gz" else open
         with opener(mtx, "rb") as fh:
             M = spio.mmread(fh)
-    except (ValueError, OSError) as exc:
+    except READ_ERRORS as exc:
         raise DataError(f"not a readable Matrix Market file: {exc}", path=mtx) from exc
     M = sparse.csr_matrix(check_sparse(M, path=mtx, what=mtx.name)) if sparse.issparse(M) else np.asarray(M)
     barcodes = np.asarray([row[0] for row in _read_tsv_lines(bc)], dtype=object)
@@ -777,7 +789,7 @@ def _read_table_fast(path: Path, sep: str):
             fh.readline()
             X = np.loadtxt(fh, delimiter=sep, usecols=range(1, len(header)), dtype=np.float64,
                            ndmin=2)
-    except (ValueError, OSError, UnicodeDecodeError):
+    except READ_ERRORS:
         return None
     if X.shape != (len(rows), len(header) - 1):
         return None
@@ -812,7 +824,7 @@ def read_csv(path, *, transpose: bool | Literal["auto"] = "auto", sep: str | Non
     if table is None:  # quoting, missing values, ...: let pandas parse it and explain problems
         try:
             df = pd.read_csv(path, sep=sep, index_col=0, engine="c")
-        except (ValueError, OSError, pd.errors.ParserError) as exc:
+        except (*READ_ERRORS, pd.errors.ParserError) as exc:
             raise DataError(f"not a readable table: {exc}", path=path) from exc
         if df.shape[0] == 0 or df.shape[1] == 0:
             raise DataError(f"the table is empty ({df.shape[0]} rows x {df.shape[1]} columns)",
