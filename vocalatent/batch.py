@@ -51,7 +51,9 @@ from ._version import __version__
 from .locks import OutputLockedError, output_lock
 from .sessions import SessionManifest, check_reference, load_sessions
 
-__all__ = ["BatchLockedError", "BatchResult", "ConcatSpectrograms", "run_batch"]
+__all__ = ["BatchLockedError", "BatchResult", "BatchRun", "ConcatSpectrograms", "ItemRange",
+           "EMBED_BLOCK_ITEMS", "SessionState", "calibrate_stage", "combine_stage", "embed_stage", "item_chunks",
+           "plan_batch", "run_batch", "segment_stage", "store_stage", "train_stage"]
 
 CLUSTERS = ("local", "slurm", "pbs")
 ERROR_COLUMNS = ["session", "file", "error"]
@@ -254,22 +256,170 @@ def _worker_model(path: str, sha: str, device: str, memory_mb: float | None):
     return model
 
 
+class ItemRange:
+    """Items ``start .. stop-1`` of a lazy array-like (e.g. a store's spectrograms), lazily.
+
+    Indexing takes positions relative to ``start`` and reads only those rows.
+
+    Parameters
+    ----------
+    array : array-like [shape=(N, ...)]
+    start, stop : int
+        ``0 <= start < stop <= N``.
+    """
+
+    def __init__(self, array, start: int, stop: int):
+        n = len(array)
+        if not 0 <= start < stop <= n:
+            raise ParameterError(f"item range [{start}, {stop}) is not inside [0, {n})")
+        self._array, self._start, self._stop = array, int(start), int(stop)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self._stop - self._start,) + tuple(self._array.shape[1:])
+
+    @property
+    def dtype(self):
+        return np.dtype(np.float32)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __len__(self) -> int:
+        return self._stop - self._start
+
+    def __getitem__(self, idx):
+        n = len(self)
+        if isinstance(idx, (int, np.integer)):
+            if not -n <= idx < n:
+                raise IndexError(f"index {idx} is out of range for {n} items")
+            return np.asarray(self._array[self._start + int(idx) % n], dtype=np.float32)
+        if isinstance(idx, slice):
+            idx = np.arange(n)[idx]
+        flat, shape = item_indices(idx, n)
+        out = np.asarray(self._array[flat + self._start], dtype=np.float32)
+        return out.reshape(shape + tuple(self._array.shape[1:]))
+
+    def __array__(self, dtype=None, copy=None):
+        out = self[:]
+        return out if dtype is None else out.astype(dtype)
+
+
+class _StoreRange:
+    """The ``segments`` and ``spectrograms`` of items ``start .. stop-1`` of a store."""
+
+    def __init__(self, store, start: int, stop: int):
+        self.spectrograms = ItemRange(store.spectrograms, start, stop)
+        self.segments = store.segments.iloc[start:stop].reset_index(drop=True)
+
+
+#: Items per transform call in a batch embedding: the unit of its arithmetic. Item chunks are
+#: whole numbers of blocks, so the values do not depend on how a session is split.
+EMBED_BLOCK_ITEMS = 4096
+_AGG = ("aggregate_posterior", "lattice_z", "block_sums")
+
+
+def _embed_blocks(model, store, start: int, stop: int, metadata: dict, block: int):
+    """Embed items ``[start, stop)`` block by block (blocks aligned on multiples of ``block``).
+
+    Returns the per-item Dataset (blocks concatenated), the blocks' aggregate-posterior sums
+    ``n_b * w_b`` (float64, shape (n_blocks, m)) and the first block's Dataset (for the
+    lattice points and attributes)."""
+    import xarray as xr
+
+    from .workflow import project
+
+    parts, sums = [], []
+    for a in range(start, stop, block):
+        b = min(stop, a + block)
+        ds = project(model, _StoreRange(store, a, b), metadata=metadata)
+        sums.append(ds["aggregate_posterior"].values.astype(np.float64) * (b - a))
+        parts.append(ds)
+    per_item = [p.drop_vars(["aggregate_posterior", "lattice_z"]) for p in parts]
+    items = per_item[0] if len(per_item) == 1 else xr.concat(
+        per_item, dim="item", data_vars="minimal", coords="minimal", compat="equals",
+        join="exact", combine_attrs="override")
+    return items, np.stack(sums), parts[0]
+
+
+def _assemble(items, block_sums: np.ndarray, first):
+    """A session's embedding from its per-item Dataset and its blocks' aggregate sums.
+
+    The aggregate posterior is ``sum_b n_b w_b / N`` summed in block order (one block: its own
+    ``w``), so a session split into chunks of whole blocks gives the one-task values."""
+    n = int(items.sizes["item"])
+    if len(block_sums) == 1:
+        agg = first["aggregate_posterior"].values.astype(np.float64)
+    else:
+        total = np.zeros(block_sums.shape[1], dtype=np.float64)
+        for row in block_sums:
+            total += row
+        agg = total / n
+    ds = items.assign_coords(item=np.arange(n))
+    ds = ds.assign(aggregate_posterior=("lattice_point", agg), lattice_z=first["lattice_z"])
+    ds["aggregate_posterior"].attrs.update(first["aggregate_posterior"].attrs)
+    for name in ds.variables:
+        ds[name].encoding = {}
+    return ds
+
+
 def _embed_task(task: dict) -> dict:
-    """Project one session's store into the map; write its embedding.nc, then the marker."""
+    """Embed items ``[start, stop)`` of one session's store (``block`` items per transform).
+
+    The whole session (``start == 0`` and ``stop`` = its size) is written to ``embedding.nc``
+    and its marker; a chunk to ``embedding_parts/<start>-<stop>.nc`` (with its blocks'
+    aggregate sums) and its own marker, so that a restarted run redoes only the chunks that
+    were not finished.
+    """
     from .data.store import SyllableStore
     from .embedding import write_embedding
-    from .workflow import project
 
     sdir = Path(task["dir"])
     model = _worker_model(task["model"], task["model_sha256"], task["device"], task["memory_mb"])
     store = SyllableStore(sdir / "syllables.h5")
     try:
-        ds = project(model, store, metadata=task["metadata"])
+        start, stop = int(task["start"]), int(task["stop"])
+        whole = start == 0 and stop == len(store)
+        items, sums, first = _embed_blocks(model, store, start, stop, task["metadata"],
+                                           int(task["block"]))
     finally:
         store.close()
+    n = int(items.sizes["item"])
+    if whole:
+        write_embedding(_assemble(items, sums, first), sdir / "embedding.nc")
+        _write_json({"key": task["key"], "n_items": n}, sdir / "embedding.json")
+    else:
+        part = items.assign(block_sums=(("block", "lattice_point"), sums),
+                            aggregate_posterior=first["aggregate_posterior"],
+                            lattice_z=first["lattice_z"])
+        path = _part_path(sdir, start, stop)
+        write_embedding(part, path)
+        _write_json({"key": task["key"], "n_items": n}, path.with_suffix(".json"))
+    return {"n_items": n}
+
+
+def _part_path(sdir: Path, start: int, stop: int) -> Path:
+    return sdir / "embedding_parts" / f"{start:09d}-{stop:09d}.nc"
+
+
+def _merge_parts(sdir: Path, ranges: list[tuple[int, int]], key: str) -> int:
+    """Concatenate a session's embedded chunks (item order) into its embedding.nc."""
+    import xarray as xr
+
+    from .embedding import read_embedding, write_embedding
+
+    parts = [read_embedding(_part_path(sdir, a, b)) for a, b in ranges]
+    sums = np.concatenate([p["block_sums"].values for p in parts])
+    items = xr.concat([p.drop_vars(list(_AGG)) for p in parts], dim="item",
+                      data_vars="minimal", coords="minimal", compat="equals", join="exact",
+                      combine_attrs="override")
+    ds = _assemble(items, sums, parts[0])
     write_embedding(ds, sdir / "embedding.nc")
-    _write_json({"key": task["key"], "n_items": int(ds.sizes["item"])}, sdir / "embedding.json")
-    return {"n_items": int(ds.sizes["item"])}
+    n = int(ds.sizes["item"])
+    _write_json({"key": key, "n_items": n, "parts": [list(r) for r in ranges]},
+                sdir / "embedding.json")
+    return n
 
 
 # --------------------------------------------------------------------------------------------
@@ -308,14 +458,11 @@ def _dask_client(scheduler, cluster: str, workers: int | None,
         opts.setdefault("env", {"VOCALATENT_NO_PROGRESS": "1"})
         cl = LocalCluster(**opts)
     else:
-        try:
-            import dask_jobqueue
-        except ImportError:
-            raise ParameterError(f"cluster={cluster!r} needs the dask-jobqueue package "
-                                 "(pip install dask-jobqueue); see docs/batch.md") from None
-        cls = dask_jobqueue.SLURMCluster if cluster == "slurm" else dask_jobqueue.PBSCluster
-        cl = cls(**opts)
-        cl.scale(jobs=workers or 1)
+        from .jobqueue import jobqueue_cluster
+
+        with jobqueue_cluster(cluster, workers or 1, opts) as client:
+            yield client
+        return
     client = Client(cl)
     try:
         yield client
@@ -418,7 +565,7 @@ class BatchResult:
 
 
 # --------------------------------------------------------------------------------------------
-# the run
+# the run's state
 # --------------------------------------------------------------------------------------------
 def _audio_settings(cfg: Mapping) -> dict:
     audio = cfg.get("audio", {})
@@ -426,12 +573,6 @@ def _audio_settings(cfg: Mapping) -> dict:
     return {"annotations": str(audio.get("annotations", "auto")),
             "channel": "all" if channel == "all" else int(channel),
             "chunk_s": float(audio.get("chunk_s", 60.0))}
-
-
-def _lap(timings: dict, stage: str, since: float) -> float:
-    now = time.perf_counter()
-    timings[stage] = now - since
-    return now
 
 
 def _model_spectrogram(model_path: Path) -> dict | None:
@@ -446,6 +587,480 @@ def _model_spectrogram(model_path: Path) -> dict | None:
     return pre.get("spectrogram_resolved") or pre.get("spectrogram")
 
 
+@dataclass
+class SessionState:
+    """One session's progress through the stages of a batch run.
+
+    Attributes
+    ----------
+    session : Session
+        The manifest entry.
+    dir : pathlib.Path
+        ``OUT/sessions/<id>``.
+    metadata : dict
+        ``session`` and the manifest's metadata columns: the item coordinates it adds.
+    status : {"done", "failed"}
+        "failed" once any stage failed for the whole session.
+    n_items : int
+        Syllables in its store (after the spectrogram stage).
+    n_failed_files : int
+        Files that could not be segmented or read.
+    segment_key, store_key, embed_key : str
+        The completion-marker keys of its stages ("" until computed).
+    """
+
+    session: Any
+    dir: Path
+    metadata: dict
+    status: str = "done"
+    n_items: int = 0
+    n_failed_files: int = 0
+    segment_key: str = ""
+    store_key: str = ""
+    embed_key: str = ""
+
+    @property
+    def id(self) -> str:
+        return self.session.id
+
+    @property
+    def usable(self) -> bool:
+        """Not failed and has syllables."""
+        return self.status != "failed" and self.n_items > 0
+
+
+@dataclass
+class BatchRun:
+    """Everything a batch run's stages read and update: one object, passed from stage to stage.
+
+    Made by :func:`plan_batch` (which validates every argument and touches no file); each
+    stage function (:func:`segment_stage`, :func:`calibrate_stage`, :func:`store_stage`,
+    :func:`train_stage`, :func:`embed_stage`, :func:`combine_stage`) reads what the stages
+    before it wrote to ``out`` (through their completion markers), so a stage can be run —
+    and resumed — on its own, e.g. ``embed_stage(run)`` after a crash during embedding.
+    The Dask stages need ``run.client``.
+
+    Attributes
+    ----------
+    manifest : SessionManifest
+    out : pathlib.Path
+    sessions : dict of str to SessionState
+        In manifest order.
+    reference : list of str
+        The sessions that calibrate and train.
+    cfg : dict
+        The resolved configuration.
+    seg_params, spec_params
+        Segment and spectrogram parameters (``spec_params`` resolved by the calibration).
+    model_path : pathlib.Path or None
+        The model to embed with (given, or trained by :func:`train_stage`).
+    errors : list of dict
+        Stage- and session-level errors (``session``, ``file``, ``error``).
+    timings : dict
+        Seconds per stage.
+    client : distributed.Client or None
+    """
+
+    manifest: SessionManifest
+    out: Path
+    sessions: dict
+    reference: list
+    cfg: dict
+    seg_params: Any
+    spec_params: Any
+    audio: dict
+    dtype: str = "float32"
+    device: str = "auto"
+    seed: int = 0
+    calib_syllables: int = 500
+    embed_memory_mb: float | None = None
+    embed_chunk_items: int = 20480
+    embed_block_items: int = EMBED_BLOCK_ITEMS
+    train_in_memory_mb: float = 2048.0
+    model_path: Path | None = None
+    given_model: bool = False
+    errors: list = field(default_factory=list)
+    timings: dict = field(default_factory=dict)
+    token: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    client: Any = None
+
+    def fail(self, sid: str, error: str) -> None:
+        """Mark a session failed (``sid`` "" for a run-level error) and record the error."""
+        if sid:
+            self.sessions[sid].status = "failed"
+        self.errors.append({"session": sid, "file": "", "error": error})
+
+    def _key(self, name: str, sid: str, i: int | str = "") -> str:
+        return f"vl-{name}-{sid}-{i}-{self.token}" if i != "" else f"vl-{name}-{sid}-{self.token}"
+
+
+def plan_batch(manifest: str | os.PathLike | SessionManifest, out: str | os.PathLike, *,
+               pipeline: str | os.PathLike | None = None, config: str | os.PathLike | None = None,
+               overrides: Mapping[str, Any] | None = None,
+               reference_sessions: Sequence[str] | None = None,
+               model: str | os.PathLike | None = None, device: str = "auto",
+               seed: int | None = None, dtype: str = "float32", calib_syllables: int = 500,
+               embed_memory_mb: float | None = None, embed_chunk_items: int = 20480,
+               embed_block_items: int = EMBED_BLOCK_ITEMS,
+               train_in_memory_mb: float = 2048.0) -> BatchRun:
+    """Validate a batch run's arguments and build its :class:`BatchRun` (no file is written).
+
+    Parameters are those of :func:`run_batch`.
+    """
+    from .audio.segment import SegmentParams
+    from .audio.spectrogram import SpectrogramParams
+    from .workflow import resolve
+
+    check_option("dtype", dtype, ["float32", "float16", "uint8"])
+    check_positive("calib_syllables", calib_syllables, integer=True)
+    check_positive("train_in_memory_mb", train_in_memory_mb, allow_zero=True)
+    check_positive("embed_chunk_items", embed_chunk_items, integer=True)
+    check_positive("embed_block_items", embed_block_items, integer=True)
+    if embed_memory_mb is not None:
+        check_positive("embed_memory_mb", embed_memory_mb)
+    seed = 0 if seed is None else int(seed)
+    check_random_state(seed)
+    sessions = manifest if isinstance(manifest, SessionManifest) else load_sessions(manifest)
+    reference = check_reference(sessions, reference_sessions)
+    cfg = resolve(pipeline=pipeline, config=config, overrides=overrides)
+    seg_params = SegmentParams.from_dict(cfg.get("segment", {}))
+    spec_params = SpectrogramParams.from_dict(cfg.get("spectrogram", {}))
+    model_path = None if model is None else Path(model).resolve()
+    if model_path is not None:
+        if not model_path.is_file():
+            raise DataError("no such model file", path=model_path)
+        pre = _model_spectrogram(model_path)
+        if pre is not None:
+            spec_params = SpectrogramParams.from_dict(pre)
+        elif not spec_params.calibrated:
+            raise ParameterError(
+                f"{model_path} has no preprocessing.json beside it, so the spectrogram scale it "
+                "was trained with is unknown: set spec_min_db and spec_max_db in [spectrogram] "
+                "of the configuration to the values used for training")
+    out = Path(out).resolve()
+    meta = sessions.metadata()
+    states = {}
+    for s in sessions:
+        md = {"session": s.id, **{c: (v.item() if hasattr(v, "item") else v)
+                                  for c, v in meta.loc[s.id].items()}}
+        states[s.id] = SessionState(session=s, dir=out / "sessions" / s.id, metadata=md)
+    return BatchRun(manifest=sessions, out=out, sessions=states, reference=reference, cfg=cfg,
+                    seg_params=seg_params, spec_params=spec_params, audio=_audio_settings(cfg),
+                    dtype=dtype, device=device, seed=seed, calib_syllables=calib_syllables,
+                    embed_memory_mb=embed_memory_mb, embed_chunk_items=int(embed_chunk_items),
+                    embed_block_items=int(embed_block_items),
+                    train_in_memory_mb=train_in_memory_mb, model_path=model_path,
+                    given_model=model_path is not None)
+
+
+# --------------------------------------------------------------------------------------------
+# the stages
+# --------------------------------------------------------------------------------------------
+def segment_stage(run: BatchRun) -> None:
+    """Segment every file of every session whose ``segments.json`` marker is stale (one Dask
+    task per file); writes ``segments.csv``, ``segment_errors.csv`` and the marker."""
+    from .audio.pipeline import empty_segments
+
+    tasks: dict = {}
+    for st in run.sessions.values():
+        s = st.session
+        st.dir.mkdir(parents=True, exist_ok=True)
+        st.segment_key = json_key({"version": __version__, "segment": run.seg_params.to_dict(),
+                                   "audio": run.audio, "base": str(s.base),
+                                   "files": s.file_state()})
+        if _marker_ok(st.dir / "segments.json", st.segment_key, st.dir / "segments.csv"):
+            continue
+        (st.dir / "store.json").unlink(missing_ok=True)
+        for i, (f, src) in enumerate(zip(s.files, s.sources())):
+            tasks[(s.id, i)] = (
+                _segment_file_task,
+                {"path": str(f), "source": src, "segment": run.seg_params.to_dict(), **run.audio},
+                run._key("segment", s.id, i))
+    results = _run_tasks(run.client, tasks, "segmenting")
+    for st in run.sessions.values():
+        s = st.session
+        if not any((s.id, i) in results for i in range(len(s.files))):
+            continue
+        rows, errs = [], []
+        for i, src in enumerate(s.sources()):
+            res, err = results[(s.id, i)]
+            if err is not None:
+                errs.append({"file": src, "error": err})
+            else:
+                rows.extend(res[0])
+                errs.extend(res[1])
+        if rows:
+            segs = pd.DataFrame(rows).sort_values(["source", "channel", "onset_s"], kind="stable")
+        else:
+            segs = empty_segments()
+        _write_csv(segs, st.dir / "segments.csv")
+        _write_csv(pd.DataFrame(errs, columns=["file", "error"]), st.dir / "segment_errors.csv")
+        _write_json({"key": st.segment_key, "n_segments": len(segs)}, st.dir / "segments.json")
+
+
+def _segments(run: BatchRun, sid: str) -> pd.DataFrame | None:
+    """A session's segments when its segment stage is complete, else None."""
+    st = run.sessions[sid]
+    if not st.segment_key or not _marker_ok(st.dir / "segments.json", st.segment_key,
+                                            st.dir / "segments.csv"):
+        return None
+    return _read_segments(st.dir / "segments.csv")
+
+
+def _ensure_segment_keys(run: BatchRun) -> None:
+    for st in run.sessions.values():
+        if not st.segment_key:
+            s = st.session
+            st.segment_key = json_key({"version": __version__,
+                                       "segment": run.seg_params.to_dict(), "audio": run.audio,
+                                       "base": str(s.base), "files": s.file_state()})
+
+
+def calibrate_stage(run: BatchRun) -> None:
+    """Calibrate the spectrogram clipping range once, from up to ``calib_syllables`` syllables
+    drawn (seeded) over the reference sessions; skipped when the range is fixed (a given
+    model or the configuration) or ``calibration.json`` matches. Sets ``run.spec_params``."""
+    from .audio.spectrogram import SpectrogramParams, calibrate_spectrogram_params
+
+    if run.spec_params.calibrated:
+        return
+    _ensure_segment_keys(run)
+    spec = run.spec_params
+    key = json_key({"segments": [run.sessions[r].segment_key for r in run.reference],
+                    "seed": run.seed, "n": run.calib_syllables, "spectrogram": spec.to_dict()})
+    m = _read_json(run.out / "calibration.json")
+    if m and m.get("key") == key:
+        run.spec_params = SpectrogramParams.from_dict(m["spectrogram"])
+        return
+    segments = {r: _segments(run, r) for r in run.reference}
+    missing = [r for r, seg in segments.items() if seg is None]
+    if missing:
+        raise DataError(f"cannot calibrate: the segments of {', '.join(missing)} are not there "
+                        "(run the segment stage first)", path=run.out)
+    counts = np.array([len(segments[r]) for r in run.reference])
+    total = int(counts.sum())
+    if total == 0:
+        raise DataError("no syllables were found in the reference sessions "
+                        f"({', '.join(run.reference)}), so the spectrogram range cannot be "
+                        "calibrated")
+    rng = np.random.default_rng(run.seed)
+    pick = np.sort(rng.choice(total, size=min(run.calib_syllables, total), replace=False))
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    tasks = {}
+    for k, sid in enumerate(run.reference):
+        local = pick[(pick >= offsets[k]) & (pick < offsets[k + 1])] - offsets[k]
+        if len(local) == 0:
+            continue
+        tasks[sid] = (_calibration_task,
+                      {"segments": segments[sid].iloc[local].to_dict("records"),
+                       "base": str(run.sessions[sid].session.base),
+                       "spectrogram": spec.to_dict()},
+                      run._key("calibrate", sid))
+    results = _run_tasks(run.client, tasks, "calibrating")
+    dbs = [x for sid in run.reference if sid in results and results[sid][0] is not None
+           for x in results[sid][0]]
+    if not dbs:
+        raise DataError("no calibration syllable could be read from the reference sessions; "
+                        "see the warnings above")
+    run.spec_params = calibrate_spectrogram_params(dbs, spec)
+    _write_json({"key": key, "spectrogram": run.spec_params.to_dict()},
+                run.out / "calibration.json")
+
+
+def store_stage(run: BatchRun) -> None:
+    """Build every session's syllable store whose ``store.json`` marker is stale (one Dask
+    task per session); sets each session's ``n_items`` / ``status``."""
+    _ensure_segment_keys(run)
+    tasks = {}
+    for st in run.sessions.values():
+        st.store_key = json_key({"segments": st.segment_key, "dtype": run.dtype,
+                                 "spectrogram": run.spec_params.to_dict()})
+        if _marker_ok(st.dir / "store.json", st.store_key, st.dir / "syllables.h5",
+                      st.dir / "errors.csv"):
+            continue
+        if _segments(run, st.id) is None:
+            run.fail(st.id, "spectrograms: the session's segments are not there (its segment "
+                     "stage did not finish)")
+            continue
+        (st.dir / "embedding.json").unlink(missing_ok=True)
+        tasks[st.id] = (
+            _store_task, {"session": st.id, "dir": str(st.dir), "base": str(st.session.base),
+                          "segment": run.seg_params.to_dict(),
+                          "spectrogram": run.spec_params.to_dict(), "dtype": run.dtype,
+                          "key": st.store_key},
+            run._key("store", st.id))
+    for sid, (res, err) in _run_tasks(run.client, tasks, "spectrograms").items():
+        if err is not None:
+            run.fail(sid, err)
+    for st in run.sessions.values():
+        m = _read_json(st.dir / "store.json")
+        if st.status != "failed" and m and m.get("key") == st.store_key:
+            st.n_items = int(m["n_items"])
+            st.n_failed_files = int(m["n_failed_files"])
+            if st.n_items == 0 and st.n_failed_files == len(st.session.files):
+                st.status = "failed"
+        else:
+            st.status = "failed"
+
+
+def train_stage(run: BatchRun) -> None:
+    """Train the map on the driver on the usable reference sessions (or reuse a complete earlier
+    training; nothing to do with a given model). Sets ``run.model_path`` (None on failure).
+
+    The reference stores are read through :class:`ConcatSpectrograms`; when they fit in
+    ``train_in_memory_mb`` they are read into memory once (random minibatches from
+    gzip-compressed HDF5 chunks are slow), otherwise training reads them lazily.
+    """
+    from .data.store import SyllableStore
+    from .workflow import train
+
+    if run.given_model:
+        return
+    run.model_path = None
+    usable = [r for r in run.reference if run.sessions[r].usable]
+    if not usable:
+        run.fail("", f"training: no reference session has syllables ({', '.join(run.reference)})")
+        return
+    mdir = run.out / "model"
+    key = json_key({"stores": [run.sessions[r].store_key for r in usable],
+                    "model": run.cfg.get("model", {}), "seed": run.seed, "version": __version__})
+    if _marker_ok(mdir / "model.json", key, mdir / "model.pt", mdir / "preprocessing.json"):
+        logger.info("reusing the trained model %s", mdir / "model.pt")
+        run.model_path = mdir / "model.pt"
+        return
+    (mdir / "model.json").unlink(missing_ok=True)
+    spec = run.spec_params.to_dict()
+    preprocessing = {"segment": run.seg_params.to_dict(), "spectrogram": spec,
+                     "spectrogram_resolved": spec, "reference_sessions": usable}
+    stores = [SyllableStore(run.sessions[r].dir / "syllables.h5") for r in usable]
+    try:
+        X = ConcatSpectrograms([st.spectrograms for st in stores])
+        if X.shape[0] * int(np.prod(X.shape[1:])) * 4 <= run.train_in_memory_mb * 2**20:
+            X = np.asarray(X)
+        logger.info("training on %d syllables from %d session(s)", len(X), len(stores))
+        try:
+            train(X, run.cfg, out_dir=mdir, device=run.device, seed=run.seed, data_key=key,
+                  metadata=preprocessing)
+        except VocalatentError as exc:
+            run.fail("", f"training: {exc}")
+            return
+    finally:
+        for st in stores:
+            st.close()
+    _write_json(preprocessing, mdir / "preprocessing.json")
+    _write_json({"key": key, "reference_sessions": usable}, mdir / "model.json")
+    run.model_path = mdir / "model.pt"
+
+
+def item_chunks(n_items: int, chunk_items: int, *, block: int = 1) -> list[tuple[int, int]]:
+    """``[start, stop)`` ranges covering ``n_items`` in order: chunks of whole blocks of
+    ``block`` items (at most ``max(block, chunk_items)`` items), nearly equal in size.
+
+    Parameters
+    ----------
+    n_items, chunk_items : int
+    block : int, default=1
+        Every chunk but the last is a multiple of it (the embedding's transform blocks).
+    """
+    check_positive("chunk_items", chunk_items, integer=True)
+    check_positive("block", block, integer=True)
+    if n_items <= 0:
+        return []
+    n_blocks = -(-n_items // block)
+    per = max(1, chunk_items // block)
+    k = -(-n_blocks // per)
+    edges = np.minimum(np.linspace(0, n_blocks, k + 1).round().astype(int) * block, n_items)
+    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
+
+
+def embed_stage(run: BatchRun) -> list[str]:
+    """Embed every usable session whose ``embedding.json`` marker is stale.
+
+    A session of up to ``embed_chunk_items`` items is one Dask task; a larger one is split
+    into item chunks (whole ``embed_block_items`` blocks) run as separate tasks across the
+    workers (each worker loads the model once), whose parts are merged — in item order — into
+    the session's ``embedding.nc``, value for value what one task writes. Every
+    part has its own marker, so a restarted run redoes only unfinished parts. Returns the ids
+    of the sessions embedded (now or earlier).
+    """
+    if run.model_path is None:
+        return []
+    sha = file_sha256(run.model_path)
+    tasks, chunked = {}, {}
+    for st in run.sessions.values():
+        if not st.usable:
+            continue
+        st.embed_key = json_key({"store": st.store_key, "model": sha, "metadata": st.metadata,
+                                 "block": run.embed_block_items})
+        if _marker_ok(st.dir / "embedding.json", st.embed_key, st.dir / "embedding.nc"):
+            continue
+        base = {"dir": str(st.dir), "model": str(run.model_path), "model_sha256": sha,
+                "device": run.device, "memory_mb": run.embed_memory_mb,
+                "metadata": st.metadata, "block": run.embed_block_items}
+        ranges = item_chunks(st.n_items, run.embed_chunk_items, block=run.embed_block_items)
+        if len(ranges) == 1:
+            tasks[(st.id, 0)] = (_embed_task, {**base, "start": 0, "stop": st.n_items,
+                                               "key": st.embed_key},
+                                 run._key("embed", st.id))
+            continue
+        chunked[st.id] = ranges
+        for a, b in ranges:
+            key = json_key({"session": st.embed_key, "range": [a, b]})
+            path = _part_path(st.dir, a, b)
+            if _marker_ok(path.with_suffix(".json"), key, path):
+                continue
+            tasks[(st.id, a)] = (_embed_task, {**base, "start": a, "stop": b, "key": key},
+                                 run._key("embed", st.id, a))
+    for (sid, _), (res, err) in _run_tasks(run.client, tasks, "embedding").items():
+        if err is not None and run.sessions[sid].status != "failed":
+            run.fail(sid, err)
+    for sid, ranges in chunked.items():
+        st = run.sessions[sid]
+        if st.status == "failed":
+            continue
+        _merge_parts(st.dir, ranges, st.embed_key)
+        import shutil
+
+        shutil.rmtree(st.dir / "embedding_parts", ignore_errors=True)
+    return [st.id for st in run.sessions.values() if st.embed_key and st.status != "failed"]
+
+
+def combine_stage(run: BatchRun, embedded: Sequence[str]) -> BatchResult:
+    """Concatenate the embedded sessions (manifest order) into ``OUT/embedding.nc``; write
+    ``OUT/sessions.csv`` and ``OUT/errors.csv``; return the :class:`BatchResult`."""
+    embedded = [sid for sid in run.sessions if sid in set(embedded)]
+    embedding_path = None
+    if embedded:
+        embedding_path = _combine(run.out, [run.sessions[sid].dir / "embedding.nc"
+                                            for sid in embedded],
+                                  reference=run.reference, model_path=run.model_path)
+    else:
+        (run.out / "embedding.nc").unlink(missing_ok=True)
+    errors = _gather_errors(run)
+    table = pd.DataFrame([{"session": st.id, "status": st.status,
+                           "n_files": len(st.session.files),
+                           "n_failed_files": int(errors.loc[(errors["session"] == st.id) &
+                                                            (errors["file"] != ""), "file"].nunique()),
+                           "n_items": int(st.n_items) if st.id in embedded else 0,
+                           "reference": st.id in run.reference}
+                          for st in run.sessions.values()])
+    _write_csv(errors, run.out / "errors.csv")
+    _write_csv(table, run.out / "sessions.csv")
+    return BatchResult(out=run.out, sessions=table, errors=errors, model_path=run.model_path,
+                       embedding_path=embedding_path, timings=run.timings)
+
+
+def _timed(run: BatchRun, stage: str, fn, *args):
+    t0 = time.perf_counter()
+    try:
+        return fn(run, *args)
+    finally:
+        run.timings[stage] = time.perf_counter() - t0
+
+
+# --------------------------------------------------------------------------------------------
+# the run
+# --------------------------------------------------------------------------------------------
 def run_batch(manifest: str | os.PathLike | SessionManifest, out: str | os.PathLike, *,
               pipeline: str | os.PathLike | None = None, config: str | os.PathLike | None = None,
               overrides: Mapping[str, Any] | None = None, scheduler=None, cluster: str = "local",
@@ -453,9 +1068,14 @@ def run_batch(manifest: str | os.PathLike | SessionManifest, out: str | os.PathL
               reference_sessions: Sequence[str] | None = None,
               model: str | os.PathLike | None = None, device: str = "auto",
               seed: int | None = None, dtype: str = "float32", calib_syllables: int = 500,
-              embed_memory_mb: float | None = None,
+              embed_memory_mb: float | None = None, embed_chunk_items: int = 20480,
+              embed_block_items: int = EMBED_BLOCK_ITEMS,
               train_in_memory_mb: float = 2048.0) -> BatchResult:
     """Preprocess every session on Dask, train one QLVM (or use ``model``), embed every syllable.
+
+    The run is :func:`plan_batch`, then the stages :func:`segment_stage`,
+    :func:`calibrate_stage`, :func:`store_stage`, :func:`train_stage`, :func:`embed_stage`
+    and :func:`combine_stage` over one :class:`BatchRun`, under the output folder's lock.
 
     Parameters
     ----------
@@ -476,15 +1096,17 @@ def run_batch(manifest: str | os.PathLike | SessionManifest, out: str | os.PathL
         cluster is then the caller's and is left running.
     cluster : {"local", "slurm", "pbs"}, default="local"
         Without ``scheduler``: a :class:`distributed.LocalCluster` of worker processes
-        (one thread each), or a dask-jobqueue ``SLURMCluster``/``PBSCluster`` (optional
-        dependency) configured by ``cluster_options`` and Dask's jobqueue configuration.
+        (one thread each), or dask-jobqueue ``SLURMCluster``/``PBSCluster`` worker jobs
+        (optional dependency, :mod:`vocalatent.jobqueue`) configured by ``cluster_options``
+        and Dask's jobqueue configuration.
     workers : int, optional
         Local worker processes (default: one per CPU core), or jobs to submit for
         SLURM/PBS (default 1).
     cluster_options : mapping, optional
-        Keyword arguments for the cluster class (e.g. ``{"cores": 8, "memory": "32GB",
-        "walltime": "02:00:00", "account": "lab"}`` for SLURM, or ``{"memory_limit": "4GB"}``
-        for the local cluster).
+        For SLURM/PBS the keys of :data:`vocalatent.jobqueue.CLUSTER_KEYS` (``queue``,
+        ``account``, ``cores``, ``memory``, ``walltime``, ``job_extra_directives``,
+        ``start_timeout``, ...; checked); for the local cluster, keyword arguments of
+        LocalCluster (e.g. ``{"memory_limit": "4GB"}``).
     reference_sessions : sequence of str, optional
         Train on these sessions only (and calibrate the spectrogram range on them); every
         session is embedded. Default: all sessions.
@@ -504,6 +1126,13 @@ def run_batch(manifest: str | os.PathLike | SessionManifest, out: str | os.PathL
     embed_memory_mb : float, optional
         Working-memory bound of one embedding task (the model's ``memory_budget_mb``,
         default 512 MB); the task's output is ~100 bytes per item on top.
+    embed_chunk_items : int, default=20480
+        A session with more items is embedded as several tasks (chunks) of about this many
+        items — a whole number of ``embed_block_items`` blocks — spread over the workers.
+    embed_block_items : int, default=4096
+        Items per transform call: every session is embedded block by block, and its
+        aggregate posterior summed block by block in item order, so a session split into
+        chunks gives exactly (value for value) the values of one task.
     train_in_memory_mb : float, default=2048
         Reference spectrograms up to this size are read into memory for training; larger
         sets are read lazily from the session stores.
@@ -515,282 +1144,47 @@ def run_batch(manifest: str | os.PathLike | SessionManifest, out: str | os.PathL
 
     Raises
     ------
-    BatchLockedError
-        Another run is writing to ``out``.
+    OutputLockedError
+        Another run is writing to ``out`` (also known as ``BatchLockedError``).
+    ClusterStartError
+        SLURM refuses the worker jobs, or none started within ``start_timeout``.
     DataError, ParameterError
-        Invalid manifest, configuration or model.
+        Invalid manifest, configuration, cluster options or model.
     """
-    from .audio.segment import SegmentParams
-    from .audio.spectrogram import SpectrogramParams, calibrate_spectrogram_params
-    from .workflow import resolve
-
     check_option("cluster", cluster, CLUSTERS)
-    check_option("dtype", dtype, ["float32", "float16", "uint8"])
-    check_positive("calib_syllables", calib_syllables, integer=True)
-    check_positive("train_in_memory_mb", train_in_memory_mb, allow_zero=True)
-    if embed_memory_mb is not None:
-        check_positive("embed_memory_mb", embed_memory_mb)
     if workers is not None:
         check_positive("workers", workers, integer=True)
     if scheduler is not None and cluster != "local":
         raise ParameterError(f"give either scheduler (an address) or cluster={cluster!r}, not both")
-    seed = 0 if seed is None else int(seed)
-    check_random_state(seed)
-    sessions = manifest if isinstance(manifest, SessionManifest) else load_sessions(manifest)
-    reference = check_reference(sessions, reference_sessions)
-    cfg = resolve(pipeline=pipeline, config=config, overrides=overrides)
-    seg_params = SegmentParams.from_dict(cfg.get("segment", {}))
-    spec_params = SpectrogramParams.from_dict(cfg.get("spectrogram", {}))
-    audio = _audio_settings(cfg)
-    model_path = None if model is None else Path(model).resolve()
-    if model_path is not None:
-        if not model_path.is_file():
-            raise DataError("no such model file", path=model_path)
-        pre = _model_spectrogram(model_path)
-        if pre is not None:
-            spec_params = SpectrogramParams.from_dict(pre)
-        elif not spec_params.calibrated:
-            raise ParameterError(
-                f"{model_path} has no preprocessing.json beside it, so the spectrogram scale it "
-                "was trained with is unknown: set spec_min_db and spec_max_db in [spectrogram] "
-                "of the configuration to the values used for training")
-    out = Path(out).resolve()
-    meta = sessions.metadata()
+    if cluster in ("slurm", "pbs") and cluster_options:
+        from .jobqueue import check_cluster_options
 
-    with output_lock(out, what="vocalatent batch"):
-        state = {s.id: {"status": "done", "n_items": 0, "errors": []} for s in sessions}
-        sdirs = {s.id: out / "sessions" / s.id for s in sessions}
-        for d in sdirs.values():
-            d.mkdir(parents=True, exist_ok=True)
-        token = uuid.uuid4().hex[:8]
-        run_errors: list[dict] = []
-        timings: dict[str, float] = {}
+        cluster_options = check_cluster_options(cluster_options)
+    run = plan_batch(manifest, out, pipeline=pipeline, config=config, overrides=overrides,
+                     reference_sessions=reference_sessions, model=model, device=device,
+                     seed=seed, dtype=dtype, calib_syllables=calib_syllables,
+                     embed_memory_mb=embed_memory_mb, embed_chunk_items=embed_chunk_items,
+                     embed_block_items=embed_block_items, train_in_memory_mb=train_in_memory_mb)
+    with output_lock(run.out, what="vocalatent batch"):
+        t0 = time.perf_counter()
         with _dask_client(scheduler, cluster, workers, cluster_options) as client:
-            # ---------------------------------------------------------------- 1. segment
-            clock = time.perf_counter()
-            seg_keys = {}
-            tasks: dict = {}
-            for s in sessions:
-                seg_keys[s.id] = json_key({"version": __version__, "segment": seg_params.to_dict(),
-                                          "audio": audio, "base": str(s.base),
-                                          "files": s.file_state()})
-                if _marker_ok(sdirs[s.id] / "segments.json", seg_keys[s.id],
-                              sdirs[s.id] / "segments.csv"):
-                    continue
-                (sdirs[s.id] / "store.json").unlink(missing_ok=True)
-                for i, (f, src) in enumerate(zip(s.files, s.sources())):
-                    tasks[(s.id, i)] = (
-                        _segment_file_task,
-                        {"path": str(f), "source": src, "segment": seg_params.to_dict(), **audio},
-                        f"vl-segment-{s.id}-{i}-{token}")
-            results = _run_tasks(client, tasks, "segmenting")
-            for s in sessions:
-                if not any((s.id, i) in results for i in range(len(s.files))):
-                    continue
-                rows, errs = [], []
-                for i, src in enumerate(s.sources()):
-                    res, err = results[(s.id, i)]
-                    if err is not None:
-                        errs.append({"file": src, "error": err})
-                    else:
-                        rows.extend(res[0])
-                        errs.extend(res[1])
-                segs = pd.DataFrame(rows)
-                if rows:
-                    segs = segs.sort_values(["source", "channel", "onset_s"], kind="stable")
-                else:
-                    from .audio.pipeline import empty_segments
-                    segs = empty_segments()
-                _write_csv(segs, sdirs[s.id] / "segments.csv")
-                _write_csv(pd.DataFrame(errs, columns=["file", "error"]),
-                           sdirs[s.id] / "segment_errors.csv")
-                _write_json({"key": seg_keys[s.id], "n_segments": len(segs)},
-                            sdirs[s.id] / "segments.json")
-            segments = {s.id: _read_segments(sdirs[s.id] / "segments.csv") for s in sessions}
-
-            clock = _lap(timings, "segment", clock)
-            # ---------------------------------------------------------------- 2. calibrate
-            if not spec_params.calibrated:
-                spec_params = _calibrate(client, sessions, reference, segments, seg_keys,
-                                         spec_params, calib_syllables, seed, out, token,
-                                         calibrate_spectrogram_params)
-            logger.info("spectrogram range %.1f to %.1f dBFS", spec_params.spec_min_db,
-                        spec_params.spec_max_db)
-
-            clock = _lap(timings, "calibrate", clock)
-            # ---------------------------------------------------------------- 3. stores
-            store_keys, tasks = {}, {}
-            for s in sessions:
-                store_keys[s.id] = json_key({"segments": seg_keys[s.id], "dtype": dtype,
-                                            "spectrogram": spec_params.to_dict()})
-                if _marker_ok(sdirs[s.id] / "store.json", store_keys[s.id],
-                              sdirs[s.id] / "syllables.h5", sdirs[s.id] / "errors.csv"):
-                    continue
-                (sdirs[s.id] / "embedding.json").unlink(missing_ok=True)
-                tasks[s.id] = (
-                    _store_task, {"session": s.id, "dir": str(sdirs[s.id]), "base": str(s.base),
-                                  "segment": seg_params.to_dict(),
-                                  "spectrogram": spec_params.to_dict(), "dtype": dtype,
-                                  "key": store_keys[s.id]},
-                    f"vl-store-{s.id}-{token}")
-            for sid, (res, err) in _run_tasks(client, tasks, "spectrograms").items():
-                if err is not None:
-                    state[sid]["status"] = "failed"
-                    run_errors.append({"session": sid, "file": "", "error": err})
-            for s in sessions:
-                m = _read_json(sdirs[s.id] / "store.json")
-                if state[s.id]["status"] != "failed" and m and m.get("key") == store_keys[s.id]:
-                    state[s.id]["n_items"] = int(m["n_items"])
-                    state[s.id]["n_failed_files"] = int(m["n_failed_files"])
-                    if m["n_items"] == 0 and m["n_failed_files"] == len(s.files):
-                        state[s.id]["status"] = "failed"
-                else:
-                    state[s.id]["status"] = "failed"
-
-            clock = _lap(timings, "spectrograms", clock)
-            # ---------------------------------------------------------------- 4. train
-            if model_path is None:
-                model_path = _train(sessions, reference, state, store_keys, sdirs, cfg, out,
-                                    spec_params, seg_params, device, seed, train_in_memory_mb,
-                                    run_errors)
-
-            clock = _lap(timings, "train", clock)
-            # ---------------------------------------------------------------- 5. embed
-            embedded: list[str] = []
-            if model_path is not None:
-                sha = file_sha256(model_path)
-                tasks = {}
-                emb_keys = {}
-                for s in sessions:
-                    if state[s.id]["status"] == "failed" or state[s.id]["n_items"] == 0:
-                        continue
-                    md = {"session": s.id, **{c: (v.item() if hasattr(v, "item") else v)
-                                              for c, v in meta.loc[s.id].items()}}
-                    emb_keys[s.id] = json_key({"store": store_keys[s.id], "model": sha,
-                                              "metadata": md})
-                    if _marker_ok(sdirs[s.id] / "embedding.json", emb_keys[s.id],
-                                  sdirs[s.id] / "embedding.nc"):
-                        continue
-                    tasks[s.id] = (
-                        _embed_task, {"dir": str(sdirs[s.id]), "model": str(model_path),
-                                      "model_sha256": sha, "device": device,
-                                      "memory_mb": embed_memory_mb, "metadata": md,
-                                      "key": emb_keys[s.id]},
-                        f"vl-embed-{s.id}-{token}")
-                for sid, (res, err) in _run_tasks(client, tasks, "embedding").items():
-                    if err is not None:
-                        state[sid]["status"] = "failed"
-                        run_errors.append({"session": sid, "file": "", "error": err})
-                embedded = [s.id for s in sessions if s.id in emb_keys
-                            and state[s.id]["status"] != "failed"]
-
-            clock = _lap(timings, "embed", clock)
-        clock = _lap(timings, "shutdown", clock)
-        # -------------------------------------------------------------------- 6. combine
-        embedding_path = None
-        if embedded:
-            embedding_path = _combine(out, [sdirs[sid] / "embedding.nc" for sid in embedded],
-                                      reference=reference, model_path=model_path)
-        else:
-            (out / "embedding.nc").unlink(missing_ok=True)
-        errors = _gather_errors(sessions, sdirs, state, run_errors)
-        table = pd.DataFrame([{"session": s.id, "status": state[s.id]["status"],
-                               "n_files": len(s.files),
-                               "n_failed_files": int(errors.loc[(errors["session"] == s.id) &
-                                                                (errors["file"] != ""), "file"].nunique()),
-                               "n_items": int(state[s.id]["n_items"]) if s.id in embedded else 0,
-                               "reference": s.id in reference} for s in sessions])
-        _write_csv(errors, out / "errors.csv")
-        _write_csv(table, out / "sessions.csv")
-        _lap(timings, "combine", clock)
-    if len(errors):
-        logger.warning("%d error(s); see %s", len(errors), out / "errors.csv")
-    logger.info("stage times (s): %s", ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
-    return BatchResult(out=out, sessions=table, errors=errors, model_path=model_path,
-                       embedding_path=embedding_path, timings=timings)
-
-
-def _calibrate(client, sessions, reference, segments, seg_keys, spec_params, calib_syllables,
-               seed, out, token, calibrate):
-    """Calibrate the clipping range once from syllables drawn over the reference sessions."""
-    key = json_key({"segments": [seg_keys[r] for r in reference], "seed": seed,
-                   "n": calib_syllables, "spectrogram": spec_params.to_dict()})
-    m = _read_json(out / "calibration.json")
-    if m and m.get("key") == key:
-        from .audio.spectrogram import SpectrogramParams
-
-        return SpectrogramParams.from_dict(m["spectrogram"])
-    counts = np.array([len(segments[r]) for r in reference])
-    total = int(counts.sum())
-    if total == 0:
-        raise DataError("no syllables were found in the reference sessions "
-                        f"({', '.join(reference)}), so the spectrogram range cannot be calibrated")
-    rng = np.random.default_rng(seed)
-    pick = np.sort(rng.choice(total, size=min(calib_syllables, total), replace=False))
-    offsets = np.concatenate([[0], np.cumsum(counts)])
-    tasks = {}
-    for k, sid in enumerate(reference):
-        local = pick[(pick >= offsets[k]) & (pick < offsets[k + 1])] - offsets[k]
-        if len(local) == 0:
-            continue
-        tasks[sid] = (_calibration_task,
-                      {"segments": segments[sid].iloc[local].to_dict("records"),
-                       "base": str(sessions[sid].base), "spectrogram": spec_params.to_dict()},
-                      f"vl-calibrate-{sid}-{token}")
-    results = _run_tasks(client, tasks, "calibrating")
-    dbs = [x for sid in reference if sid in results and results[sid][0] is not None
-           for x in results[sid][0]]
-    if not dbs:
-        raise DataError("no calibration syllable could be read from the reference sessions; "
-                        "see the warnings above")
-    resolved = calibrate(dbs, spec_params)
-    _write_json({"key": key, "spectrogram": resolved.to_dict()}, out / "calibration.json")
-    return resolved
-
-
-def _train(sessions, reference, state, store_keys, sdirs, cfg, out, spec_params, seg_params,
-           device, seed, in_memory_mb, run_errors) -> Path | None:
-    """Train the map on the driver (or reuse a complete earlier training); returns model.pt.
-
-    The reference stores are read through :class:`ConcatSpectrograms`; when they fit in
-    ``in_memory_mb`` they are read into memory once (random minibatches from gzip-compressed
-    HDF5 chunks are slow), otherwise training reads them lazily.
-    """
-    from .data.store import SyllableStore
-    from .workflow import train
-
-    usable = [r for r in reference if state[r]["status"] != "failed" and state[r]["n_items"] > 0]
-    if not usable:
-        run_errors.append({"session": "", "file": "", "error": "training: no reference session "
-                           f"has syllables ({', '.join(reference)})"})
-        return None
-    mdir = out / "model"
-    key = json_key({"stores": [store_keys[r] for r in usable], "model": cfg.get("model", {}),
-                   "seed": seed, "version": __version__})
-    if _marker_ok(mdir / "model.json", key, mdir / "model.pt", mdir / "preprocessing.json"):
-        logger.info("reusing the trained model %s", mdir / "model.pt")
-        return mdir / "model.pt"
-    (mdir / "model.json").unlink(missing_ok=True)
-    preprocessing = {"segment": seg_params.to_dict(), "spectrogram": spec_params.to_dict(),
-                     "spectrogram_resolved": spec_params.to_dict(), "reference_sessions": usable}
-    stores = [SyllableStore(sdirs[r] / "syllables.h5") for r in usable]
-    try:
-        X = ConcatSpectrograms([st.spectrograms for st in stores])
-        if X.shape[0] * int(np.prod(X.shape[1:])) * 4 <= in_memory_mb * 2**20:
-            X = np.asarray(X)
-        logger.info("training on %d syllables from %d session(s)", len(X), len(stores))
-        try:
-            train(X, cfg, out_dir=mdir, device=device, seed=seed, data_key=key,
-                  metadata=preprocessing)
-        except VocalatentError as exc:
-            run_errors.append({"session": "", "file": "", "error": f"training: {exc}"})
-            return None
-    finally:
-        for st in stores:
-            st.close()
-    _write_json(preprocessing, mdir / "preprocessing.json")
-    _write_json({"key": key, "reference_sessions": usable}, mdir / "model.json")
-    return mdir / "model.pt"
+            run.client = client
+            run.timings["cluster_start"] = time.perf_counter() - t0
+            _timed(run, "segment", segment_stage)
+            _timed(run, "calibrate", calibrate_stage)
+            logger.info("spectrogram range %.1f to %.1f dBFS", run.spec_params.spec_min_db,
+                        run.spec_params.spec_max_db)
+            _timed(run, "spectrograms", store_stage)
+            _timed(run, "train", train_stage)
+            embedded = _timed(run, "embed", embed_stage)
+            t0 = time.perf_counter()
+        run.client = None
+        run.timings["shutdown"] = time.perf_counter() - t0
+        result = _timed(run, "combine", combine_stage, embedded)
+    if len(result.errors):
+        logger.warning("%d error(s); see %s", len(result.errors), run.out / "errors.csv")
+    logger.info("stage times (s): %s", ", ".join(f"{k} {v:.1f}" for k, v in run.timings.items()))
+    return result
 
 
 def _combine(out: Path, paths: list[Path], *, reference, model_path) -> Path:
@@ -813,15 +1207,15 @@ def _combine(out: Path, paths: list[Path], *, reference, model_path) -> Path:
     return write_embedding(ds, out / "embedding.nc")
 
 
-def _gather_errors(sessions, sdirs, state, run_errors) -> pd.DataFrame:
+def _gather_errors(run: BatchRun) -> pd.DataFrame:
     rows = []
-    for s in sessions:
-        e = _read_errors(sdirs[s.id] / "errors.csv")
-        if not len(e) and not (sdirs[s.id] / "store.json").is_file():
-            e = _read_errors(sdirs[s.id] / "segment_errors.csv")
+    for st in run.sessions.values():
+        e = _read_errors(st.dir / "errors.csv")
+        if not len(e) and not (st.dir / "store.json").is_file():
+            e = _read_errors(st.dir / "segment_errors.csv")
             if len(e):
-                e.insert(0, "session", s.id)
+                e.insert(0, "session", st.id)
         rows.extend(e[ERROR_COLUMNS].to_dict("records") if len(e) else [])
-        rows.extend(r for r in run_errors if r["session"] == s.id)
-    rows.extend(r for r in run_errors if r["session"] == "")
+        rows.extend(r for r in run.errors if r["session"] == st.id)
+    rows.extend(r for r in run.errors if r["session"] == "")
     return pd.DataFrame(rows, columns=ERROR_COLUMNS)

@@ -263,3 +263,34 @@ def test_killed_run_resumes_to_identical_outputs(full_run, sessions_dir, cluster
     wa = torch.load(out / "model" / "model.pt", weights_only=True)["state_dict"]
     wb = torch.load(out_full / "model" / "model.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(wa[k], wb[k]) for k in wb)
+
+
+def test_session_split_in_item_chunks_gives_the_one_task_embedding(full_run, sessions_dir,
+                                                                    cluster, tmp_path):
+    """Each session embedded as chunks of 2 blocks of 4 items across the 2 workers == one task
+    per session with the same blocks, value for value (aggregate posterior included)."""
+    from vocalatent.batch import item_chunks
+
+    _, out_full = full_run
+    _, manifest = sessions_dir
+    _, client = cluster
+    model = out_full / "model" / "model.pt"
+    kw = dict(overrides=OVERRIDES, scheduler=client, device="cpu", seed=0, model=model,
+              embed_block_items=4)
+    one = run_batch(manifest, tmp_path / "one", **kw)
+    res = run_batch(manifest, tmp_path / "chunked", embed_chunk_items=8, **kw)
+    assert res.ok and one.ok, (res.errors, one.errors)
+    for sid in ["syn_a", "zf", "bf", "syn_b"]:
+        n = int(res.sessions.set_index("session").loc[sid, "n_items"])
+        assert len(item_chunks(n, 8, block=4)) >= 2                   # really split
+        a = read_embedding(tmp_path / "chunked" / "sessions" / sid / "embedding.nc")
+        b = read_embedding(tmp_path / "one" / "sessions" / sid / "embedding.nc")
+        xr.testing.assert_identical(a, b)
+        assert not (tmp_path / "chunked" / "sessions" / sid / "embedding_parts").exists()
+        # and the per-item values are those of the full run's (one transform per session) up to
+        # float32 sums over other row groupings
+        full = read_embedding(out_full / "sessions" / sid / "embedding.nc")
+        np.testing.assert_allclose(a["log_likelihood"].values, full["log_likelihood"].values,
+                                   rtol=1e-5)
+    xr.testing.assert_identical(read_embedding(tmp_path / "chunked" / "embedding.nc"),
+                                read_embedding(tmp_path / "one" / "embedding.nc"))
