@@ -419,29 +419,33 @@ class EncoderModel(LatentModel):
         seed = self.seed_ + 8 if random_state is None else int(random_state)
         return self._stream_bound(self._data(X), "iwae", int(k), seed=seed)
 
-    def score_samples(self, X, *, n_lattice: int | None = None, n_shifts: int | None = None,
-                      random_state=None) -> np.ndarray:
+    def score_samples(self, X, *, n_lattice: int | str | None = None, n_shifts: int | None = None,
+                      random_state=None, return_diagnostics: bool = False):
         """Per-item log p(x) of the decoder in nats by the shifted lattice through the inverse
-        normal CDF (the yardstick shared with the QLVM); see :meth:`QLVM.score_samples`."""
+        normal CDF (the yardstick shared with the QLVM), with the same diagnostics; see
+        :meth:`QLVM.score_samples`."""
         if int(self.latent_dim) > 3:
             logger.warning("lattice scoring with latent_dim=%d samples the prior and is a loose lower "
                            "bound; iwae_bound(X, k=1000) is tighter", int(self.latent_dim))
-        return super().score_samples(X, n_lattice=n_lattice, n_shifts=n_shifts, random_state=random_state)
+        return super().score_samples(X, n_lattice=n_lattice, n_shifts=n_shifts, random_state=random_state,
+                                     return_diagnostics=return_diagnostics)
 
-    def evaluate(self, X, *, n_lattice: int | None = None, n_shifts: int | None = None,
-                 random_state=None, n_bound_samples: int = 16) -> dict:
+    def evaluate(self, X, *, n_lattice: int | str | None = None, n_shifts: int | None = None,
+                 random_state=None, n_bound_samples: int = 16, **lattice_options) -> dict:
         """Held-out log p(x) (lattice estimate, with its standard error over shifts) beside the
         model's own bounds.
 
         Returns
         -------
         result : dict
-            The keys of :meth:`QLVM.evaluate`, plus ``elbo`` (mean, ``n_bound_samples``
+            The keys of :meth:`QLVM.evaluate` (``lattice_options``: its ``tol`` and
+            ``max_seconds``; ``n_lattice="auto"`` by default as there), plus ``elbo`` (mean, ``n_bound_samples``
             reconstruction samples), ``training_bound`` (mean of the bound the model was trained
             on: the ELBO, or IWAE-k with the model's k), ``bound_name`` and ``bound_gap``
             (``log_likelihood - training_bound``, >= 0 up to estimation noise).
         """
-        res = super().evaluate(X, n_lattice=n_lattice, n_shifts=n_shifts, random_state=random_state)
+        res = super().evaluate(X, n_lattice=n_lattice, n_shifts=n_shifts, random_state=random_state,
+                               **lattice_options)
         seed = self.seed_ + 9 if random_state is None else int(random_state) + 1
         res["elbo"] = float(np.mean(self.elbo(X, n_samples=n_bound_samples, random_state=seed)))
         if self.bound_name == "elbo":

@@ -8,6 +8,8 @@ Layout (written as NetCDF with h5netcdf; readable with plain ``xarray.open_datas
 - ``spread`` (item, latent): 1 − mean resultant length of the posterior per dimension, in
   [0, 1] (0: all mass at one angle; 1: spread uniformly);
 - ``posterior_entropy`` (item): nats; ``log_likelihood`` (item): held-out log p(x) in nats;
+- ``ess``, ``shift_sd``, ``converged`` (item): how far to trust ``log_likelihood`` (ESS of the
+  lattice posterior, spread of the per-shift estimates, the criterion in the attrs);
 - item metadata as coordinates on ``item`` (``source``, ``onset_s``, ...);
 - attrs: ``vocalatent_version``, ``latent_dim``, ``seed``, ``lattice`` (JSON), ``model``
   (JSON of the estimator's parameters), plus what the caller adds (``config``, held-out score).
@@ -59,6 +61,16 @@ def build_embedding(result: dict, *, model, n_lattice: int, n_shifts: int,
     ds["spread"].attrs.update(long_name="1 - posterior mean resultant length")
     ds["posterior_entropy"].attrs.update(units="nats")
     ds["log_likelihood"].attrs.update(long_name="log p(x) lattice estimate", units="nats")
+    if "converged" in result:  # the per-item diagnostics of the estimate (vocalatent.nn.estimate)
+        ds["ess"] = ("item", np.asarray(result["ess"], dtype=np.float64))
+        ds["ess"].attrs.update(long_name="effective sample size of the lattice posterior, pooled over shifts")
+        ds["shift_sd"] = ("item", np.asarray(result["shift_sd"], dtype=np.float64))
+        ds["shift_sd"].attrs.update(long_name="standard deviation of the per-shift log p(x) estimates",
+                                    units="nats")
+        ds["converged"] = ("item", np.asarray(result["converged"], dtype=bool))
+        ds["converged"].attrs.update(long_name="log p(x) estimate converged", criterion=str(result.get("criterion", "")))
+        ds.attrs.update(convergence_criterion=str(result.get("criterion", "")),
+                        converged_fraction=float(np.mean(result["converged"])))
     if coords is not None:
         ds = add_item_coords(ds, coords)
     ds.attrs.update(

@@ -219,6 +219,47 @@ def nearest_good_size(n: int, d: int) -> int:
     return min(close, key=lambda t: abs(math.log(t / n))) if close else int(n)
 
 
+#: Largest lattice the adaptive evaluation grows to, per latent dimension (3-D: the largest
+#: tabulated Korobov lattice; larger ones need a generator search first).
+MAX_N_EVAL = {1: 65536, 2: 121393, 3: 8191}
+
+
+def lattice_sequence(d: int, *, start: int = 1, stop: int | None = None) -> list[int]:
+    """Lattice sizes for growing an evaluation lattice, each about 2-2.6 times the last.
+
+    - d = 1: ``256 * 2^k`` (the points k/n; each size contains the previous one);
+    - d = 2: every other Fibonacci number (377, 987, 2584, 6765, 17711, 46368, 121393, ...);
+    - d = 3: the Korobov table :data:`KOROBOV_3D` (1021, 2039, 4093, 8191);
+    - d > 3: ``1024 * 2^k`` (generators found by :func:`search_generator`).
+
+    Parameters
+    ----------
+    d : int
+        Latent dimension.
+    start : int
+        The first size returned is the smallest one >= ``start`` (or the largest if none is).
+    stop : int or None
+        Largest size returned (default :data:`MAX_N_EVAL`, 2^20 for d > 3).
+
+    Returns
+    -------
+    sizes : list of int, increasing
+    """
+    check_positive("d", d, integer=True)
+    stop = int(stop if stop is not None else MAX_N_EVAL.get(d, 2**20))
+    if d == 1:
+        seq = [256 * 2**k for k in range(20)]
+    elif d == 2:
+        seq = list(FIBONACCI[14::2])  # 377, 987, 2584, 6765, ...
+    elif d == 3:
+        seq = sorted(KOROBOV_3D)
+    else:
+        seq = [1024 * 2**k for k in range(12)]
+    seq = [n for n in seq if n <= stop] or [min(seq)]
+    above = [n for n in seq if n >= start]
+    return above if above else seq[-1:]
+
+
 def random_shift(d: int, rng: np.random.Generator) -> np.ndarray:
     """A Cranley-Patterson shift ``Δ ~ U[0, 1)^d`` drawn from an explicit generator."""
     return rng.random(d)

@@ -33,6 +33,8 @@ from ._version import __version__
 from .items import ItemData
 from .nn.decoders import DECODERS, make_decoder
 from .nn.likelihoods import LIKELIHOODS, make_likelihood
+from .nn import estimate as _estimate
+from .nn.estimate import item_diagnostics, pool_shifts
 from .nn.qlvm import PosteriorAccumulator, QLVMModule
 from .training import train
 
@@ -127,7 +129,7 @@ class LatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         check_option("precision", self.precision, ("32", "bf16"))
         for name in ("batch_size", "max_epochs", "patience", "n_eval_shifts", "n_restarts"):
             check_positive(name, getattr(self, name), integer=True)
-        if self.n_eval_lattice is not None:
+        if self.n_eval_lattice is not None and self.n_eval_lattice != "auto":
             check_positive("n_eval_lattice", self.n_eval_lattice, integer=True)
         check_positive("lr", self.lr)
         check_positive("weight_decay", self.weight_decay, allow_zero=True)
@@ -155,12 +157,19 @@ class LatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
 
     def eval_lattice_size(self, n_lattice: int | None = None) -> int:
         """The evaluation lattice size m used by ``score_samples``/``transform``: ``n_lattice``
-        if given, else the ``n_eval_lattice`` parameter, else the default for ``latent_dim``."""
+        if given, else the ``n_eval_lattice`` parameter, else the default for ``latent_dim``
+        (also for ``"auto"``, which only :meth:`evaluate` and the scoring methods grow)."""
         return self._n_eval(n_lattice)
 
-    def _n_eval(self, n_lattice=None) -> int:
+    def _n_eval(self, n_lattice=None, *, allow_auto: bool = False):
+        """The evaluation lattice size: an int, or ``"auto"`` (grown along the lattice
+        sequence) where ``allow_auto``; elsewhere ``"auto"`` means the default size."""
         d = int(self.latent_dim)
-        return int(n_lattice or self.n_eval_lattice or _lattice.DEFAULT_N_EVAL.get(d, 16384))
+        default = _lattice.DEFAULT_N_EVAL.get(d, 16384)
+        value = n_lattice or self.n_eval_lattice or default
+        if value == "auto":
+            return "auto" if allow_auto else int(default)
+        return int(value)
 
     def _build_module(self, item_shape, n_features) -> QLVMModule:
         d = int(self.latent_dim)
@@ -385,6 +394,8 @@ class LatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         sub = int(max(1, min(4096, budget // (8 * 4 * chunk))))
         block = int(max(sub, min(data.n, budget // (2 * 4 * self.n_features_))))
         per_shift = np.empty((n_shifts, data.n))
+        ess_shift = np.empty((n_shifts, data.n))
+        ess = np.empty(data.n)
         out = {}
         if stats:
             out = {k: np.empty((data.n, d)) for k in ("embedding", "map_point", "resultant_length")}
@@ -412,8 +423,11 @@ class LatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
                     if union is not None:
                         union.add_count(u.shape[0])
                     bar.update(1)
+            states = [acc.state() for acc in accs]
             for s, acc in enumerate(accs):
                 per_shift[s, idx] = acc.log_marginal().cpu().numpy()
+                ess_shift[s, idx] = acc.ess().cpu().numpy()
+            ess[idx] = pool_shifts(states)["ess"]
             if union is not None:
                 out["embedding"][idx] = union.circular_mean().cpu().numpy()
                 out["map_point"][idx] = union.map.cpu().numpy()
@@ -424,62 +438,148 @@ class LatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         lse = np.logaddexp.reduce(per_shift, axis=0) - math.log(n_shifts)
         out["log_likelihood"] = lse
         out["per_shift"] = per_shift
+        out.update(item_diagnostics(per_shift, ess_shift, ess))
+        out["n_lattice"], out["n_shifts"] = int(n_lattice), int(n_shifts)
         return out
 
-    def score_samples(self, X, *, n_lattice: int | None = None, n_shifts: int | None = None,
-                      random_state=None) -> np.ndarray:
+    def _score(self, data: _Data, n_lattice, n_shifts: int, *, seed: int, stats: bool = False,
+               desc: str | None = None, tol: float = _estimate.DEFAULT_TOL,
+               max_seconds: float | None = 300.0) -> dict:
+        """Stream one lattice size, or grow it along the lattice sequence for ``"auto"``."""
+        if n_lattice != "auto":
+            return self._stream(data, int(n_lattice), n_shifts, seed=seed, stats=stats, desc=desc)
+        d = int(self.latent_dim)
+        start = int(getattr(self, "n_lattice_", None) or self._n_train())
+        sizes = _lattice.lattice_sequence(d, start=start)
+
+        def at(m):
+            res = self._stream(data, m, n_shifts, seed=seed, stats=stats, desc=f"{desc or 'QLVM'} m={m}")
+            res["converged_fraction"] = float(np.mean(res["converged"]))
+            return res
+
+        return _estimate.adaptive_lattice(at, sizes, tol=tol, max_seconds=max_seconds,
+                                          min_converged=_estimate.MIN_CONVERGED_FRACTION)
+
+    def _floor(self) -> float | None:
+        like = self.module_.likelihood
+        return like.min_sigma if hasattr(like, "floor") else None
+
+    def _warn_unconverged(self, res: dict, what: str) -> None:
+        info = {k: res[k] for k in ("n_lattice", "tol", "tol_met", "change") if k in res}
+        info.update(converged_fraction=float(np.mean(res["converged"])),
+                    log_likelihood=float(np.mean(res["log_likelihood"])))
+        if _estimate.needs_warning(info):
+            logger.warning("%s: %s; %s", what, _estimate.convergence_summary(info, label="log p(x)"),
+                           _estimate.advice(info, floor=self._floor()))
+
+    def score_samples(self, X, *, n_lattice: int | str | None = None, n_shifts: int | None = None,
+                      random_state=None, return_diagnostics: bool = False):
         """Per-item held-out log p(x) in nats (the lattice estimate, with its − log m term).
+
+        Every call also computes per-item diagnostics (ESS of the lattice posterior per shift
+        and pooled, spread of the per-shift estimates, converged flag; see
+        :mod:`vocalatent.nn.estimate`) and logs a warning naming the remedy when fewer than
+        99 % of the items are converged.
 
         Parameters
         ----------
         X : array-like [shape=(N, D) or (N, F, T)]
-        n_lattice : int or None
-            Lattice size (default ``n_eval_lattice``).
+        n_lattice : int, "auto" or None
+            Lattice size (default ``n_eval_lattice``); ``"auto"`` grows it as in :meth:`evaluate`.
         n_shifts : int or None
             Independent random shifts; the estimate uses their union (``n_shifts * m`` points).
         random_state : int or None
             Seeds the shifts (default: derived from the model's seed).
+        return_diagnostics : bool, default False
+            Also return the diagnostics.
 
         Returns
         -------
         log_likelihood : np.ndarray [shape=(N,), dtype=float64]
+        diagnostics : dict, only with ``return_diagnostics``
+            ``ess`` (N,), ``ess_per_shift`` (S, N), ``min_ess`` (N,), ``shift_sd`` (N,),
+            ``converged`` (N,) bool, ``criterion`` (str), ``n_lattice``, ``n_shifts``.
         """
         self._check_fitted()
         data = self._data(X)
         seed = self.seed_ + 2 if random_state is None else int(random_state)
-        res = self._stream(data, self._n_eval(n_lattice), n_shifts or self.n_eval_shifts, seed=seed,
-                           desc="QLVM score")
-        return res["log_likelihood"]
+        n_shifts = n_shifts or self.n_eval_shifts
+        res = self._score(data, self._n_eval(n_lattice, allow_auto=True), n_shifts, seed=seed, desc="QLVM score")
+        self._warn_unconverged(res, "score_samples")
+        if not return_diagnostics:
+            return res["log_likelihood"]
+        diag = {k: res[k] for k in ("ess", "ess_per_shift", "min_ess", "shift_sd", "converged",
+                                    "n_lattice", "n_shifts")}
+        diag["criterion"] = _estimate.criterion_text()
+        return res["log_likelihood"], diag
 
     def score(self, X, y=None, **kwargs) -> float:
         """Mean held-out log p(x) per item in nats (``y`` is ignored: scikit-learn's signature)."""
         return float(np.mean(self.score_samples(X, **kwargs)))
 
-    def evaluate(self, X, *, n_lattice: int | None = None, n_shifts: int | None = None,
-                 random_state=None) -> dict:
-        """Held-out log-likelihood with its standard error over random shifts.
+    def evaluate(self, X, *, n_lattice: int | str | None = None, n_shifts: int | None = None,
+                 random_state=None, tol: float = _estimate.DEFAULT_TOL,
+                 max_seconds: float | None = 300.0) -> dict:
+        """Held-out log-likelihood with its standard error over random shifts and its
+        convergence.
+
+        Parameters
+        ----------
+        X : array-like [shape=(N, D) or (N, F, T)]
+        n_lattice : int, "auto" or None
+            Lattice size. ``"auto"`` (the default unless ``n_eval_lattice`` is a number): grow m
+            along :func:`vocalatent.lattice.lattice_sequence` from the training size until the
+            mean estimate changes by less than ``tol`` nats per item between two sizes and at
+            least 99 % of the items are converged, or until ``max_seconds`` or the largest
+            lattice is reached.
+        n_shifts : int or None
+            Random shifts (at least 2, so that the spread of the estimates is measured).
+        random_state : int or None
+        tol : float, default 0.05
+            Tolerance of the adaptive lattice, nats per item.
+        max_seconds : float or None, default 300
+            Time budget of the adaptive lattice.
 
         Returns
         -------
         result : dict
             ``log_likelihood`` (mean nats per item, union of all shifts), ``stderr`` (standard
             error of the per-shift means), ``per_shift`` (per-shift means), ``bits_per_dim``
-            (−log_likelihood / (D ln 2)), ``n_lattice``, ``n_shifts``, ``n_items``.
+            (−log_likelihood / (D ln 2)), ``n_lattice``, ``n_shifts``, ``n_items``; the
+            diagnostics ``converged_fraction``, ``n_not_converged``, ``ess_median``,
+            ``ess_min``, ``shift_sd_max``, ``criterion``; with ``"auto"`` also ``tol``,
+            ``tol_met``, ``change`` (nats per item from the previous size), ``stopped_by`` and
+            ``history`` (``[m, mean, seconds]`` per size). A warning is logged when fewer than
+            99 % of the items are converged or the tolerance was not met.
         """
         self._check_fitted()
         data = self._data(X)
         n_shifts = n_shifts or max(self.n_eval_shifts, 2)
-        n = self._n_eval(n_lattice)
+        if n_lattice is None:
+            n_lattice = self.n_eval_lattice if self.n_eval_lattice is not None else "auto"
+        n = self._n_eval(n_lattice, allow_auto=True)
         seed = self.seed_ + 2 if random_state is None else int(random_state)
-        res = self._stream(data, n, n_shifts, seed=seed, desc="QLVM evaluate")
+        res = self._score(data, n, n_shifts, seed=seed, desc="QLVM evaluate", tol=tol, max_seconds=max_seconds)
         per_shift = res["per_shift"].mean(axis=1)
         ll = float(res["log_likelihood"].mean())
-        return {"log_likelihood": ll,
-                "stderr": float(per_shift.std(ddof=1) / math.sqrt(n_shifts)) if n_shifts > 1 else math.nan,
-                "per_shift": per_shift.tolist(), "bits_per_dim": -ll / (self.n_features_ * math.log(2)),
-                "n_lattice": n, "n_shifts": n_shifts, "n_items": data.n}
+        out = {"log_likelihood": ll,
+               "stderr": float(per_shift.std(ddof=1) / math.sqrt(n_shifts)) if n_shifts > 1 else math.nan,
+               "per_shift": per_shift.tolist(), "bits_per_dim": -ll / (self.n_features_ * math.log(2)),
+               "n_lattice": int(res["n_lattice"]), "n_shifts": n_shifts, "n_items": data.n,
+               "converged_fraction": float(np.mean(res["converged"])),
+               "n_not_converged": int(np.sum(~res["converged"])),
+               "ess_median": float(np.median(res["ess"])), "ess_min": float(np.min(res["ess"])),
+               "shift_sd_max": float(np.nanmax(res["shift_sd"])) if n_shifts > 1 else math.nan,
+               "criterion": _estimate.criterion_text()}
+        for key in ("tol", "tol_met", "change", "stopped_by", "history"):
+            if key in res:
+                out[key] = res[key]
+        if _estimate.needs_warning(out):
+            logger.warning("%s; %s", _estimate.convergence_summary(out),
+                           _estimate.advice(out, floor=self._floor()))
+        return out
 
-    def transform(self, X, *, n_lattice: int | None = None, n_shifts: int | None = None,
+    def transform(self, X, *, n_lattice: int | str | None = None, n_shifts: int | None = None,
                   random_state=None) -> np.ndarray:
         """Embed items at their posterior circular mean on the torus (scikit-learn's transform).
 
@@ -497,7 +597,7 @@ class LatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         return self.transform_dataset(X, n_lattice=n_lattice, n_shifts=n_shifts,
                                       random_state=random_state)["embedding"].values
 
-    def transform_dataset(self, X, *, n_lattice: int | None = None, n_shifts: int | None = None,
+    def transform_dataset(self, X, *, n_lattice: int | str | None = None, n_shifts: int | None = None,
                           random_state=None, coords: dict | None = None):
         """Embed items: posterior circular mean, MAP point, spread and log p(x), as a Dataset.
 
@@ -514,17 +614,22 @@ class LatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         ds : xarray.Dataset
             Dims ``item`` and ``latent``; variables ``embedding`` (circular posterior mean, in
             [0, 1)), ``map_point``, ``spread`` (1 − mean resultant length, in [0, 1]),
-            ``posterior_entropy`` (nats) and ``log_likelihood`` (nats); attrs describe the model.
+            ``posterior_entropy`` (nats), ``log_likelihood`` (nats), and the diagnostics
+            ``ess`` (pooled effective sample size of the lattice posterior), ``shift_sd``
+            (spread of the per-shift estimates, nats) and ``converged`` (bool; the criterion
+            and the lattice sizes are in the attrs); attrs describe the model.
         """
         from .embedding import build_embedding
 
         self._check_fitted()
         data = self._data(X)
-        n = self._n_eval(n_lattice)
+        n = self._n_eval(n_lattice, allow_auto=True)
         n_shifts = n_shifts or self.n_eval_shifts
         seed = self.seed_ + 3 if random_state is None else int(random_state)
-        res = self._stream(data, n, n_shifts, seed=seed, stats=True, desc="QLVM transform")
-        return build_embedding(res, model=self, n_lattice=n, n_shifts=n_shifts, coords=coords)
+        res = self._score(data, n, n_shifts, seed=seed, stats=True, desc="QLVM transform")
+        self._warn_unconverged(res, "transform")
+        res["criterion"] = _estimate.criterion_text()
+        return build_embedding(res, model=self, n_lattice=int(res["n_lattice"]), n_shifts=n_shifts, coords=coords)
 
     def fit_transform(self, X, y=None, *, validation=None, **kwargs) -> np.ndarray:
         """``fit(X, validation=validation)`` then ``transform(X, **kwargs)`` (an ndarray)."""
@@ -744,8 +849,10 @@ class QLVM(LatentModel):
         ``base_channels=32``) and the likelihood (e.g. ``sigma=0.1``, ``variance="fixed"``).
     output_shape : (int, int) or None
         Item shape for a convolutional decoder when X is given flat (N, F*T).
-    n_eval_lattice : int or None
-        Lattice size for ``score_samples``/``transform``. Default per d: 2048, 6765, 8191.
+    n_eval_lattice : int, "auto" or None
+        Lattice size for ``score_samples``/``transform``. Default per d: 2048, 6765, 8191;
+        ``evaluate`` grows its lattice until the estimate settles (``"auto"``) unless this is
+        a number. ``"auto"`` here makes every scoring method grow it.
     n_eval_shifts : int, default 4
         Random shifts averaged by ``score_samples``/``transform``.
     device : {"auto", "cpu", "cuda", "cuda:N", "mps"}
@@ -856,13 +963,27 @@ class QLVM(LatentModel):
         module.likelihood.setup(sample)
         module.to(self.device_)
         self.module_ = module  # _stream (validation) reads the module being trained
-        return LatticeObjective(self, module, self.n_lattice_, rng, val_seed=self.seed_ + 1)
+        objective = LatticeObjective(self, module, self.n_lattice_, rng, val_seed=self.seed_ + 1)
+        objective.resolution_sample = sample[:512]  # for the check after training
+        return objective
 
     def _finish_fit(self, objective, result) -> None:
         self.n_lattice_ = objective.n_lattice
         self.best_val_log_likelihood_ = (
             max(v for v in result.history["val_log_likelihood"] if math.isfinite(v))
             if result.best_validation is not None else None)
+        self._check_training_resolution(objective.resolution_sample)
+
+    def _check_training_resolution(self, sample: np.ndarray) -> None:
+        """Warn when the training lattice's posterior has collapsed onto one point for most
+        items (the model outruns its integrator); sets ``training_ess_``, the median ESS of the
+        training-lattice posterior (one shift) on up to 512 training items."""
+        res = self._stream(_Data(sample, name="training sample"), self.n_lattice_, 1, seed=self.seed_ + 4,
+                           show_progress=False)
+        self.training_ess_ = float(np.median(res["ess"]))
+        msg = _estimate.training_resolution_message(res["ess"], self.n_lattice_, floor=self._floor())
+        if msg:
+            logger.warning(msg)
 
 
 class LatticeObjective:

@@ -26,37 +26,68 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._utils import DataError, ParameterError, check_option
+from .base import Likelihood, check_counts
+from .negbin import NegativeBinomial
+
+__all__ = ["Bernoulli", "FLOOR_RELATIVE", "Gaussian", "LEGACY_MIN_SIGMA", "LIKELIHOODS", "Likelihood",
+           "Multinomial", "NegativeBinomial", "Poisson", "make_likelihood", "variance_floor"]
 
 _LOG_2PI = math.log(2 * math.pi)
 
+#: The data-derived variance floor's relative part: no feature's standard deviation may fall
+#: below this fraction of the data's pooled per-feature standard deviation (docs/method.md).
+FLOOR_RELATIVE = 0.05
 
-def _is_integer_valued(x: np.ndarray) -> bool:
-    return bool(np.all(np.equal(np.mod(x, 1), 0)))
+#: The absolute floor vocalatent used before the data-derived one (and still uses when the data
+#: give no scale at all); also the floor of checkpoints written before the floor was stored.
+LEGACY_MIN_SIGMA = 1e-3
+
+#: A sample with at most this many distinct values is treated as quantised.
+_MAX_LEVELS = 4096
 
 
-class Likelihood(nn.Module):
-    """Base class; see the module docstring for the contract."""
+def variance_floor(x_sample, *, relative: float = FLOOR_RELATIVE) -> dict:
+    """The Gaussian likelihood's default floor on standard deviations, from the data.
 
-    n_params: int = 1
-    name: str = "likelihood"
+    The floor is the larger of two resolutions of the data, in data units:
 
-    def setup(self, x_sample: np.ndarray) -> None:
-        """Initialise data-dependent buffers from a sample of the training data (N, D)."""
+    - the quantisation noise ``q / sqrt(12)`` when the values lie on a grid of step ``q``
+      (at most 4096 distinct values in the sample: 8-bit images, the digits' 17 grey levels,
+      integer counts); a narrower Gaussian models the rounding, not the data;
+    - ``relative`` times the pooled standard deviation ``sqrt(mean_k var_k)``: no feature may be
+      modelled as more than ``1 / relative`` times more precise than the typical feature varies.
+      Without it, features that are (nearly) constant in training get standard deviations of a
+      few thousandths, the posterior of any item that differs there collapses onto one lattice
+      point, and the lattice estimate of log p(x) stops converging (docs/method.md has the
+      measurements).
 
-    def check_data(self, x: np.ndarray) -> None:
-        """Raise DataError when ``x`` lies outside the support of this likelihood."""
+    Parameters
+    ----------
+    x_sample : array-like [shape=(N, D)]
+        A sample of the training data.
+    relative : float > 0
+        See above.
 
-    def log_prob_matrix(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-    def log_prob_pairs(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-    def mean(self, params: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-    def extra_repr(self) -> str:
-        return f"n_params={self.n_params}"
+    Returns
+    -------
+    floor : dict
+        ``sigma`` (the floor), ``quantisation_step`` (0 for continuous data), ``pooled_sd``,
+        ``rule`` (which term set it: "quantisation", "relative" or "legacy").
+    """
+    x = np.asarray(x_sample, dtype=np.float64)
+    x = x.reshape(len(x), -1)
+    pooled = float(np.sqrt(np.mean(x.var(axis=0)))) if len(x) > 1 else 0.0
+    step = 0.0
+    levels = np.unique(x)
+    if 1 < len(levels) <= _MAX_LEVELS:
+        gaps = np.diff(levels)
+        gaps = gaps[gaps > 1e-6 * (levels[-1] - levels[0])]
+        step = float(gaps.min()) if len(gaps) else 0.0
+    quant, rel = step / math.sqrt(12.0), relative * pooled
+    if max(quant, rel) <= 0 or not math.isfinite(max(quant, rel)):
+        return {"sigma": LEGACY_MIN_SIGMA, "quantisation_step": step, "pooled_sd": pooled, "rule": "legacy"}
+    return {"sigma": float(max(quant, rel)), "quantisation_step": step, "pooled_sd": pooled,
+            "rule": "quantisation" if quant >= rel else "relative"}
 
 
 class _SharedVarianceKernel(torch.autograd.Function):
@@ -129,8 +160,14 @@ class Gaussian(Likelihood):
         Initial (or fixed) standard deviation in data units. ``"auto"`` (default) starts each
         feature at its standard deviation in the training data: the posterior then starts
         broad, the decoder learns the global layout first, and folds of the map are rarer.
-    min_sigma : float > 0
-        Floor on learned standard deviations (stops collapse on constant features).
+    min_sigma : float > 0 or "auto"
+        Floor on every standard deviation (learned, decoded or fixed: ``sigma`` is the
+        floor plus a learned excess). ``"auto"`` (default): derived from the training data by
+        :func:`variance_floor` when the model is fitted (the larger of the data's quantisation
+        noise and 5 % of its pooled standard deviation), stored with the model and reported as
+        ``floor``. A floor keeps nearly constant features from collapsing to standard
+        deviations of a few thousandths, which makes every posterior narrower than any
+        affordable lattice and the estimate of log p(x) meaningless (docs/method.md).
 
     Notes
     -----
@@ -143,15 +180,21 @@ class Gaussian(Likelihood):
     name = "gaussian"
 
     def __init__(self, n_features: int, *, variance: str = "feature", sigma="auto",
-                 min_sigma: float = 1e-3):
+                 min_sigma="auto"):
         super().__init__()
         check_option("variance", variance, ("feature", "fixed", "decoded"))
-        if not (sigma == "auto" or (isinstance(sigma, (int, float)) and sigma > 0)) or not min_sigma > 0:
-            raise ParameterError(f"sigma must be 'auto' or > 0 and min_sigma > 0; got {sigma!r}, {min_sigma!r}")
+        if not (sigma == "auto" or (isinstance(sigma, (int, float)) and sigma > 0)):
+            raise ParameterError(f"sigma must be 'auto' or > 0; got {sigma!r}")
+        if not (min_sigma == "auto" or (isinstance(min_sigma, (int, float)) and min_sigma > 0)):
+            raise ParameterError(f"min_sigma must be 'auto' or > 0; got {min_sigma!r}")
         self.variance = variance
         self.sigma = sigma
+        self.min_sigma_option = min_sigma
         self.n_params = 2 if variance == "decoded" else 1
-        self.min_sigma = float(min_sigma)
+        start = LEGACY_MIN_SIGMA if min_sigma == "auto" else float(min_sigma)
+        self.register_buffer("floor", torch.tensor(start, dtype=torch.float32))
+        #: how the floor was chosen (set by :meth:`setup` for ``min_sigma="auto"``)
+        self.floor_info = {"sigma": start, "rule": "auto (not set up)" if min_sigma == "auto" else "given"}
         init = self._raw(0.1 if sigma == "auto" else float(sigma))
         if variance == "feature":
             self.raw_sigma = nn.Parameter(torch.full((n_features,), init))
@@ -159,25 +202,57 @@ class Gaussian(Likelihood):
             self.register_buffer("raw_sigma", torch.full((n_features,), init))
         self.register_buffer("center", torch.zeros(n_features))
 
+    @property
+    def min_sigma(self) -> float:
+        """The floor on standard deviations in data units (after :meth:`setup` for ``"auto"``)."""
+        return float(self.floor)
+
     def _raw(self, sigma):
-        return math.log(max(float(sigma) - self.min_sigma, self.min_sigma * 0.01))
+        floor = self.min_sigma
+        return math.log(max(float(sigma) - floor, floor * 0.01))
 
     def setup(self, x_sample):
         x_sample = np.asarray(x_sample, dtype=np.float64)
         self.center.copy_(torch.as_tensor(x_sample.mean(axis=0), dtype=torch.float32))
+        if self.min_sigma_option == "auto":
+            self.floor_info = variance_floor(x_sample)
+            floor = self.floor_info["sigma"]
+            if self.variance == "fixed" and self.sigma != "auto":
+                # a fixed sigma is the user's choice: the floor never changes it
+                floor = min(floor, 0.5 * float(self.sigma))
+            self.floor.fill_(floor)
+            if self.sigma != "auto":
+                value = float(self.sigma) if self.variance == "fixed" else max(float(self.sigma), 2 * floor)
+                with torch.no_grad():
+                    self.raw_sigma.fill_(self._raw(value))
         if self.sigma == "auto" and self.variance != "decoded":
             std = np.maximum(x_sample.std(axis=0), 2 * self.min_sigma)
             raw = np.log(std - self.min_sigma)
             with torch.no_grad():
                 self.raw_sigma.copy_(torch.as_tensor(raw, dtype=torch.float32))
 
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        # checkpoints written before the floor was stored used the fixed min_sigma
+        key = prefix + "floor"
+        if key not in state_dict:
+            legacy = LEGACY_MIN_SIGMA if self.min_sigma_option == "auto" else float(self.min_sigma_option)
+            state_dict[key] = torch.tensor(legacy, dtype=torch.float32)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+        self.floor_info = {"sigma": self.min_sigma, "rule": "loaded"}
+
     def check_data(self, x):
         pass
 
+    def sigmas(self, params=None) -> torch.Tensor:
+        """The standard deviations in data units: (D,), or (m, D) for decoded variances."""
+        return torch.exp(self._log_sigma(params))
+
     def _log_sigma(self, params):
         if self.variance == "decoded":
-            return torch.log(F.softplus(params[:, 1]) + self.min_sigma)  # (m, D)
-        return torch.log(torch.exp(self.raw_sigma) + self.min_sigma)  # (D,)
+            return torch.log(F.softplus(params[:, 1]) + self.floor)  # (m, D)
+        return torch.log(torch.exp(self.raw_sigma) + self.floor)  # (D,)
 
     def log_prob_matrix(self, x, params):
         mu = params[:, 0] - self.center
@@ -230,17 +305,6 @@ class Bernoulli(Likelihood):
         return torch.sigmoid(params[:, 0])
 
 
-def _check_counts(x: np.ndarray, name: str) -> None:
-    if np.any(x < 0):
-        raise DataError(f"the {name} likelihood needs non-negative counts; found min {x.min():g}")
-    if not _is_integer_valued(x):
-        frac = x[np.mod(x, 1) != 0]
-        raise DataError(
-            f"the {name} likelihood needs integer counts; found non-integer values such as "
-            f"{frac[:3].tolist()} (normalized or log-transformed data? use raw counts)"
-        )
-
-
 class Poisson(Likelihood):
     """Poisson with decoded log-rates: ``log p = x log(lam)^T - 1 lam^T - sum_k log x_k!``.
 
@@ -259,7 +323,7 @@ class Poisson(Likelihood):
         self.offset = bool(offset)
 
     def check_data(self, x):
-        _check_counts(x, "Poisson")
+        check_counts(x, "Poisson")
 
     def _log_rate(self, params):
         raw = params[:, 0]
@@ -298,7 +362,7 @@ class Multinomial(Likelihood):
     name = "multinomial"
 
     def check_data(self, x):
-        _check_counts(x, "multinomial")
+        check_counts(x, "multinomial")
 
     def log_prob_matrix(self, x, params):
         log_rho = F.log_softmax(params[:, 0], dim=1)
@@ -334,6 +398,4 @@ def make_likelihood(name: str, n_features: int, **options) -> Likelihood:
         return Poisson(offset=True, **options)
     if name == "multinomial":
         return Multinomial(**options)
-    from .negbin import NegativeBinomial
-
     return NegativeBinomial(n_features, **options)

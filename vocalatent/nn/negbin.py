@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 
 from .._utils import ParameterError, check_positive
-from .likelihoods import Likelihood, _check_counts
+from .base import Likelihood, check_counts
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "DEFAULT_CHUNK_SIZE_CUDA", "NegativeBinomial", "negbin_log_prob",
            "negbin_log_prob_matrix", "plan_blocks"]
@@ -249,7 +249,7 @@ class NegativeBinomial(Likelihood):
             self.register_buffer("log_theta", init)
 
     def check_data(self, x) -> None:
-        _check_counts(x, "negative binomial")
+        check_counts(x, "negative binomial")
 
     @staticmethod
     def _log_size(x: torch.Tensor) -> torch.Tensor:

@@ -66,7 +66,8 @@ class PosteriorAccumulator:
     Feed ``update(ll, u, rows)`` with ``ll`` of shape ``(b, c)`` for the items ``rows`` and the
     chunk's unit-torus points ``u`` ``(c, d)``, for any number of chunks (and shifts), then call
     ``add_count(c)`` once per chunk; memory is O(B * d) whatever the total number of points.
-    Gives the running logsumexp (for log p̂), the posterior circular
+    Gives the running logsumexp (for log p̂), the effective sample size of the posterior
+    (:meth:`ess`), the posterior circular
     mean and mean resultant length per latent dimension, the MAP point, and the posterior
     entropy.
     """
@@ -75,6 +76,7 @@ class PosteriorAccumulator:
         kw = dict(device=device, dtype=torch.float64)
         self.m = torch.full((n_items,), -math.inf, **kw)   # running max
         self.s = torch.zeros(n_items, **kw)                # sum exp(ll - m)
+        self.s2 = torch.zeros(n_items, **kw)               # sum exp(2 (ll - m))
         self.count = 0
         self.stats = stats
         if stats:
@@ -110,6 +112,7 @@ class PosteriorAccumulator:
                 self.map[rows] = mp
                 self.best[rows] = torch.where(better, cmax, best)
         self.s[rows] = scale * self.s[rows] + e.sum(1)
+        self.s2[rows] = scale * scale * self.s2[rows] + (e * e).sum(1)
         self.m[rows] = new_m
 
     def add_count(self, n_points: int) -> None:
@@ -119,6 +122,17 @@ class PosteriorAccumulator:
     def log_marginal(self) -> torch.Tensor:
         """``logsumexp_j ll_ij − log(total points)`` (B,), float64."""
         return self.m + torch.log(self.s) - math.log(self.count)
+
+    def ess(self) -> torch.Tensor:
+        """Effective sample size ``(sum_j w_ij)^2 / sum_j w_ij^2`` of each item's posterior (B,):
+        1 when all the weight sits on one point, the number of points when it is uniform."""
+        return self.s * self.s / self.s2
+
+    def state(self) -> dict:
+        """The running sums as float64 NumPy arrays (``max``, ``sum``, ``sum_sq``, ``count``), for
+        pooling accumulators with :func:`vocalatent.nn.estimate.pool_shifts`."""
+        return {"max": self.m.cpu().numpy(), "sum": self.s.cpu().numpy(),
+                "sum_sq": self.s2.cpu().numpy(), "count": self.count}
 
     def circular_mean(self) -> torch.Tensor:
         """Posterior circular mean per latent dim, in [0, 1) (B, d)."""
