@@ -84,7 +84,8 @@ def variance_floor(x_sample, *, relative: float = FLOOR_RELATIVE) -> dict:
         gaps = gaps[gaps > 1e-6 * (levels[-1] - levels[0])]
         step = float(gaps.min()) if len(gaps) else 0.0
     quant, rel = step / math.sqrt(12.0), relative * pooled
-    if max(quant, rel) <= 0 or not math.isfinite(max(quant, rel)):
+    scale = float(np.abs(x).max()) if x.size else 0.0
+    if not max(quant, rel) > 1e-9 * max(scale, 1.0) or not math.isfinite(max(quant, rel)):
         return {"sigma": LEGACY_MIN_SIGMA, "quantisation_step": step, "pooled_sd": pooled, "rule": "legacy"}
     return {"sigma": float(max(quant, rel)), "quantisation_step": step, "pooled_sd": pooled,
             "rule": "quantisation" if quant >= rel else "relative"}

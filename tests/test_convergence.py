@@ -1,0 +1,270 @@
+"""The lattice estimate of log p(x) converges at the defaults, and says so when it does not.
+
+Issue 11: a data-derived variance floor keeps the default posterior wider than the lattice;
+per-item diagnostics (ESS, spread over shifts, converged) come with every estimate; the
+adaptive evaluation lattice grows m until the estimate settles.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from vocalatent import lattice as L
+from vocalatent.baselines import IWAE, VAE
+from vocalatent.model import QLVM
+from vocalatent.nn import estimate
+from vocalatent.nn.likelihoods import FLOOR_RELATIVE, LEGACY_MIN_SIGMA, Gaussian, variance_floor
+from vocalatent.nn.qlvm import PosteriorAccumulator
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from sklearn.datasets import load_digits
+
+    X = (load_digits().data / 16.0).astype(np.float32)
+    idx = np.random.default_rng(1).permutation(len(X))
+    return X[idx[:1500]], X[idx[1500:]]
+
+
+@pytest.fixture(scope="module")
+def digits_2d(digits):
+    """The issue's setting: 2-D, m = 610, 30 epochs, every other setting at its default."""
+    tr, _ = digits
+    return QLVM(latent_dim=2, n_lattice=610, max_epochs=30, random_state=0, device="cpu",
+                verbose=False).fit(tr)
+
+
+# ------------------------------------------------------------------------------ pure math
+def test_variance_floor_from_quantisation_scale_and_nothing():
+    rng = np.random.default_rng(0)
+    grid = rng.integers(0, 17, size=(300, 40)) / 16.0          # 17 grey levels, step 1/16
+    f = variance_floor(grid)
+    assert f["rule"] == "quantisation"
+    assert f["quantisation_step"] == pytest.approx(1 / 16)
+    assert f["sigma"] == pytest.approx(1 / 16 / math.sqrt(12))
+    cont = rng.normal(0, 2.0, size=(400, 30))                    # continuous, sd 2
+    f = variance_floor(cont)
+    assert f["rule"] == "relative"
+    assert f["sigma"] == pytest.approx(FLOOR_RELATIVE * np.sqrt(cont.var(0).mean()))
+    assert f["sigma"] == pytest.approx(FLOOR_RELATIVE * 2.0, rel=0.1)
+    f = variance_floor(np.full((50, 5), 0.3))                    # no scale at all
+    assert f["sigma"] == LEGACY_MIN_SIGMA and f["rule"] == "legacy"
+
+
+def test_gaussian_floor_auto_is_set_up_stored_and_respects_fixed_sigma():
+    rng = np.random.default_rng(1)
+    x = (rng.integers(0, 17, size=(200, 12)) / 16.0).astype(np.float32)
+    x[:, 0] = 0.0                                                 # a constant feature
+    like = Gaussian(12)
+    like.setup(x)
+    floor = 1 / 16 / math.sqrt(12)
+    assert like.min_sigma == pytest.approx(floor, rel=1e-6)
+    s = like.sigmas().detach().numpy()
+    assert s.min() >= floor * (1 - 1e-6)                          # the constant feature too
+    assert s[0] == pytest.approx(2 * floor, rel=1e-5)
+    # stored in the state dict, so a loaded model scores as it was fitted
+    other = Gaussian(12)
+    other.load_state_dict(like.state_dict())
+    assert other.min_sigma == pytest.approx(like.min_sigma)
+    # a checkpoint from before the floor was stored gets the old fixed floor
+    legacy = {k: v for k, v in like.state_dict().items() if k != "floor"}
+    old = Gaussian(12)
+    old.load_state_dict(legacy)
+    assert old.min_sigma == pytest.approx(LEGACY_MIN_SIGMA)
+    # a fixed sigma is the user's: the floor does not move it
+    fixed = Gaussian(12, variance="fixed", sigma=0.01)
+    fixed.setup(x)
+    np.testing.assert_allclose(fixed.sigmas().numpy(), 0.01, rtol=1e-5)
+
+
+def test_accumulator_ess_and_pooling_match_float64_reference():
+    rng = np.random.default_rng(2)
+    n_items, m, shifts, d = 7, 300, 3, 2
+    ll = [rng.normal(0, 30, size=(n_items, m)) - 500 for _ in range(shifts)]   # sharp and offset
+    accs = []
+    for s in range(shifts):
+        acc = PosteriorAccumulator(n_items, d, "cpu", stats=False)
+        for c0 in range(0, m, 64):                                 # streamed in chunks
+            acc.update(torch.as_tensor(ll[s][:, c0:c0 + 64], dtype=torch.float32),
+                       torch.zeros(min(64, m - c0), d))
+            acc.add_count(min(64, m - c0))
+        accs.append(acc)
+    ll32 = [np.asarray(torch.as_tensor(a, dtype=torch.float32), dtype=np.float64) for a in ll]
+
+    def ess_ref(a):
+        w = np.exp(a - a.max(1, keepdims=True))
+        return w.sum(1) ** 2 / (w * w).sum(1)
+
+    for s in range(shifts):
+        np.testing.assert_allclose(accs[s].ess().numpy(), ess_ref(ll32[s]), rtol=1e-9)
+    pooled = estimate.pool_shifts([a.state() for a in accs])
+    allll = np.concatenate(ll32, axis=1)
+    ref = np.log(np.exp(allll - allll.max(1, keepdims=True)).sum(1)) + allll.max(1) - math.log(shifts * m)
+    np.testing.assert_allclose(pooled["log_likelihood"], ref, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(pooled["ess"], ess_ref(allll), rtol=1e-9)
+
+
+def test_item_diagnostics_criterion():
+    per_shift = np.array([[1.0, 1.0, 5.0, 2.0], [1.01, 1.0, -5.0, 2.0]])
+    ess_shift = np.array([[10.0, 1.2, 10.0, 3.0], [12.0, 1.1, 10.0, 3.0]])
+    diag = estimate.item_diagnostics(per_shift, ess_shift, ess_shift.sum(0))
+    # item 0 fine; item 1 collapsed onto one point (ESS ~ 1); item 2 shifts disagree; item 3 fine
+    assert diag["converged"].tolist() == [True, False, False, True]
+    one = estimate.item_diagnostics(per_shift[:1], ess_shift[:1], ess_shift[0])
+    assert one["converged"].tolist() == [True, False, True, True] and np.isnan(one["shift_sd"]).all()
+
+
+def test_lattice_sequences():
+    assert L.lattice_sequence(2, start=610) == [987, 2584, 6765, 17711, 46368, 121393]
+    assert all(n in L.FIBONACCI for n in L.lattice_sequence(2))
+    assert L.lattice_sequence(3) == sorted(L.KOROBOV_3D)
+    one = L.lattice_sequence(1, start=200)
+    assert one[0] == 256 and all(b == 2 * a for a, b in zip(one, one[1:]))
+    assert L.lattice_sequence(2, start=10**7) == [121393]
+
+
+def test_adaptive_lattice_stops_at_tolerance_and_at_the_budget():
+    truth = 10.0
+    calls = []
+
+    def score(m):                                    # error ~ 100 / m: settles as m grows
+        calls.append(m)
+        return {"log_likelihood": np.full(5, truth - 100.0 / m), "converged_fraction": 1.0}
+
+    res = estimate.adaptive_lattice(score, [100, 200, 400, 800, 1600, 3200], tol=0.1, max_seconds=None)
+    # changes 0.5, 0.25, 0.125, 0.0625 -> stops at 1600
+    assert res["n_lattice"] == 1600 and res["tol_met"] and res["stopped_by"] == "tolerance"
+    assert res["change"] == pytest.approx(0.0625) and calls == [100, 200, 400, 800, 1600]
+    # never stop on agreement while items are unconverged
+    res = estimate.adaptive_lattice(lambda m: {"log_likelihood": np.ones(3), "converged_fraction": 0.5},
+                                    [10, 20, 40], tol=0.1, max_seconds=None, min_converged=0.99)
+    assert res["n_lattice"] == 40 and res["stopped_by"] == "largest lattice"
+    # a zero budget: one size, tolerance not met
+    res = estimate.adaptive_lattice(score, [100, 200], tol=0.1, max_seconds=0.0)
+    assert res["n_lattice"] == 100 and not res["tol_met"] and res["stopped_by"] == "time budget"
+
+
+# ------------------------------------------------------------------------------ the digits
+def test_digits_default_estimate_converged_at_2584_and_10946(digits, digits_2d):
+    _, te = digits
+    a = digits_2d.score_samples(te, n_lattice=2584, n_shifts=4)
+    b, diag = digits_2d.score_samples(te, n_lattice=10946, n_shifts=4, return_diagnostics=True)
+    assert np.isfinite(a).all()
+    assert abs(b.mean() - a.mean()) < 0.1
+    assert diag["converged"].mean() >= 0.99 and np.median(diag["ess"]) > 10
+    # the floor is the digits' quantisation noise (17 grey levels)
+    assert digits_2d.module_.likelihood.min_sigma == pytest.approx(1 / 16 / math.sqrt(12), rel=1e-5)
+    assert digits_2d.training_ess_ > 2
+
+
+def test_evaluate_auto_reports_lattice_and_convergence(digits, digits_2d, caplog):
+    _, te = digits
+    with caplog.at_level(logging.WARNING, logger="vocalatent"):
+        ev = digits_2d.evaluate(te)
+    assert ev["tol_met"] and ev["stopped_by"] == "tolerance" and ev["converged_fraction"] >= 0.99
+    assert ev["n_lattice"] in L.lattice_sequence(2) and ev["history"][-1][0] == ev["n_lattice"]
+    assert abs(ev["history"][-1][1] - ev["history"][-2][1]) < 0.05
+    fixed = digits_2d.evaluate(te, n_lattice=10946, n_shifts=ev["n_shifts"])
+    assert abs(fixed["log_likelihood"] - ev["log_likelihood"]) < 0.1
+    line = estimate.convergence_summary(ev)
+    assert "converged for 100.0 % of items" in line or "converged for 99." in line
+    assert f"m = {ev['n_lattice']:,}" in line
+    assert not [r for r in caplog.records if "converged" in r.getMessage()]
+
+
+def test_unresolvable_model_is_flagged(digits, digits_2d, caplog):
+    """sigma forced tiny: every posterior collapses onto one lattice point, and every output
+    says so (the same items are converged under the fitted model)."""
+    _, te = digits
+    sharp = copy.deepcopy(digits_2d)
+    like = sharp.module_.likelihood
+    with torch.no_grad():
+        like.floor.fill_(1e-4)
+        like.raw_sigma.fill_(math.log(1e-3))
+    items = te[:40]
+    _, good = digits_2d.score_samples(items, n_lattice=2584, return_diagnostics=True)
+    with caplog.at_level(logging.WARNING, logger="vocalatent"):
+        _, bad = sharp.score_samples(items, n_lattice=2584, return_diagnostics=True)
+        ev = sharp.evaluate(items, n_lattice=2584)
+        ds = sharp.transform_dataset(items, n_lattice=2584)
+    assert good["converged"].all()
+    assert not bad["converged"].any()
+    assert np.median(bad["min_ess"]) < 1.5 and np.median(bad["shift_sd"]) > 1.0
+    assert ev["converged_fraction"] == 0.0 and ev["n_not_converged"] == 40
+    assert not ds["converged"].values.any() and "ESS" in ds.attrs["convergence_criterion"]
+    msgs = " ".join(r.getMessage() for r in caplog.records)
+    assert "converged for 0.0 % of items at m = 2,584" in msgs and "variance floor" in msgs
+
+
+def test_embedding_carries_diagnostics(digits, digits_2d, tmp_path):
+    from vocalatent.embedding import read_embedding, write_embedding
+
+    _, te = digits
+    ds = digits_2d.transform_dataset(te[:30], n_lattice=2584, n_shifts=2)
+    assert ds["converged"].dtype == bool and ds["converged"].values.all()
+    assert (ds["ess"].values > 1).all() and (ds["shift_sd"].values < 0.1).all()
+    assert ds.attrs["converged_fraction"] == 1.0
+    back = read_embedding(write_embedding(ds, tmp_path / "e.nc"))
+    np.testing.assert_array_equal(back["converged"].values, ds["converged"].values)
+    np.testing.assert_allclose(back["ess"].values, ds["ess"].values)
+
+
+def test_training_check_warns_on_collapse(digits, caplog):
+    tr, _ = digits
+    with caplog.at_level(logging.WARNING, logger="vocalatent"):
+        m = QLVM(latent_dim=2, n_lattice=610, max_epochs=8, random_state=0, device="cpu", verbose=False,
+                 likelihood_options={"min_sigma": 1e-3}).fit(tr[:600])
+    assert m.training_ess_ < 1.5
+    msg = [r.getMessage() for r in caplog.records if "collapsed" in r.getMessage()]
+    assert msg and "larger n_lattice" in msg[0] and "variance floor" in msg[0]
+
+
+def test_baselines_share_the_floor(digits):
+    tr, _ = digits
+    floors = []
+    for cls in (QLVM, VAE, IWAE):
+        kw = {"n_lattice": 144} if cls is QLVM else {}
+        m = cls(latent_dim=2, max_epochs=1, random_state=0, device="cpu", verbose=False, **kw).fit(tr[:300])
+        floors.append(m.module_.likelihood.min_sigma)
+    assert floors[0] == pytest.approx(1 / 16 / math.sqrt(12), rel=1e-5)
+    assert floors[0] == floors[1] == floors[2]
+
+
+@pytest.mark.parametrize("d,n_train,sizes", [(1, 256, (1024, 8192)), (3, 1021, (2039, 8191))])
+def test_one_and_three_dimensional_estimates_converge(digits, d, n_train, sizes):
+    tr, te = digits
+    m = QLVM(latent_dim=d, n_lattice=n_train, max_epochs=15, random_state=0, device="cpu",
+             verbose=False).fit(tr)
+    a = m.score_samples(te[:150], n_lattice=sizes[0], n_shifts=2)
+    b, diag = m.score_samples(te[:150], n_lattice=sizes[1], n_shifts=2, return_diagnostics=True)
+    assert abs(b.mean() - a.mean()) < 0.1
+    assert diag["converged"].mean() >= 0.99
+
+
+@pytest.mark.slow
+def test_paper_ordering_at_defaults(digits):
+    """2-D QLVM > 2-D IWAE > 2-D VAE on held-out log p(x), same default decoder, epochs and
+    batch size, each gap more than 3 paired standard errors, every estimate converged."""
+    from sklearn.datasets import load_digits
+
+    X = (load_digits().data / 16.0).astype(np.float32)
+    idx = np.random.default_rng(3).permutation(len(X))
+    tr, te = X[idx[:1500]], X[idx[1500:]]
+    kw = dict(latent_dim=2, max_epochs=60, random_state=0, device="cpu", verbose=False)
+    per_item, ev = {}, {}
+    for name, cls in (("QLVM", QLVM), ("IWAE", IWAE), ("VAE", VAE)):
+        model = cls(**kw).fit(tr)
+        ev[name] = model.evaluate(te, n_lattice="auto", n_shifts=2)
+        per_item[name], diag = model.score_samples(te, n_lattice=ev[name]["n_lattice"], n_shifts=2,
+                                                   return_diagnostics=True)
+        assert ev[name]["tol_met"] and ev[name]["converged_fraction"] >= 0.99, (name, ev[name])
+    for hi, lo in (("QLVM", "IWAE"), ("IWAE", "VAE")):
+        diff = per_item[hi] - per_item[lo]
+        se = diff.std(ddof=1) / math.sqrt(len(diff))
+        assert diff.mean() > 3 * se, (hi, lo, diff.mean(), se)
