@@ -745,6 +745,8 @@ def _anndata_summary(ds: xr.Dataset, model, cfg: Mapping, prepared: Prepared) ->
         "n_epochs": int(getattr(model, "n_epochs_", 0)),
         "heldout_log_likelihood": float(held.get("log_likelihood", np.nan)),
         "heldout_stderr": float(held.get("stderr", np.nan)),
+        "heldout_converged_fraction": float(held.get("converged_fraction", np.nan)),
+        "heldout_n_lattice": int(held.get("n_lattice", 0)),
         "seed": int(ds.attrs.get("seed", 0)),
         "vocalatent_version": __version__,
         "lattice": str(ds.attrs.get("lattice", "")),
@@ -1105,7 +1107,7 @@ def embed_matrix(path, out=None, *, pipeline=None, config=None, device="auto", s
     """
     from . import workflow as wf
     from .config import deep_merge
-    from .embedding import write_embedding
+    from .embedding import heldout_attrs, write_embedding
 
     path = Path(path).resolve()
     if not path.exists():
@@ -1144,9 +1146,7 @@ def embed_matrix(path, out=None, *, pipeline=None, config=None, device="auto", s
         ds = model.transform_dataset(prepared.X, coords=_safe_coords(prepared.coords))
         heldout = (model.metadata_ or {}).get("heldout")
         if heldout:
-            ds.attrs["heldout_log_likelihood"] = float(heldout["log_likelihood"])
-            ds.attrs["heldout_stderr"] = float(heldout["stderr"])
-            ds.attrs["heldout_n_items"] = int(heldout["n_items"])
+            ds.attrs.update(heldout_attrs(heldout))
         ds = wf.analyze(ds, model, cfg)
         ds.attrs["config"] = json.dumps(cfg, default=str)
         ds.attrs["stage_key"] = stage_key

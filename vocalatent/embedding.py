@@ -86,6 +86,21 @@ def build_embedding(result: dict, *, model, n_lattice: int, n_shifts: int,
     return ds
 
 
+def heldout_attrs(heldout: dict) -> dict:
+    """Dataset attrs for a held-out score (a :meth:`QLVM.evaluate` result): the figure with
+    its standard error, item count, convergence and the one-line summary."""
+    from .nn.estimate import convergence_summary
+
+    attrs = {"heldout_log_likelihood": float(heldout["log_likelihood"]),
+             "heldout_stderr": float(heldout["stderr"]), "heldout_n_items": int(heldout["n_items"])}
+    if "converged_fraction" in heldout:
+        attrs.update(heldout_converged_fraction=float(heldout["converged_fraction"]),
+                     heldout_n_lattice=int(heldout["n_lattice"]),
+                     heldout_tol_met=int(bool(heldout.get("tol_met", False))),
+                     heldout_summary=convergence_summary(heldout))
+    return attrs
+
+
 def add_item_coords(ds: xr.Dataset, coords: dict | pd.DataFrame) -> xr.Dataset:
     """Add per-item metadata columns as coordinates on ``item`` (lengths must match)."""
     frame = coords if isinstance(coords, pd.DataFrame) else pd.DataFrame(dict(coords))

@@ -25,8 +25,9 @@ import xarray as xr
 
 from ._utils import DataError, ParameterError, atomic_path, json_key
 from ._version import __version__
-from .embedding import add_item_coords, read_embedding, write_embedding
+from .embedding import add_item_coords, heldout_attrs, read_embedding, write_embedding
 from .model import QLVM
+from .nn.estimate import convergence_summary, needs_warning
 
 logger = logging.getLogger(__name__)
 
@@ -223,7 +224,10 @@ def train(X, cfg: Mapping, *, out_dir=None, device="auto", seed=None, data_key: 
     if len(val_idx):
         X_val = X[val_idx] if isinstance(X, np.ndarray) else IndexedArray(X, val_idx)
     model.fit(X_train, validation=X_val)
-    model.heldout_ = model.evaluate(X_val) if X_val is not None else None
+    # the held-out score on the adaptive lattice, with its convergence (vocalatent.nn.estimate)
+    model.heldout_ = model.evaluate(X_val, n_lattice="auto") if X_val is not None else None
+    if model.heldout_ is not None and not needs_warning(model.heldout_):
+        logger.info(convergence_summary(model.heldout_))  # evaluate warns (with the remedy) otherwise
     meta = {"train_key": key, "heldout": model.heldout_, "n_train": int(len(train_idx)),
             "n_heldout": int(len(val_idx)), "config": json.loads(json.dumps(dict(cfg), default=str))}
     meta.update(dict(metadata or {}))
@@ -249,9 +253,7 @@ def project(model: QLVM, store, *, metadata: Mapping | None = None) -> xr.Datase
     ds["aggregate_posterior"].attrs.update(long_name="(1/N) sum_i posterior weight of lattice point j")
     heldout = (getattr(model, "metadata_", None) or {}).get("heldout")
     if heldout:
-        ds.attrs["heldout_log_likelihood"] = float(heldout["log_likelihood"])
-        ds.attrs["heldout_stderr"] = float(heldout["stderr"])
-        ds.attrs["heldout_n_items"] = int(heldout["n_items"])
+        ds.attrs.update(heldout_attrs(heldout))
     return ds
 
 

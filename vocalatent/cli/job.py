@@ -60,8 +60,10 @@ def embed(path, out, pipeline, config, device, seed, latent_dim, n_lattice, max_
     msg = f"{ds.sizes['item']} items embedded in {ds.sizes['latent']}-D"
     if n_clusters:
         msg += f", {n_clusters} clusters"
-    if "heldout_log_likelihood" in ds.attrs:
-        msg += f"; held-out log p(x) = {ds.attrs['heldout_log_likelihood']:.1f} nats/item"
+    if "heldout_summary" in ds.attrs:  # the figure with its convergence (vocalatent.nn.estimate)
+        msg += f"; {ds.attrs['heldout_summary']}"
+    elif "heldout_log_likelihood" in ds.attrs:
+        msg += f"; held-out log p(x) = {ds.attrs['heldout_log_likelihood']:.1f} nats/item (convergence not checked)"
     click.echo(f"{msg}\nwrote {out}")
 
 
@@ -75,6 +77,7 @@ def train(path, out, pipeline, config, device, seed, latent_dim, n_lattice, max_
     """Train a QLVM on the syllables of PATH (a folder of recordings or a syllables.h5 store);
     writes OUT/model.pt."""
     from ..data.store import SyllableStore
+    from ..nn.estimate import convergence_summary
     from ..workflow import _store_key, build_syllable_store, resolve
     from ..workflow import train as run
 
@@ -89,7 +92,9 @@ def train(path, out, pipeline, config, device, seed, latent_dim, n_lattice, max_
                           "segment": store.info.get("segment")})
     held = model.metadata_.get("heldout")
     click.echo(f"trained on {model.metadata_['n_train']} items in {model.n_epochs_} epochs"
-               + (f"; held-out log p(x) = {held['log_likelihood']:.2f} ± {held['stderr']:.2f} nats/item" if held else "")
+               + (f"; {convergence_summary(held)}" if held and "converged_fraction" in held else
+                  f"; held-out log p(x) = {held['log_likelihood']:.2f} ± {held['stderr']:.2f} nats/item "
+                  "(convergence not checked)" if held else "")
                + f"\nwrote {Path(out) / 'model.pt'}")
 
 
