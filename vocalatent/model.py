@@ -40,6 +40,9 @@ from .training import train
 
 __all__ = ["LatentModel", "QLVM", "frac"]
 
+#: training schedules of :class:`QLVM` (see :mod:`vocalatent.schedules`)
+SCHEDULES = ("none", "auto")
+
 logger = logging.getLogger(__name__)
 
 _CHECKPOINT_FORMAT = "vocalatent.QLVM/1"
@@ -281,7 +284,8 @@ class LatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
                 result = train(objective, data, batch_fn=lambda idx: self._batch(data, staged, idx),
                                rng=run_rng, max_epochs=self.max_epochs, batch_size=self.batch_size,
                                lr=self.lr, weight_decay=self.weight_decay, patience=self.patience,
-                               validation=val, metric=self._metric, callbacks=self._callbacks(), bar=bar)
+                               validation=val, metric=self._metric, callbacks=self._callbacks(),
+                               stopping=self._stopping() if val is not None else None, bar=bar)
                 scores.append(result.score)
                 if best is None or result.score > best[1].score:
                     best = (objective, result)
@@ -334,6 +338,10 @@ class LatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
     def _callbacks(self) -> list:
         """Per-epoch :class:`~vocalatent.training.Callback` objects of a training run."""
         return []
+
+    def _stopping(self):
+        """The early-stopping rule of a training run (None: the loop's default)."""
+        return None
 
     def _finish_fit(self, objective, result) -> None:
         """Record what the kept run adds to the fitted state (a subclass hook)."""
@@ -867,6 +875,12 @@ class QLVM(LatentModel):
         is kept, the scores are in ``restart_scores_``. Low-dimensional fits can land in folded
         maps of nearly equal likelihood; a few restarts make a good map much more likely.
         Costs ``n_restarts`` times the training time.
+    schedule : {"none", "auto"}, default "none"
+        ``"auto"``: learning-rate warm-up and reduce-on-plateau, a training lattice that grows
+        along the lattice sequence to ``n_lattice`` when the validation score stalls (coarse
+        lattices are cheaper per step), and early stopping on a smoothed validation curve
+        (:mod:`vocalatent.schedules`; needs validation data for the plateau-driven parts).
+        ``"none"``: constant ``lr``, one lattice, early stopping on the raw curve.
     random_state : int, numpy Generator or None
         Seeds initialisation, shuffling and lattice shifts (global RNGs are not touched).
     verbose : bool, default True
@@ -883,7 +897,7 @@ class QLVM(LatentModel):
                  likelihood_options: dict | None = None, output_shape=None,
                  n_eval_lattice: int | None = None, n_eval_shifts: int = 4, device="auto",
                  precision: str = "32", memory_budget_mb: float = 512.0, n_restarts: int = 1,
-                 random_state=None, verbose: bool = True):
+                 schedule: str = "none", random_state=None, verbose: bool = True):
         # n_components is scikit-learn's alias: it sets latent_dim unless both are given
         self.latent_dim = n_components if n_components is not None and latent_dim == 2 else latent_dim
         self.n_components = n_components
@@ -906,12 +920,14 @@ class QLVM(LatentModel):
         self.precision = precision
         self.memory_budget_mb = memory_budget_mb
         self.n_restarts = n_restarts
+        self.schedule = schedule
         self.random_state = random_state
         self.verbose = verbose
 
     def _check_params(self) -> None:
         super()._check_params()
         check_option("prior", self.prior, ("uniform", "gaussian"))
+        check_option("schedule", self.schedule, SCHEDULES)
         check_positive("n_harmonics", self.n_harmonics, integer=True)
         if self.n_lattice is not None:
             check_positive("n_lattice", self.n_lattice, integer=True)
@@ -967,6 +983,25 @@ class QLVM(LatentModel):
         objective.resolution_sample = sample[:512]  # for the check after training
         return objective
 
+    def _callbacks(self) -> list:
+        if self.schedule != "auto":
+            return []
+        from .schedules import GrowingLattice, WarmupPlateauLR, lattice_steps
+
+        callbacks = [WarmupPlateauLR(warmup_epochs=min(3, max(0, self.max_epochs // 10)),
+                                     patience=max(2, self.patience // 3))]
+        sizes = lattice_steps(self.n_lattice_, int(self.latent_dim))
+        if len(sizes) > 1 and self.max_epochs >= 5 * len(sizes):
+            callbacks.append(GrowingLattice(sizes, patience=max(2, self.patience // 4)))
+        return callbacks
+
+    def _stopping(self):
+        if self.schedule != "auto":
+            return None
+        from .schedules import SmoothedEarlyStopping
+
+        return SmoothedEarlyStopping(self.patience)
+
     def _finish_fit(self, objective, result) -> None:
         self.n_lattice_ = objective.n_lattice
         self.best_val_log_likelihood_ = (
@@ -997,6 +1032,9 @@ class LatticeObjective:
                  val_seed: int):
         self.model, self.module, self.rng, self.val_seed = model, module, rng, int(val_seed)
         self.modules = {"module_": module}
+        #: lattice size of the validation score (None: the training lattice); a lattice
+        #: schedule fixes it to the final size so the early-stopping curve has one yardstick
+        self.validation_lattice = None
         self.set_lattice(n_lattice)
 
     def set_lattice(self, n_lattice: int) -> None:
@@ -1017,5 +1055,6 @@ class LatticeObjective:
         return torch.logsumexp(ll, dim=1) - math.log(self.n_lattice)
 
     def validation_score(self, data) -> float:
-        res = self.model._stream(data, self.n_lattice, 1, seed=self.val_seed, show_progress=False)
+        res = self.model._stream(data, self.validation_lattice or self.n_lattice, 1,
+                                 seed=self.val_seed, show_progress=False)
         return float(res["log_likelihood"].mean())

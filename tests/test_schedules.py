@@ -1,0 +1,136 @@
+"""Training schedules (vocalatent.schedules): known answers on scripted validation curves, and
+one small fit with schedule="auto". Nothing here depends on timing."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from vocalatent import QLVM
+from vocalatent.schedules import (GrowingLattice, SmoothedEarlyStopping, WarmupPlateauLR,
+                                  lattice_steps)
+from vocalatent.training import EarlyStopping, TrainState
+
+
+class _Objective:
+    def __init__(self, m):
+        self.n_lattice = m
+        self.validation_lattice = None
+        self.calls = []
+
+    def set_lattice(self, m):
+        self.n_lattice = m
+        self.calls.append(m)
+
+
+def _state(opt=None, objective=None, stopping=None, max_epochs=100):
+    opt = opt or torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=0.01)
+    return TrainState(epoch=0, max_epochs=max_epochs, objective=objective, optimizer=opt,
+                      history={"val_log_likelihood": []}, stopping=stopping)
+
+
+def _run(callback, state, scores):
+    lrs = []
+    for epoch, score in enumerate(scores, 1):
+        state.epoch = epoch
+        callback.on_epoch_start(state)
+        lrs.append(state.optimizer.param_groups[0]["lr"])
+        state.history["val_log_likelihood"].append(score)
+        callback.on_epoch_end(state)
+    return lrs
+
+
+def test_warmup_then_plateau_reductions():
+    cb = WarmupPlateauLR(warmup_epochs=4, factor=0.5, patience=3, min_lr_ratio=0.2)
+    state = _state()
+    # improving for 6 epochs, then flat for 12
+    scores = [1, 2, 3, 4, 5, 6] + [6] * 12
+    lrs = _run(cb, state, scores)
+    np.testing.assert_allclose(lrs[:4], [0.0025, 0.005, 0.0075, 0.01])
+    np.testing.assert_allclose(lrs[4:7], 0.01)
+    # plateau of 3 epochs (7, 8, 9) -> halved from epoch 10; again after 3 more; floor 0.2
+    np.testing.assert_allclose(lrs[9:12], 0.005)
+    np.testing.assert_allclose(lrs[12:15], 0.0025)
+    np.testing.assert_allclose(lrs[15:], 0.002)
+    assert state.history["lr"] == lrs
+
+
+def test_lattice_steps_follow_the_sequences():
+    assert lattice_steps(987, 2) == [144, 377, 987]
+    assert lattice_steps(377, 2) == [55, 144, 377]
+    assert lattice_steps(256, 1) == [85, 256]
+    assert lattice_steps(1021, 3) == [113, 340, 1021]
+    assert lattice_steps(55, 2) == [55]        # nothing coarser is worth it
+    assert all(b > a for a, b in zip(lattice_steps(2584, 2), lattice_steps(2584, 2)[1:]))
+
+
+def test_growing_lattice_moves_on_plateaus_and_holds_off_stopping():
+    obj = _Objective(987)
+    stop = EarlyStopping(2)
+    cb = GrowingLattice([144, 377, 987], patience=2, max_fraction=1.0)
+    state = _state(objective=obj, stopping=stop, max_epochs=100)
+    # improving 3 epochs, then stalls: after 2 bad epochs -> 377; improves, stalls -> 987
+    scores = [1, 2, 3, 3, 3, 4, 5, 5, 5, 5, 5]
+    for epoch, score in enumerate(scores, 1):
+        state.epoch = epoch
+        cb.on_epoch_start(state)
+        assert stop.bad_epochs == 0 or cb.final   # no early stop before the final lattice
+        state.history["val_log_likelihood"].append(score)
+        stop.update(score)
+        cb.on_epoch_end(state)
+    assert obj.validation_lattice == 987         # one yardstick throughout
+    assert state.history["n_lattice"] == [144] * 5 + [377] * 4 + [987] * 2
+    assert obj.calls == [144, 377, 987]
+
+
+def test_growing_lattice_time_budget_per_stage():
+    obj = _Objective(987)
+    cb = GrowingLattice([144, 377, 987], patience=50, max_fraction=0.4)
+    state = _state(objective=obj, max_epochs=50)
+    _run(cb, state, np.arange(1, 31, dtype=float))        # always improving
+    # 0.4 * 50 / 2 = 10 epochs per coarse size, then the final one
+    assert state.history["n_lattice"] == [144] * 10 + [377] * 10 + [987] * 10
+
+
+def test_smoothed_stopping_ignores_single_spikes():
+    rng = np.random.default_rng(0)
+    raw = EarlyStopping(5)
+    smooth = SmoothedEarlyStopping(5, window=5)
+    # a rising curve with noise and one lucky spike at epoch 10
+    curve = np.linspace(0, 10, 40) + rng.normal(0, 0.3, 40)
+    curve[9] += 8
+    stops = {}
+    for rule, name in ((raw, "raw"), (smooth, "smooth")):
+        for k, v in enumerate(curve, 1):
+            rule.update(v)
+            if rule.should_stop:
+                stops[name] = k
+                break
+    assert stops.get("raw") == 15                # the spike ends the raw rule 5 epochs later
+    assert "smooth" not in stops                 # the average keeps rising past the spike
+    assert math.isclose(smooth.best, curve.max())
+    # on a flat curve both stop
+    flat = SmoothedEarlyStopping(4, window=3)
+    n = next(k for k, v in enumerate(rng.normal(0, 0.1, 100), 1) if flat.update(v) is not None
+             and flat.should_stop)
+    assert n < 30
+
+
+def test_auto_schedule_fits_and_ends_on_the_final_lattice():
+    rng = np.random.default_rng(0)
+    t = rng.random(600)
+    X = np.stack([np.cos(2 * np.pi * t), np.sin(2 * np.pi * t)], 1) * 0.4 + 0.5
+    X = (X + rng.normal(0, 0.02, X.shape)).astype(np.float32)
+    X = np.concatenate([X, X ** 2], 1)
+    m = QLVM(1, n_lattice=256, max_epochs=40, patience=8, lr=3e-3, schedule="auto",
+             random_state=0, verbose=False).fit(X, validation=0.2)
+    hist = m.history_
+    assert m.n_lattice_ == 256
+    assert hist["n_lattice"][0] == 85 and hist["n_lattice"][-1] == 256
+    assert len(hist["lr"]) == len(hist["epoch"]) == len(hist["n_lattice"])
+    assert hist["lr"][0] < 3e-3                    # warm-up
+    with pytest.raises(Exception, match="schedule"):
+        QLVM(schedule="fast").fit(X)

@@ -1,0 +1,253 @@
+"""Training schedules: callbacks of the one training loop (:mod:`vocalatent.training`).
+
+Why each exists (the cost model of docs/method.md: a step costs m decoder passes plus
+~6·B·m·D flops, so an epoch costs ceil(N/B)·m decoder passes):
+
+- :class:`WarmupPlateauLR` — a larger learning rate reaches a better map in the same epochs
+  (docs/benchmarks.md); a short linear warm-up keeps the first steps of a freshly initialised
+  decoder from diverging, and a reduce-on-plateau step lets the fit settle instead of
+  oscillating around the optimum, so that early stopping sees a curve that has flattened.
+- :class:`GrowingLattice` — the lattice size m is the main cost knob and the main accuracy
+  knob: a coarse lattice already places the items roughly, a fine one resolves the detail.
+  Training starts on a lattice a few sizes smaller along the lattice sequence (Fibonacci in
+  2-D, the Korobov table in 3-D, k/n in 1-D) and moves to the next size whenever the
+  validation score stops improving, ending on the model's own m. Validation is always scored
+  on the final m, so the early-stopping curve has one yardstick.
+- :class:`SmoothedEarlyStopping` — the validation estimate jumps by a few nats per item from
+  epoch to epoch (a new shift, a new batch order); stopping on a running median of it neither
+  stops on a lucky peak nor runs on past a real plateau. The weights kept are
+  still those of the best single epoch.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+
+from . import lattice as _lattice
+from ._utils import check_positive
+from .training import Callback, EarlyStopping, TrainState
+
+__all__ = ["GrowingLattice", "SmoothedEarlyStopping", "WarmupPlateauLR", "lattice_steps",
+           "stage_sizes_summary"]
+
+logger = logging.getLogger(__name__)
+
+
+class SmoothedEarlyStopping(EarlyStopping):
+    """Early stopping on a running median of the validation score.
+
+    Parameters
+    ----------
+    patience : int
+        Epochs without an improvement of the smoothed score before stopping.
+    window : int, default 5
+        Epochs in the running median (1: no smoothing). A median ignores a single lucky or
+        unlucky epoch entirely, where a moving average would carry it for many epochs.
+    min_delta : float, default 1e-4
+        Relative improvement of the smoothed score that counts.
+
+    Notes
+    -----
+    :meth:`update` still returns True on the best *raw* epoch, so the training loop keeps the
+    weights of the best epoch; only the stopping decision uses the smoothed curve.
+    """
+
+    def __init__(self, patience: int, *, window: int = 5, min_delta: float = 1e-4):
+        super().__init__(patience, min_delta=min_delta)
+        check_positive("window", window, integer=True)
+        self.window = int(window)
+        self.recent: list[float] = []
+        self.smoothed = None
+        self.best_smoothed = -math.inf
+        self.best_raw = -math.inf
+
+    def update(self, score: float) -> bool:
+        score = float(score)
+        if not math.isfinite(score):
+            self.bad_epochs += 1
+            return False
+        self.recent = (self.recent + [score])[-self.window:]
+        self.smoothed = float(np.median(self.recent))
+        if (not math.isfinite(self.best_smoothed)
+                or self.smoothed > self.best_smoothed + self.min_delta * abs(self.best_smoothed)):
+            self.best_smoothed, self.bad_epochs = self.smoothed, 0
+        else:
+            self.bad_epochs += 1
+        improved = score > self.best_raw
+        if improved:
+            self.best_raw = score
+        self.best = self.best_raw
+        return improved
+
+    def reset_patience(self) -> None:
+        """Start counting epochs without improvement afresh (a new lattice size)."""
+        self.bad_epochs = 0
+        self.best_smoothed = -math.inf
+        self.recent = []
+        self.smoothed = None
+
+
+class WarmupPlateauLR(Callback):
+    """Linear learning-rate warm-up, then a reduction on each plateau of the validation score.
+
+    Parameters
+    ----------
+    warmup_epochs : int >= 0
+        The learning rate rises linearly from ``lr / warmup_epochs`` to ``lr`` over these epochs.
+    factor : float in (0, 1)
+        Multiplier applied on a plateau.
+    patience : int > 0
+        Epochs without a new best validation score that make a plateau.
+    min_lr_ratio : float
+        The rate never goes below ``lr * min_lr_ratio``.
+    """
+
+    def __init__(self, *, warmup_epochs: int = 3, factor: float = 0.5, patience: int = 6,
+                 min_lr_ratio: float = 0.05):
+        check_positive("warmup_epochs", warmup_epochs, integer=True, allow_zero=True)
+        check_positive("patience", patience, integer=True)
+        if not 0 < factor < 1:
+            raise ValueError(f"factor must be in (0, 1); got {factor!r}")
+        self.warmup_epochs = int(warmup_epochs)
+        self.factor = float(factor)
+        self.patience = int(patience)
+        self.min_lr_ratio = float(min_lr_ratio)
+        self.base_lr = None
+        self.scale = 1.0
+        self.best = -math.inf
+        self.bad = 0
+
+    def _set(self, state: TrainState, lr: float) -> None:
+        for group in state.optimizer.param_groups:
+            group["lr"] = lr
+        state.history.setdefault("lr", []).append(lr)     # one entry per epoch
+
+    def on_epoch_start(self, state: TrainState) -> None:
+        if self.base_lr is None:
+            self.base_lr = float(state.optimizer.param_groups[0]["lr"])
+        warm = min(1.0, state.epoch / self.warmup_epochs) if self.warmup_epochs else 1.0
+        self._set(state, self.base_lr * self.scale * warm)
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        scores = state.history.get("val_log_likelihood") or next(
+            (v for k, v in state.history.items() if k.startswith("val_")), [])
+        if not scores or not math.isfinite(scores[-1]) or state.epoch <= self.warmup_epochs:
+            return
+        if scores[-1] > self.best:
+            self.best, self.bad = scores[-1], 0
+            return
+        self.bad += 1
+        if self.bad >= self.patience and self.scale > self.min_lr_ratio:
+            self.scale = max(self.min_lr_ratio, self.scale * self.factor)
+            self.bad = 0
+            logger.debug("epoch %d: learning rate reduced to %.3g", state.epoch, self.base_lr * self.scale)
+
+
+def lattice_steps(n_final: int, latent_dim: int, *, n_steps: int = 3, min_size: int = 34) -> list[int]:
+    """Lattice sizes from coarse to ``n_final`` along the dimension's lattice sequence.
+
+    Each size is about a third of the next (two Fibonacci steps in 2-D); sizes below
+    ``min_size`` are dropped. The last entry is ``n_final`` itself.
+
+    Parameters
+    ----------
+    n_final : int
+    latent_dim : int
+    n_steps : int >= 1
+        How many sizes at most (including ``n_final``).
+    min_size : int
+
+    Returns
+    -------
+    list of int
+    """
+    check_positive("n_steps", n_steps, integer=True)
+    if latent_dim == 2:
+        seq = [f for f in _lattice.FIBONACCI if f < n_final]
+        seq = seq[::-1][1::2][: n_steps - 1][::-1]        # every second Fibonacci number below
+    else:
+        # 1-D: k/n for any n; 3-D: sizes below the Korobov table get a searched generator
+        # (an exhaustive Korobov search, milliseconds at these sizes)
+        seq = [max(2, int(round(n_final / 3 ** k))) for k in range(n_steps - 1, 0, -1)]
+    sizes = [s for s in seq if s >= min_size] + [int(n_final)]
+    return sorted(set(sizes))
+
+
+class GrowingLattice(Callback):
+    """Train on coarser lattices first; move up the sequence when validation stalls.
+
+    Parameters
+    ----------
+    sizes : sequence of int
+        Increasing lattice sizes; the last is the final training lattice (the model's m).
+    patience : int > 0
+        Epochs without a new best validation score (on the final lattice) that move to the
+        next size.
+    max_fraction : float in (0, 1]
+        A size is left at the latest after this fraction of ``max_epochs`` divided evenly among
+        the coarse sizes, so the final lattice always gets most of the epochs.
+
+    Notes
+    -----
+    The objective must offer ``set_lattice(m)`` and ``validation_lattice`` (validation is
+    scored on ``sizes[-1]`` throughout). Early stopping is held off until the final size is
+    reached.
+    """
+
+    def __init__(self, sizes, *, patience: int = 4, max_fraction: float = 0.4):
+        sizes = [int(s) for s in sizes]
+        if not sizes or any(b <= a for a, b in zip(sizes, sizes[1:])):
+            raise ValueError(f"sizes must be increasing; got {sizes}")
+        check_positive("patience", patience, integer=True)
+        self.sizes = sizes
+        self.patience = int(patience)
+        self.max_fraction = float(max_fraction)
+        self.stage = 0
+        self.stage_start = 1
+        self.best = -math.inf
+        self.bad = 0
+
+    @property
+    def final(self) -> bool:
+        return self.stage == len(self.sizes) - 1
+
+    def on_epoch_start(self, state: TrainState) -> None:
+        obj = state.objective
+        if state.epoch == 1:
+            obj.validation_lattice = self.sizes[-1]
+            obj.set_lattice(self.sizes[0])
+            state.info["lattice"] = [(1, self.sizes[0])]
+        state.history.setdefault("n_lattice", []).append(int(obj.n_lattice))   # one per epoch
+        if not self.final and state.stopping is not None:
+            state.stopping.bad_epochs = 0          # no early stop before the final lattice
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        if self.final:
+            return
+        scores = state.history.get("val_log_likelihood", [])
+        if scores and math.isfinite(scores[-1]):
+            if scores[-1] > self.best:
+                self.best, self.bad = scores[-1], 0
+            else:
+                self.bad += 1
+        budget = max(1, int(self.max_fraction * state.max_epochs / max(1, len(self.sizes) - 1)))
+        if self.bad >= self.patience or state.epoch - self.stage_start + 1 >= budget:
+            self.stage += 1
+            self.stage_start = state.epoch + 1
+            self.bad = 0
+            state.objective.set_lattice(self.sizes[self.stage])
+            state.info.setdefault("lattice", []).append((state.epoch + 1, self.sizes[self.stage]))
+            if state.stopping is not None:
+                if hasattr(state.stopping, "reset_patience"):
+                    state.stopping.reset_patience()
+                else:
+                    state.stopping.bad_epochs = 0
+            logger.debug("epoch %d: training lattice m=%d", state.epoch + 1, self.sizes[self.stage])
+
+
+def stage_sizes_summary(info: dict) -> str:
+    """'m=89 from epoch 1, m=377 from epoch 9' from a TrainState's ``info``."""
+    return ", ".join(f"m={m} from epoch {e}" for e, m in info.get("lattice", []))
