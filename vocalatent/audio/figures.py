@@ -45,7 +45,7 @@ def plot_segmentation(path: str | os.PathLike, params: SegmentParams | None = No
                       annotations: str | os.PathLike | pd.DataFrame | None = None,
                       window: tuple[float, float] | None = None, channel: int = 0,
                       segments: pd.DataFrame | None = None, title: str | None = None,
-                      out: str | os.PathLike | None = None):
+                      out: str | os.PathLike | None = None, dpi: int = 150):
     """Draw one recording's segmentation.
 
     Top: the spectrogram of the band (dBFS) with the predicted segments (orange bars) and, when
@@ -68,6 +68,8 @@ def plot_segmentation(path: str | os.PathLike, params: SegmentParams | None = No
     title : str, optional
     out : path-like, optional
         Write the figure there as PNG (atomically) and close it.
+    dpi : int, default=150
+        Resolution of the written PNG.
 
     Returns
     -------
@@ -139,5 +141,5 @@ def plot_segmentation(path: str | os.PathLike, params: SegmentParams | None = No
     ax_t.set_ylabel("dBFS in band")
     ax_t.legend(loc="upper right", fontsize=7, ncol=4, framealpha=0.8)
     if out is not None:
-        return save_figure(fig, out)
+        return save_figure(fig, out, dpi=dpi)
     return fig
