@@ -182,6 +182,9 @@ def build_syllable_store(path, out_dir, cfg: Mapping, *, n_jobs: int = 1):
         segs.to_csv(tmp, index=False)
     with atomic_path(out_dir / "errors.csv") as tmp:
         errors.to_csv(tmp, index=False)
+    if "segment_report" in store.info:  # what segmentation's filters removed (issue 12)
+        with atomic_path(out_dir / "segment_report.json") as tmp:
+            tmp.write_text(json.dumps(store.info["segment_report"], indent=1))
     if len(store) == 0:
         raise DataError(f"no syllables were found in {path} "
                         f"({len(errors)} file(s) failed; see {out_dir / 'errors.csv'})")

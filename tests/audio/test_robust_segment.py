@@ -14,7 +14,7 @@ import soundfile as sf
 
 from vocalatent import ParameterError
 from vocalatent.audio.evaluate import boundary_scores, match_times
-from vocalatent.audio.pipeline import segment_paths
+from vocalatent.audio.pipeline import build_store, segment_paths
 from vocalatent.audio.segment import (AVA_ALIASES, SegmentParams, amplitude_trace, segment_file,
                                       segment_signal, segments_from_trace)
 from vocalatent.audio.synthetic import synthetic_bout
@@ -125,6 +125,13 @@ def test_too_long_runs_are_split_at_their_deepest_dips_or_reported(tmp_path, cap
     assert row["too_long_s"] == pytest.approx(0.9, abs=0.03)
     assert any("long.wav" in r.getMessage() and "max_dur_s=0.4" in r.getMessage()
                for r in caplog.records)
+    # ... and in the store a run builds (the workflow writes it as segment_report.json)
+    store, _ = build_store(tmp_path, tmp_path / "s.h5", segment_params=params,
+                           spectrogram_params={"n_freq": 16, "n_time": 16})
+    summary = store.info["segment_report"]
+    store.close()
+    assert summary["too_long_files"] == ["long.wav"]
+    assert summary["removed"]["too_long"]["n"] == 1
 
 
 def test_ava_mode_also_splits_long_runs_instead_of_dropping():

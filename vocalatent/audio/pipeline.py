@@ -28,6 +28,7 @@ from .segment import SegmentParams, SegmentReport, segment_file
 from .spectrogram import SpectrogramParams, calibrate_spectrogram_params, syllable_spectrograms
 
 __all__ = ["REMOVAL_REASONS", "build_store", "empty_segments", "report_frame", "report_lines",
+           "report_summary",
            "segment_paths", "segments_digest", "spectrogram_task", "spectrogram_tasks"]
 
 SEGMENT_COLUMNS = ["source", "channel", "onset_s", "offset_s", "duration_s", "sample_rate",
@@ -244,6 +245,28 @@ def report_frame(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=cols)
 
 
+def report_summary(report: pd.DataFrame, *, max_files: int = 50) -> dict:
+    """Totals of a :func:`segment_paths` report (JSON-ready; kept in a store's ``info``).
+
+    Returns
+    -------
+    dict
+        ``n_files``, ``n_segments``, ``above_s``, ``in_segments_s``, ``removed``
+        (``reason -> {"n", "s"}``), ``n_split_for_max_dur`` and ``too_long_files`` (at most
+        ``max_files`` names of files with segments that could not be split).
+    """
+    out = {"n_files": int(report["source"].nunique()) if len(report) else 0,
+           "n_segments": int(report["n_segments"].sum()),
+           "above_s": float(report["above_s"].sum()),
+           "in_segments_s": float(report["in_segments_s"].sum()),
+           "removed": {r: {"n": int(report[f"{r}_n"].sum()), "s": float(report[f"{r}_s"].sum())}
+                       for r in REMOVAL_REASONS if report[f"{r}_n"].sum() > 0},
+           "n_split_for_max_dur": int(report["n_split_for_max_dur"].sum())}
+    out["too_long_files"] = report.loc[report["too_long_n"] > 0, "source"].astype(str) \
+        .unique()[:max_files].tolist()
+    return out
+
+
 def report_lines(report: pd.DataFrame, params: SegmentParams) -> list[str]:
     """One-line warnings for what the filters removed that a user must hear about.
 
@@ -374,7 +397,9 @@ def build_store(root: str | os.PathLike, out_path: str | os.PathLike, *,
     -------
     store : SyllableStore
         Read-only, opened on ``out_path``; one item per segment of every file that did not
-        fail.
+        fail. When it segmented the recordings itself, ``store.info["segment_report"]`` holds
+        what the filters removed (:func:`report_summary`); segments that could not be split
+        to ``max_dur_s`` are also a logged warning naming the files.
     errors : pandas.DataFrame
         ``source``, ``error`` of the files that failed (segmenting or spectrograms).
     """
@@ -388,10 +413,14 @@ def build_store(root: str | os.PathLike, out_path: str | os.PathLike, *,
     base, _ = _resolve_root(root)
     out_path = Path(out_path)
     error_rows: list[dict] = []
+    seg_summary = None
     if segments is None:
-        segments, errs = segment_paths(root, params=segment_params, annotations=annotations,
-                                       channel=channel, n_jobs=n_workers, chunk_s=chunk_s)
+        segments, errs, report = segment_paths(root, params=segment_params,
+                                               annotations=annotations, channel=channel,
+                                               n_jobs=n_workers, chunk_s=chunk_s,
+                                               return_report=True)
         error_rows.extend(errs.to_dict("records"))
+        seg_summary = report_summary(report)
     else:
         segments = _complete_segments(segments, base)
     segments = segments.reset_index(drop=True)
@@ -424,6 +453,8 @@ def build_store(root: str | os.PathLike, out_path: str | os.PathLike, *,
                         resolved.spec_min_db, resolved.spec_max_db)
     info = {"segment": segment_params.to_dict(), "spectrogram_resolved": resolved.to_dict(),
             "root": str(base.resolve()), "annotations": str(annotations)}
+    if seg_summary is not None:
+        info["segment_report"] = seg_summary
     tasks = spectrogram_tasks(segments, base, resolved.to_dict(), batch_syllables)
     failed: set[str] = set()
     with SyllableStore.create(out_path, params=identity, dtype=dtype, info=info,
