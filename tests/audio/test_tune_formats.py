@@ -195,3 +195,27 @@ def test_koumura_xml_layout_is_found_beside_the_wave_folder(tmp_path):
     ann_mod._MULTI_CACHE.clear()
     with pytest.raises(DataError, match="Annotation.xml: not a valid BirdsongRecognition"):
         read_multi_annotation(bird / "Annotation.xml")
+
+
+def test_figure_of_a_chosen_window_with_annotations(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from vocalatent.audio.figures import plot_segmentation
+
+    truths = _write_bouts(tmp_path, n=1, in_bout_noise_db=20.0)
+    truth = truths["bout0.wav"]
+    params = SegmentParams.from_dict(load_pipeline("bengalese_finch")["segment"])
+    fig = plot_segmentation(tmp_path / "bout0.wav", params, annotations=tmp_path / "bout0.wav.csv",
+                            window=(2.0, 4.0))
+    ax_spec, ax_trace = fig.axes[:2]
+    assert ax_trace.get_xlim() == pytest.approx((2.0, 4.0))
+    n_in = int(((truth["offset_s"] > 2.0) & (truth["onset_s"] < 4.0)).sum())
+    assert f"annotated ({n_in})" in ax_spec.get_title(loc="left")
+    labels = [t.get_text() for t in ax_trace.get_legend().get_texts()]
+    assert "local noise floor" in labels and any(lab.startswith("peak") for lab in labels)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    with pytest.raises(Exception, match="window"):
+        plot_segmentation(tmp_path / "bout0.wav", params, window=(4.0, 2.0))
