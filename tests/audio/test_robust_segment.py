@@ -206,3 +206,25 @@ def test_boundary_scores_known_answer():
     assert s["onset_precision"] == pytest.approx(0.5)
     assert s["onset_recall"] == pytest.approx(2 / 3)
     assert s["onset_f1"] == pytest.approx(2 * 0.5 * (2 / 3) / (0.5 + 2 / 3))
+
+
+@pytest.mark.parametrize("subtype,ext", [("PCM_16", "wav"), ("FLOAT", "wav")])
+def test_time_chunks_of_one_file_give_the_whole_file_segments(tmp_path, subtype, ext):
+    from vocalatent.audio.segment import band_levels, frame_count, segments_from_levels
+
+    y, sr, _ = synthetic_bout(n_syllables=30, random_state=21)
+    path = tmp_path / f"long.{ext}"
+    sf.write(path, y, sr, subtype=subtype)
+    params = _preset()
+    n = frame_count(path, params)
+    whole, peak = band_levels(path, params)
+    assert whole.shape == (n,)
+    cuts = [0, 1, 777, 2000, n // 2, n - 3, n]
+    parts = [band_levels(path, params, frames=(a, b), chunk_s=0.37) for a, b in zip(cuts[:-1], cuts[1:])]
+    levels = np.concatenate([p[0] for p in parts])
+    np.testing.assert_array_equal(levels, whole)
+    assert max(p[1] for p in parts) == peak
+    seg, rep = segments_from_levels(levels, peak, params, sr=sr, return_report=True)
+    pd.testing.assert_frame_equal(seg, segment_file(path, params))
+    with pytest.raises(ParameterError, match="frames must satisfy"):
+        band_levels(path, params, frames=(5, n + 1))

@@ -318,29 +318,34 @@ def load_audio(path: str | os.PathLike, *, channel: int = 0, offset_s: float = 0
     return y, int(sr)
 
 
-def iter_blocks(info: AudioInfo, *, step: int, overlap: int, channel: int = 0
-                ) -> Iterator[tuple[int, np.ndarray]]:
+def iter_blocks(info: AudioInfo, *, step: int, overlap: int, channel: int = 0,
+                start: int = 0, stop: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(start_sample, y)`` blocks of ``step + overlap`` samples every ``step`` samples.
 
-    The last block is shorter when the file ends. Memory holds one block at a time. This is the
-    sample-exact form of :func:`iter_chunks`; non-finite samples are replaced by 0, and a
-    DataError is raised at the end if the whole file was non-finite.
+    Blocks start at ``start``, ``start + step``, ... while they start before ``stop`` (default:
+    the end of the file); a block never reads past ``stop + overlap`` or the file's end, so the
+    last one can be shorter. Memory holds one block at a time. This is the sample-exact form of
+    :func:`iter_chunks`; non-finite samples are replaced by 0, and a DataError is raised at the
+    end if every sample read was non-finite.
     """
     ch = _check_channel(info, channel)
     check_positive("step", step, integer=True)
     check_positive("overlap", overlap, integer=True, allow_zero=True)
+    check_positive("start", start, integer=True, allow_zero=True)
+    stop = info.n_samples if stop is None else min(int(stop), info.n_samples)
+    end = min(info.n_samples, stop + overlap)
     n_finite = 0
     n_bad_total = 0
     if info.format == "CBIN":
-        for start in range(0, info.n_samples, step):
-            yield start, _cbin_read(info, ch, start, min(info.n_samples, start + step + overlap))
+        for first in range(start, stop, step):
+            yield first, _cbin_read(info, ch, first, min(end, first + step + overlap))
         return
     try:
         with sf.SoundFile(str(info.path)) as fh:
-            start = 0
-            while start < info.n_samples:
+            while start < stop:
                 fh.seek(start)
-                data = fh.read(step + overlap, dtype="float32", always_2d=True)
+                data = fh.read(min(step + overlap, end - start), dtype="float32",
+                               always_2d=True)
                 if data.shape[0] == 0:
                     break
                 y = np.ascontiguousarray(data[:, ch])

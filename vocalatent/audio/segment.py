@@ -57,14 +57,18 @@ from .io import audio_info, iter_blocks
 
 __all__ = [
     "AVA_ALIASES",
-    "check_percentiles",
-    "params_from_dict",
     "AmplitudeTrace",
     "SegmentParams",
     "SegmentReport",
     "amplitude_trace",
+    "band_levels",
+    "check_percentiles",
+    "frame_count",
+    "normalize_levels",
+    "params_from_dict",
     "segment_file",
     "segment_signal",
+    "segments_from_levels",
     "segments_from_trace",
 ]
 
@@ -406,10 +410,22 @@ def _band_levels(frames: np.ndarray, window: np.ndarray, lo_bin: int, hi_bin: in
     return (w * level).sum(axis=-1)
 
 
+def _frame_range(frames, n_frames: int) -> tuple[int, int]:
+    try:
+        a, b = (int(v) for v in frames)
+    except (TypeError, ValueError):
+        raise ParameterError(f"frames must be (first, stop) integers; got {frames!r}") from None
+    if not 0 <= a < b <= n_frames:
+        raise ParameterError(f"frames must satisfy 0 <= first < stop <= {n_frames} (the file's "
+                             f"frame count); got {frames!r}")
+    return a, b
+
+
 class _TraceBuilder:
     """Computes band levels for frames on a fixed grid, block by block."""
 
-    def __init__(self, sr: int, n_samples: int, params: SegmentParams, path=None):
+    def __init__(self, sr: int, n_samples: int, params: SegmentParams, path=None,
+                 frames: tuple[int, int] | None = None):
         self.params = params
         self.sr = sr
         self.nperseg, self.hop = params.frame_geometry(sr)
@@ -433,7 +449,9 @@ class _TraceBuilder:
         s = self.window.sum()
         enbw = self.n_fft * np.sum(self.window ** 2) / s ** 2  # in bins of the n_fft grid
         self.norm = 4.0 / (s * s) / enbw  # full-scale sine in the band -> 0 dB
-        self.levels = np.empty(self.n_frames, dtype=np.float64)
+        self.f0, self.f1 = (0, self.n_frames) if frames is None else _frame_range(
+            frames, self.n_frames)
+        self.levels = np.empty(self.f1 - self.f0, dtype=np.float64)  # frames f0 .. f1-1
         self.peak = 0.0
 
     def add_block(self, start: int, y: np.ndarray, first_frame: int, n_frames: int) -> None:
@@ -448,8 +466,20 @@ class _TraceBuilder:
         frames = np.lib.stride_tricks.sliding_window_view(y64[offset:], self.nperseg)[::self.hop]
         for b in range(0, n_frames, _FRAME_BATCH):
             rows = frames[b:min(n_frames, b + _FRAME_BATCH)]
-            self.levels[first_frame + b:first_frame + b + rows.shape[0]] = _band_levels(
+            i = first_frame - self.f0 + b
+            self.levels[i:i + rows.shape[0]] = _band_levels(
                 rows, self.window, self.lo_bin, self.hi_bin, self.norm, self.params, self.n_fft)
+
+    def read(self, info, channel: int, chunk_s: float) -> None:
+        """Fill ``levels`` from the file, ``chunk_s`` of audio at a time."""
+        per_chunk = max(1, int(round(chunk_s * self.sr / self.hop)))
+        for start, y in iter_blocks(info, step=per_chunk * self.hop,
+                                    overlap=self.nperseg - self.hop, channel=channel,
+                                    start=self.f0 * self.hop, stop=self.f1 * self.hop):
+            first = start // self.hop
+            n = min(per_chunk, self.f1 - first)
+            if n > 0:
+                self.add_block(start, y, first, n)
 
     def finish(self, path=None) -> AmplitudeTrace:
         if self.peak == 0.0:
@@ -785,15 +815,88 @@ def segment_file(path: str | os.PathLike, params: SegmentParams | None = None, *
     info = audio_info(path)
     _check_rate(info.sample_rate, params, info.path)
     builder = _TraceBuilder(info.sample_rate, info.n_samples, params, info.path)
-    frames_per_chunk = max(1, int(round(chunk_s * info.sample_rate / builder.hop)))
-    step = frames_per_chunk * builder.hop
-    for start, y in iter_blocks(info, step=step, overlap=builder.nperseg - builder.hop,
-                                channel=channel):
-        first = start // builder.hop
-        n = min(frames_per_chunk, builder.n_frames - first)
-        if n > 0:
-            builder.add_block(start, y, first, n)
+    builder.read(info, channel, chunk_s)
     trace = builder.finish(info.path)
+    segments, report = segments_from_trace(trace, params, return_report=True)
+    out = (segments,) + ((trace,) if return_trace else ()) + ((report,) if return_report else ())
+    return out if len(out) > 1 else segments
+
+
+def frame_count(path: str | os.PathLike, params: SegmentParams | None = None) -> int:
+    """Number of frames of the band-level trace of a file (its frame grid's length).
+
+    Raises
+    ------
+    DataError
+        As :func:`segment_file` (unreadable, too short, sample rate too low, ...).
+    """
+    params = SegmentParams() if params is None else params
+    info = audio_info(path)
+    _check_rate(info.sample_rate, params, info.path)
+    return _TraceBuilder(info.sample_rate, info.n_samples, params, info.path).n_frames
+
+
+def band_levels(path: str | os.PathLike, params: SegmentParams | None = None, *,
+                channel: int = 0, frames: tuple[int, int] | None = None,
+                chunk_s: float = 60.0) -> tuple[np.ndarray, float]:
+    """Band levels (dBFS) of frames ``[first, stop)`` of a file, and the peak sample read.
+
+    The frames of several calls over adjacent ranges, concatenated, are bit-identical to those
+    of the whole file (each frame depends only on its own samples), so one long file can be
+    spread over workers by time and finished with :func:`segments_from_levels`.
+
+    Parameters
+    ----------
+    path : path-like
+    params : SegmentParams, optional
+    channel : int, default=0
+    frames : (int, int), optional
+        ``(first, stop)`` on the file's frame grid (:func:`frame_count` frames); default all.
+    chunk_s : float, default=60
+        Seconds of audio in memory at a time.
+
+    Returns
+    -------
+    levels : np.ndarray [shape=(stop - first,), dtype=float64]
+    peak : float
+        Largest absolute sample value read (0 means silence).
+    """
+    params = SegmentParams() if params is None else params
+    check_positive("chunk_s", chunk_s)
+    info = audio_info(path)
+    _check_rate(info.sample_rate, params, info.path)
+    builder = _TraceBuilder(info.sample_rate, info.n_samples, params, info.path, frames=frames)
+    builder.read(info, channel, chunk_s)
+    return builder.levels, builder.peak
+
+
+def segments_from_levels(levels: np.ndarray, peak: float, params: SegmentParams, *, sr: int,
+                         path=None, return_trace: bool = False, return_report: bool = False):
+    """Finish segmentation from a whole file's band levels (:func:`band_levels`).
+
+    Parameters
+    ----------
+    levels : np.ndarray [shape=(n_frames,)]
+        The file's band levels, every frame, in order.
+    peak : float
+        Largest absolute sample of the file (the largest of the parts' peaks).
+    params : SegmentParams
+    sr : int
+        Sample rate (Hz).
+    path : path-like, optional
+        Named in error messages.
+    return_trace, return_report : bool, default=False
+
+    Returns
+    -------
+    segments[, trace][, report]
+        As :func:`segment_file` returns them for the whole file.
+    """
+    if peak == 0.0:
+        raise DataError("silent: every sample is 0", path=path)
+    nperseg, hop = params.frame_geometry(sr)
+    trace = normalize_levels(np.asarray(levels, dtype=np.float64), params, hop=hop,
+                             nperseg=nperseg, sr=sr)
     segments, report = segments_from_trace(trace, params, return_report=True)
     out = (segments,) + ((trace,) if return_trace else ()) + ((report,) if return_report else ())
     return out if len(out) > 1 else segments
