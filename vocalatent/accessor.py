@@ -26,15 +26,40 @@ from . import plot as _plot
 from ._utils import ParameterError
 from .analysis._decoder import model_decoder
 from .analysis.agreement import label_agreement
-from .analysis.clusters import find_clusters
+from .analysis.clusters import METHOD_DEFAULTS, find_clusters
 from .analysis.density import GridKDE, default_resolution, periodic_kde
 from .analysis.geodesic import geodesic as _geodesic
+from .analysis.boundary_lines import BoundaryLines, boundary_lines
 from .analysis.jacobian import boundaries as _boundaries
 from .analysis.jacobian import cluster_cores
 from .analysis.jacobian import jacobian_norm_grid
 from .analysis.torus import grid_centres
 
 __all__ = ["VocalatentAccessor"]
+
+
+def _with_lines(ds: xr.Dataset, lines: BoundaryLines, from_jacobian: bool) -> xr.Dataset:
+    z, which = lines.vertices()
+    t = lines.table
+    unit = "decades of ||J||" if from_jacobian else "decades of 1/density"
+    return ds.assign(
+        boundary_line_z=xr.DataArray(z, dims=("boundary_vertex", "latent"), attrs={
+            "long_name": "vertices of the sub-grid boundary lines", "units": "turns"}),
+        boundary_vertex_line=xr.DataArray(which, dims="boundary_vertex",
+                                          attrs={"long_name": "boundary line of each vertex"}),
+        boundary_line_cluster_a=xr.DataArray(t["cluster_a"].to_numpy(np.int64), dims="boundary_line"),
+        boundary_line_cluster_b=xr.DataArray(t["cluster_b"].to_numpy(np.int64), dims="boundary_line"),
+        boundary_line_strength=xr.DataArray(t["strength"].to_numpy(float), dims="boundary_line", attrs={
+            "long_name": "median ridge height along the line above the larger of the two modes",
+            "units": unit}),
+        boundary_line_ridge=xr.DataArray(t["ridge_log10_jacobian"].to_numpy(float), dims="boundary_line",
+                                         attrs={"long_name": "median log10 cost along the line"}),
+        boundary_line_density_ratio=xr.DataArray(t["density_ratio"].to_numpy(float), dims="boundary_line",
+                                                 attrs={"long_name": "highest density on the line / "
+                                                                     "lower mode density"}),
+        boundary_line_length=xr.DataArray(t["length"].to_numpy(float), dims="boundary_line",
+                                          attrs={"units": "turns"}),
+    )
 
 
 @xr.register_dataset_accessor("vl")
@@ -144,13 +169,16 @@ class VocalatentAccessor:
             "bandwidth": np.asarray(kde.bandwidth, dtype=float)})
         return self._ds.assign_coords(self._grid_coords(kde.resolution)).assign(density=var)
 
-    def clusters(self, *, bandwidth=None, resolution: int | None = None, weights=None,
-                 min_persistence: float = 0.3, min_relative_height: float = 0.05,
-                 posterior=None, lattice_z=None, noise_density: float | None = None) -> xr.Dataset:
+    def clusters(self, *, method: str = "significance", bandwidth=None, resolution: int | None = None,
+                 weights=None, significance: float | None = None, min_persistence: float | None = None,
+                 min_relative_height: float | None = None, min_size: int = 5, posterior=None,
+                 lattice_z=None, noise_density: float | None = None) -> xr.Dataset:
         """Cluster the items by periodic mode seeking; adds ``cluster`` and friends.
 
         Reuses the Dataset's ``density`` when present and no bandwidth/weights are given.
-        See :func:`vocalatent.analysis.clusters.find_clusters` for the parameters.
+        See :func:`vocalatent.analysis.clusters.find_clusters` for the parameters (default
+        ``method="significance"``: peaks stay apart when their dip exceeds 3 sampling-noise
+        sds; ``method="persistence"`` is the fixed-threshold rule).
 
         Returns
         -------
@@ -164,16 +192,22 @@ class VocalatentAccessor:
         if "density" in self._ds.data_vars and bandwidth is None and weights is None:
             dens = np.asarray(self._ds["density"].values, dtype=float)
             if dens.shape[0] == res:
-                bw = self._ds["density"].attrs.get("bandwidth", np.full(self.latent_dim, np.nan))
-                kde = GridKDE(density=dens, bandwidth=np.atleast_1d(np.asarray(bw, dtype=float)))
-        result = find_clusters(self.embedding, weights=self._weights(weights), bandwidth=bandwidth,
-                               resolution=res, min_persistence=min_persistence,
-                               min_relative_height=min_relative_height, posterior=posterior,
-                               lattice_z=lattice_z, noise_density=noise_density, kde=kde)
+                bw = np.atleast_1d(np.asarray(self._ds["density"].attrs.get(
+                    "bandwidth", np.full(self.latent_dim, np.nan)), dtype=float))
+                if np.all(np.isfinite(bw)):  # without its bandwidth the density is recomputed
+                    kde = GridKDE(density=dens, bandwidth=bw)
+        result = find_clusters(self.embedding, method=method, weights=self._weights(weights),
+                               bandwidth=bandwidth, resolution=res, significance=significance,
+                               min_persistence=min_persistence, min_relative_height=min_relative_height,
+                               min_size=min_size, posterior=posterior, lattice_z=lattice_z,
+                               noise_density=noise_density, kde=kde)
         ds = self._with_density(result.kde)
         k = result.n_clusters
         sizes = np.bincount(result.labels[result.labels >= 0], minlength=k)
-        params = {"min_persistence": min_persistence, "min_relative_height": min_relative_height,
+        chosen = {**METHOD_DEFAULTS[method], **{k: v for k, v in (
+            ("significance", significance), ("min_persistence", min_persistence),
+            ("min_relative_height", min_relative_height)) if v is not None}}
+        params = {"method": method, **{k: float(v) for k, v in chosen.items()}, "min_size": int(min_size),
                   "posterior_weighted": int(posterior is not None)}
         return ds.assign(
             cluster=xr.DataArray(result.labels, dims="item",
@@ -228,15 +262,61 @@ class VocalatentAccessor:
         return _boundaries(self._ds["jacobian_norm"].values, modes=self._ds["cluster_mode"].values,
                            density_grid=dens, cores=cores)
 
-    def boundaries(self) -> xr.Dataset:
-        """Add the boundary ridge mask ``boundary`` (grid dims, bool) between cluster modes.
+    def boundaries(self, *, refine: int = 2) -> xr.Dataset:
+        """Add the boundaries between clusters: the ridge mask ``boundary`` (grid dims, bool)
+        and, for 2-D maps, sub-grid boundary lines with their strengths.
 
-        Needs ``jacobian_norm`` and ``cluster_mode``; see
-        :func:`vocalatent.analysis.jacobian.boundaries` for the rule.
+        Needs ``cluster_mode`` and ``jacobian_norm`` (without ``jacobian_norm`` a 2-D map gets
+        the lines only, from the density: cost ``1 / density``). See
+        :func:`vocalatent.analysis.jacobian.boundaries` (mask) and
+        :func:`vocalatent.analysis.boundary_lines.boundary_lines` (lines) for the rules.
+
+        Parameters
+        ----------
+        refine : int
+            Grid refinement for the lines' paths and contours.
+
+        Returns
+        -------
+        xarray.Dataset
+            With ``boundary`` (when there is a Jacobian map) and, for d = 2, the lines:
+            ``boundary_line_z`` (boundary_vertex, latent) and ``boundary_vertex_line``
+            (boundary_vertex: the line each vertex belongs to), and per line (boundary_line)
+            ``boundary_line_cluster_a``, ``boundary_line_cluster_b``,
+            ``boundary_line_strength`` (decades of ``||J||`` above the two modes),
+            ``boundary_line_ridge`` (median ``log10 ||J||`` along the line),
+            ``boundary_line_density_ratio`` (highest density on the line / lower mode density),
+            ``boundary_line_length`` (turns).
         """
-        b = self._boundaries()
-        return self._ds.assign(boundary=self._grid_var(
-            b.ridge_mask, {"long_name": "ridge of the log-Jacobian map between cluster modes"}))
+        ds = self._ds.drop_dims([d for d in ("boundary_line", "boundary_vertex") if d in self._ds.dims])
+        ds = ds.drop_vars([v for v in ("boundary",) if v in ds.variables])
+        if "jacobian_norm" in self._ds.data_vars or self.latent_dim != 2:
+            b = self._boundaries()
+            ds = ds.assign(boundary=self._grid_var(
+                b.ridge_mask, {"long_name": "ridge of the log-Jacobian map between cluster modes"}))
+        if self.latent_dim == 2:
+            lines = self.boundary_lines(refine=refine)
+            ds = _with_lines(ds, lines, "jacobian_norm" in self._ds.data_vars)
+        return ds
+
+    def boundary_lines(self, *, refine: int = 2) -> BoundaryLines:
+        """Sub-grid boundary lines between neighbouring clusters of a 2-D map (a
+        :class:`~vocalatent.analysis.boundary_lines.BoundaryLines`); from ``jacobian_norm``
+        when present, else from the density (cost ``1 / density``)."""
+        self._require("cluster_mode", "density", hint="run ds.vl.clusters() first")
+        if self.latent_dim != 2:
+            raise ParameterError(f"boundary lines are drawn on 2-D maps; this one is {self.latent_dim}-D")
+        dens = np.asarray(self._ds["density"].values, dtype=float)
+        cores = cluster_cores(self._ds["cluster_grid"].values, dens) if "cluster_grid" in self._ds else None
+        if "jacobian_norm" in self._ds.data_vars:
+            jac = np.asarray(self._ds["jacobian_norm"].values, dtype=float)
+            cost = np.maximum(jac, max(jac.max(), 1e-300) * 1e-12)
+        else:
+            jac = None
+            cost = 1.0 / np.maximum(dens, max(dens.max(), 1e-300) * 1e-9)
+        return boundary_lines(cost, modes=self._ds["cluster_mode"].values, cores=cores,
+                              jacobian_grid=jac if jac is not None else cost, density_grid=dens,
+                              refine=refine)
 
     def boundary_strength(self):
         """Per-pair boundary strengths between clusters (pandas DataFrame).
@@ -343,9 +423,22 @@ class VocalatentAccessor:
         return _plot.plot_density(self._ds["density"].values, ax=ax, modes=modes, points=pts, **kwargs)
 
     def plot_jacobian(self, *, ax=None, **kwargs):
-        """The log Jacobian map with boundaries (computed if clusters exist) and modes."""
+        """The log Jacobian map with boundaries (computed if clusters exist) and modes; on a
+        2-D map the boundaries are the sub-grid lines, drawn thicker where stronger."""
         self._require("jacobian_norm", hint="run ds.vl.jacobian(model) first")
         modes = self._ds["cluster_mode"].values if "cluster_mode" in self._ds.data_vars else None
+        if self.latent_dim == 2 and modes is not None:
+            if "boundary_line_z" in self._ds.data_vars:
+                z = self._ds["boundary_line_z"].values
+                which = self._ds["boundary_vertex_line"].values
+                n = self._ds.sizes.get("boundary_line", 0)
+                lines = [z[which == i] for i in range(n)]
+                strength = self._ds["boundary_line_strength"].values
+            else:
+                bl = self.boundary_lines()
+                lines, strength = bl.lines, bl.table["strength"].to_numpy(float)
+            return _plot.plot_jacobian(self._ds["jacobian_norm"].values, lines=lines,
+                                       line_strength=strength, modes=modes, ax=ax, **kwargs)
         mask = self._ds["boundary"].values if "boundary" in self._ds.data_vars else (
             self._boundaries().ridge_mask if modes is not None else None)
         return _plot.plot_jacobian(self._ds["jacobian_norm"].values, boundaries=mask, modes=modes,

@@ -477,7 +477,7 @@ def plot_density(density, *, ax=None, modes=None, points=None, cmap: str = DENSI
 
 
 def plot_jacobian(jacobian, *, boundaries=None, modes=None, ax=None, cmap: str = JACOBIAN_CMAP,
-                  title: str | None = None):
+                  title: str | None = None, lines=None, line_strength=None):
     """The Jacobian map ``||df/dz||_F`` on a log10 scale, with boundaries and modes.
 
     Parameters
@@ -491,6 +491,10 @@ def plot_jacobian(jacobian, *, boundaries=None, modes=None, ax=None, cmap: str =
     ax : matplotlib Axes, optional
     cmap : str
     title : str, optional
+    lines : list of np.ndarray [shape=(m_i, 2)], optional
+        Sub-grid boundary lines (``BoundaryLines.lines``; d = 2), drawn as smooth red lines.
+    line_strength : np.ndarray [shape=(len(lines),)], optional
+        Strength of each line (decades); sets its width (0.6 to 3 pt).
 
     Returns
     -------
@@ -515,16 +519,35 @@ def plot_jacobian(jacobian, *, boundaries=None, modes=None, ax=None, cmap: str =
     if jac.ndim == 2:
         ax = _new_axes(ax)
         _grid_image(ax, logj, cmap=cmap, label=label)
-        if boundaries is not None:
+        if lines is not None:
+            _draw_lines(ax, lines, line_strength)
+        elif boundaries is not None:
             _overlay_mask(ax, boundaries)
         _mark_modes(ax, modes)
         ax.set_title(title or "Jacobian map: where the decoded output changes fast\n"
-                              "(red: boundaries between clusters; ×: modes)")
+                              + ("(red: boundaries, wider = stronger; ×: modes)" if lines is not None
+                                 else "(red: boundaries between clusters; ×: modes)"))
         return ax
     if jac.ndim == 3:
         return plot_3d_slices(logj, axes=ax, label=label, cmap=cmap,
                               title=title or "Jacobian map (slices along z3)")
     raise ParameterError(f"jacobian must be a 1-, 2- or 3-D grid; got shape {jac.shape}")
+
+
+def _draw_lines(ax, lines, strength):
+    """Boundary polylines on the unit square, width by strength."""
+    n = len(lines)
+    if n == 0:
+        return
+    st = np.full(n, np.nan) if strength is None else np.asarray(strength, dtype=float)
+    if st.shape != (n,):
+        raise ParameterError(f"line_strength must have one value per line ({n}); got shape {st.shape}")
+    ok = np.isfinite(st)
+    lo, hi = (np.nanmin(st), np.nanmax(st)) if ok.any() else (0.0, 1.0)
+    for line, s in zip(lines, st):
+        w = 1.6 if not np.isfinite(s) or hi <= lo else 0.6 + 2.4 * (s - lo) / (hi - lo)
+        pts = np.asarray(line, dtype=float)
+        ax.plot(pts[:, 0], pts[:, 1], color="red", lw=w, alpha=0.9, solid_capstyle="round")
 
 
 def _overlay_mask(ax, mask):

@@ -25,11 +25,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._utils import DataError, ParameterError, check_positive
-from .density import GridKDE, interpolate_grid, periodic_kde
+from .._utils import DataError, ParameterError, check_option, check_positive
+from .density import GridKDE, interpolate_grid, kde_sampling_sd, periodic_kde, wrapped_gaussian
 from .torus import as_latent, wrap
 
-__all__ = ["ClusterResult", "find_clusters", "grid_basins", "nearest_node"]
+__all__ = ["METHOD_DEFAULTS", "ClusterResult", "find_clusters", "grid_basins", "nearest_node"]
+
+#: Defaults of each ``find_clusters`` method (``None`` arguments take these).
+METHOD_DEFAULTS = {
+    "significance": {"significance": 3.0, "min_persistence": 0.0, "min_relative_height": 0.0},
+    "persistence": {"significance": 0.0, "min_persistence": 0.3, "min_relative_height": 0.05},
+}
 
 
 def _neighbour_offsets(d: int, *, include_zero: bool = False, half: bool = False):
@@ -91,33 +97,49 @@ def grid_basins(density) -> tuple[np.ndarray, np.ndarray]:
     return ptr.reshape(f.shape), np.unique(ptr)
 
 
-def _saddles(f: np.ndarray, basin: np.ndarray) -> dict:
+def _saddles(f: np.ndarray, basin: np.ndarray, sd: np.ndarray | None = None) -> dict:
+    """Highest pass ``min(f(a), f(b))`` over neighbouring node pairs across each pair of
+    basins: ``{(basin_a, basin_b): (pass, sd at the pass node)}`` (sd 0 without ``sd``)."""
     d = f.ndim
+    sd = np.zeros_like(f) if sd is None else sd
     best: dict = {}
     for off in _neighbour_offsets(d, half=True):
         shift = tuple(-o for o in off)
         nb = np.roll(basin, shift, axis=tuple(range(d)))
         nf = np.roll(f, shift, axis=tuple(range(d)))
+        nsd = np.roll(sd, shift, axis=tuple(range(d)))
         diff = basin != nb
         if not np.any(diff):
             continue
         a, b = basin[diff], nb[diff]
-        passes = np.minimum(f[diff], nf[diff])
+        here_low = f[diff] <= nf[diff]
+        passes = np.where(here_low, f[diff], nf[diff])
+        pass_sd = np.where(here_low, sd[diff], nsd[diff])
         lo, hi = np.minimum(a, b), np.maximum(a, b)
         key = lo * f.size + hi
         order = np.lexsort((-passes, key))
-        key, passes = key[order], passes[order]
+        key, passes, pass_sd = key[order], passes[order], pass_sd[order]
         first = np.r_[True, key[1:] != key[:-1]]
-        for k, p in zip(key[first], passes[first]):
+        for k, p, q in zip(key[first], passes[first], pass_sd[first]):
             pair = (int(k // f.size), int(k % f.size))
-            if p > best.get(pair, -np.inf):
-                best[pair] = float(p)
+            if p > best.get(pair, (-np.inf, 0.0))[0]:
+                best[pair] = (float(p), float(q))
     return best
 
 
 def _merge_basins(f_flat: np.ndarray, peaks: np.ndarray, saddles: dict, *,
-                  min_persistence: float, min_relative_height: float) -> dict:
+                  min_persistence: float, min_relative_height: float, sd_flat=None,
+                  significance: float = 0.0, sizes: dict | None = None, empty_level: float = 0.0,
+                  min_size: int = 1) -> tuple[dict, dict]:
+    """Union-find merge of basins over saddles from high to low; returns each peak's root and,
+    for every peak that was merged, the dip (in sampling-noise sd) at which it was.
+
+    With ``sd_flat`` (the significance rule), a pass at or below ``empty_level`` (no item
+    within about three bandwidths) separates two groups outright when the lower one holds at
+    least ``min_size`` items (``sizes``: items per basin peak); smaller groups are merged."""
     parent = {int(p): int(p) for p in peaks}
+    size = {int(p): int((sizes or {}).get(int(p), 0)) for p in peaks}
+    merged_at: dict = {}
 
     def find(x):
         while parent[x] != x:
@@ -126,16 +148,25 @@ def _merge_basins(f_flat: np.ndarray, peaks: np.ndarray, saddles: dict, *,
         return x
 
     top = float(f_flat[peaks].max())
-    for (a, b), s in sorted(saddles.items(), key=lambda kv: -kv[1]):
+    for (a, b), (s, sd_s) in sorted(saddles.items(), key=lambda kv: -kv[1][0]):
         ra, rb = find(a), find(b)
         if ra == rb:
             continue
         low, high = (ra, rb) if f_flat[ra] < f_flat[rb] else (rb, ra)
         p = float(f_flat[low])
         dip = (p - s) / p if p > 0 else 0.0
-        if dip < min_persistence or p < min_relative_height * top:
+        noise = np.inf
+        if sd_flat is not None:
+            if s <= empty_level:
+                noise = np.inf if size[low] >= min_size else 0.0
+            else:
+                scale = float(np.hypot(sd_flat[low], sd_s))
+                noise = (p - s) / scale if scale > 0 else np.inf
+        if dip < min_persistence or p < min_relative_height * top or noise < significance:
             parent[low] = high
-    return {int(p): find(int(p)) for p in peaks}
+            size[high] += size[low]
+            merged_at[low] = noise
+    return {int(p): find(int(p)) for p in peaks}, merged_at
 
 
 def _refine_mode(f: np.ndarray, flat: int) -> np.ndarray:
@@ -182,27 +213,47 @@ class ClusterResult:
         return int(self.modes.shape[0])
 
 
-def find_clusters(z, *, weights=None, bandwidth=None, resolution: int | None = None,
-                  min_persistence: float = 0.3, min_relative_height: float = 0.05,
-                  posterior=None, lattice_z=None, noise_density: float | None = None,
-                  kde: GridKDE | None = None) -> ClusterResult:
+def find_clusters(z, *, method: str = "significance", weights=None, bandwidth=None,
+                  resolution: int | None = None, significance: float | None = None,
+                  min_persistence: float | None = None, min_relative_height: float | None = None,
+                  min_size: int = 5, posterior=None, lattice_z=None,
+                  noise_density: float | None = None, kde: GridKDE | None = None) -> ClusterResult:
     """Cluster points on the torus by periodic mode seeking on the grid KDE.
 
     Parameters
     ----------
     z : np.ndarray [shape=(n, d) or (n,), range [0, 1)]
         Item embeddings (circular posterior means).
+    method : {"significance", "persistence"}
+        How a density dip between two peaks is judged (``METHOD_DEFAULTS`` gives each
+        method's defaults). ``"significance"`` (default): two peaks stay apart when the dip
+        from the lower peak to the saddle exceeds ``significance`` times what sampling noise
+        produces there (:func:`~vocalatent.analysis.density.kde_sampling_sd` at the peak and
+        at the saddle), so the number of clusters follows the data: a small cluster of a rare
+        type survives when its dip is many noise sds deep, a wiggle of a large one does not.
+        ``"persistence"``: the fixed-threshold rule (weighted periodic mean shift with
+        persistence merging) kept for comparison: the dip must be ``min_persistence`` of the
+        lower peak and the peak ``min_relative_height`` of the highest one.
     weights : np.ndarray [shape=(n,)], optional
         Item weights for the KDE.
     bandwidth : float or np.ndarray [shape=(d,)], optional
         KDE bandwidth in turns; ``None`` selects it by leave-one-out likelihood.
     resolution : int, optional
         Grid nodes per axis (default 512 / 128 / 48 for d = 1 / 2 / 3).
-    min_persistence : float in [0, 1)
+    significance : float >= 0, optional
+        With ``"significance"``: the dip a peak needs, in sampling-noise standard deviations
+        (default 3; ``benchmarks/bench_repertoire.py``).
+    min_persistence : float in [0, 1), optional
         Two density peaks stay separate clusters only if the density between them dips by at
-        least this fraction of the lower peak (0.3: the saddle is below 70 % of the lower peak).
-    min_relative_height : float in [0, 1)
-        Peaks lower than this fraction of the highest peak are merged into a neighbour.
+        least this fraction of the lower peak (``"persistence"`` default 0.3: the saddle is
+        below 70 % of the lower peak; ``"significance"`` default 0).
+    min_relative_height : float in [0, 1), optional
+        Peaks lower than this fraction of the highest peak are merged into a neighbour
+        (``"persistence"`` default 0.05; ``"significance"`` default 0).
+    min_size : int
+        With ``"significance"``: a group alone in empty space (no item within about three
+        bandwidths of the pass to its neighbours) is a cluster when it holds at least this
+        many items, whatever its height; smaller ones are merged into the neighbour.
     posterior : np.ndarray [shape=(n, m)], optional
         Each item's posterior weights on the lattice ``lattice_z``; when given, an item is
         assigned to the cluster holding most of its posterior mass (posterior-weighted).
@@ -222,6 +273,14 @@ def find_clusters(z, *, weights=None, bandwidth=None, resolution: int | None = N
     n, d = pts.shape
     if n == 0:
         raise DataError("no points to cluster")
+    check_option("method", method, list(METHOD_DEFAULTS))
+    defaults = METHOD_DEFAULTS[method]
+    significance = defaults["significance"] if significance is None else float(significance)
+    min_persistence = defaults["min_persistence"] if min_persistence is None else float(min_persistence)
+    min_relative_height = (defaults["min_relative_height"] if min_relative_height is None
+                           else float(min_relative_height))
+    check_positive("significance", significance, allow_zero=True)
+    check_positive("min_size", min_size, integer=True)
     for name, val in (("min_persistence", min_persistence), ("min_relative_height", min_relative_height)):
         check_positive(name, val, allow_zero=True)
         if val >= 1:
@@ -233,8 +292,22 @@ def find_clusters(z, *, weights=None, bandwidth=None, resolution: int | None = N
     f = kde.density
     r = f.shape[0]
     basin, peaks = grid_basins(f)
-    root = _merge_basins(f.ravel(), peaks, _saddles(f, basin),
-                         min_persistence=min_persistence, min_relative_height=min_relative_height)
+    sd, empty, sizes = None, 0.0, None
+    if method == "significance" and significance > 0:
+        if not np.all(np.isfinite(kde.bandwidth)):
+            raise ParameterError("the given kde has no bandwidth; the significance test needs it")
+        sd = kde_sampling_sd(pts, bandwidth=kde.bandwidth, resolution=r, weights=weights)
+        v = np.full(n, 1.0 / n) if weights is None else np.asarray(weights, float) / np.sum(weights)
+        # one item's kernel three bandwidths away: below this the pass is empty space
+        one_item = float(v.max()) * float(np.prod([wrapped_gaussian(0.0, float(h)) for h in kde.bandwidth]))
+        empty = one_item * np.exp(-4.5)
+        item_peaks = basin[nearest_node(pts, r)]
+        uniq, cnt = np.unique(item_peaks, return_counts=True)
+        sizes = dict(zip(uniq.tolist(), cnt.tolist()))
+    root, _ = _merge_basins(f.ravel(), peaks, _saddles(f, basin, sd),
+                            min_persistence=min_persistence, min_relative_height=min_relative_height,
+                            sd_flat=None if sd is None else sd.ravel(), significance=significance,
+                            sizes=sizes, empty_level=empty, min_size=min_size)
     roots = np.array(sorted(set(root.values())))
     lut = np.zeros(f.size, dtype=np.int64)
     for p, rt in root.items():

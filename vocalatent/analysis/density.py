@@ -38,6 +38,7 @@ __all__ = [
     "interpolate_grid",
     "wrapped_gaussian",
     "aggregate_posterior",
+    "kde_sampling_sd",
     "DEFAULT_RESOLUTION",
 ]
 
@@ -324,6 +325,40 @@ def periodic_kde(z, *, bandwidth=None, resolution: int | None = None, weights=No
     dens = np.maximum(dens, 0.0)  # remove FFT round-off below zero
     dens *= dens.size / dens.sum()
     return GridKDE(density=dens, bandwidth=h)
+
+
+def kde_sampling_sd(z, *, bandwidth, resolution: int, weights=None) -> np.ndarray:
+    """Standard deviation of the grid KDE under resampling of the items (sampling noise).
+
+    For ``f(x) = sum_i v_i K(x - x_i)`` with the items drawn afresh from their distribution,
+    ``Var f(x) = (E[K^2] - E[K]^2) / n_eff`` with ``n_eff = 1 / sum v_i^2``; the plug-in estimate
+    uses ``sum_i v_i K(x - x_i)^2`` (the same binned FFT convolution with the squared kernel)
+    and ``f(x)^2``. It is what the bootstrap variance of the KDE converges to.
+
+    Parameters
+    ----------
+    z : np.ndarray [shape=(n, d), range [0, 1)]
+    bandwidth : float or np.ndarray [shape=(d,)]
+        Kernel standard deviation (turns), as used for the density.
+    resolution : int
+    weights : np.ndarray [shape=(n,)], optional
+
+    Returns
+    -------
+    np.ndarray [shape=(resolution,)*d, >= 0]
+        In the density's units (per unit torus volume; grid mean of the density = 1).
+    """
+    pts = as_latent(z)
+    n, d = pts.shape
+    v = _normalised_weights(weights, n)
+    h = _bandwidth_vector(bandwidth, d)
+    check_positive("resolution", resolution, integer=True)
+    hist = _linear_bin(pts, v, resolution)
+    kernels = _kernel_fft(h, resolution)
+    f = np.maximum(_convolve(hist, kernels), 0.0)
+    f2 = np.maximum(_convolve(hist, [k ** 2 for k in kernels]), 0.0)
+    n_eff = 1.0 / np.sum(v ** 2)
+    return np.sqrt(np.maximum(f2 - f ** 2, 0.0) / n_eff)
 
 
 def aggregate_posterior(weights) -> np.ndarray:

@@ -15,6 +15,26 @@ bins), so narrow tonal lines between rows are not missed. Power is converted to 
 full scale (a full-scale sine gives 0 dB) and mapped onto [0, 1] between ``spec_min_db`` and
 ``spec_max_db``, fixed or calibrated from percentiles of the data
 (:func:`calibrate_spectrogram_params`).
+
+Level normalisation (``level``)
+-------------------------------
+Recordings made at different gains or distances differ in level: with one clipping range
+shared by all files a recording 13 dB louder is on average about twice as bright and has far
+fewer pixels clipped to zero, and a map can set it apart for that alone. ``level`` chooses the
+range per recording (:func:`level_ranges`):
+
+* ``"shared"``: one range for all files, the ``calib_percentiles`` of all syllables' dB values;
+* ``"recording"``: each file's own range. Its top is the file's peak (the upper
+  ``calib_percentiles`` of its own syllables); its bottom lies one common dynamic range ``W``
+  below that, where ``W`` is the narrowest of the files' own (peak − noise floor) widths (the
+  10th percentile of the widths when there are more than ten files, so that one noisy file does
+  not set it for all). A gain change shifts a file's peak and range together, so the same song
+  recorded at +0 and +13 dB gives the same images; a brighter noise floor is clipped away
+  with the common range rather than stretching the file's contrast;
+* ``"auto"`` (default): ``"recording"`` when the files' peaks spread over more than
+  ``level_auto_db`` (6 dB), else ``"shared"`` (the same numbers when the levels agree).
+
+With fixed ``spec_min_db``/``spec_max_db`` the range is shared whatever ``level`` says.
 """
 
 from __future__ import annotations
@@ -30,13 +50,19 @@ from .._utils import ParameterError, check_option, check_positive
 from .segment import check_percentiles as _check_percentiles, params_from_dict as _params_from_dict
 
 __all__ = [
+    "LEVEL_MODES",
     "SpectrogramParams",
+    "apply_level_ranges",
     "calibrate_spectrogram_params",
+    "level_ranges",
     "syllable_spectrogram",
     "syllable_spectrograms",
 ]
 
 _SYLLABLE_BATCH = 32
+
+#: Choices of ``SpectrogramParams.level`` (see the module docstring).
+LEVEL_MODES = ("auto", "shared", "recording")
 
 
 @dataclass(frozen=True)
@@ -63,7 +89,14 @@ class SpectrogramParams:
         calibrated from data with :func:`calibrate_spectrogram_params` (the pipeline does
         this and records the values it used).
     calib_percentiles : (float, float), default=(30, 99.8)
-        Percentiles of all syllables' dB values that become ``spec_min_db``, ``spec_max_db``.
+        Percentiles of all syllables' dB values that become ``spec_min_db``, ``spec_max_db``
+        (of each file's values for its noise floor and peak with ``level="recording"``).
+    level : {"auto", "shared", "recording"}, default="auto"
+        One clipping range for all files, or one per recording (its own peak, a common
+        dynamic range), or chosen by the spread of the files' peaks (module docstring).
+    level_auto_db : float, default=6
+        With ``level="auto"``: per-recording ranges when the files' peaks spread over more
+        than this (max − min, dB).
     """
 
     n_freq: int = 128
@@ -78,6 +111,8 @@ class SpectrogramParams:
     spec_min_db: float | None = None
     spec_max_db: float | None = None
     calib_percentiles: tuple[float, float] = (30.0, 99.8)
+    level: str = "auto"
+    level_auto_db: float = 6.0
 
     def __post_init__(self):
         for name in ("n_freq", "n_time"):
@@ -103,6 +138,8 @@ class SpectrogramParams:
         if self.spec_min_db is not None and not self.spec_min_db < self.spec_max_db:
             raise ParameterError(f"spec_min_db must be < spec_max_db; got {self.spec_min_db}, "
                                  f"{self.spec_max_db}")
+        check_option("level", self.level, list(LEVEL_MODES))
+        check_positive("level_auto_db", self.level_auto_db, allow_zero=True)
         object.__setattr__(self, "calib_percentiles",
                            _check_percentiles("calib_percentiles", self.calib_percentiles))
 
@@ -259,3 +296,76 @@ def calibrate_spectrogram_params(db_values: Iterable[np.ndarray] | np.ndarray,
     lo, hi = (float(v) for v in np.percentile(values, params.calib_percentiles))
     hi = max(hi, lo + 1.0)
     return dataclasses.replace(params, spec_min_db=round(lo, 3), spec_max_db=round(hi, 3))
+
+
+def apply_level_ranges(db: np.ndarray, spec_min_db: float, spec_max_db: float) -> np.ndarray:
+    """Map dBFS spectrograms onto [0, 1] between ``spec_min_db`` and ``spec_max_db`` (clipped).
+
+    Parameters
+    ----------
+    db : np.ndarray [shape=(...)]
+        Unclipped dBFS values (``syllable_spectrograms(..., return_db=True)``).
+    spec_min_db, spec_max_db : float
+
+    Returns
+    -------
+    np.ndarray [shape=(...), float32, range [0, 1]]
+    """
+    if not spec_min_db < spec_max_db:
+        raise ParameterError(f"spec_min_db must be < spec_max_db; got {spec_min_db}, {spec_max_db}")
+    out = (np.asarray(db, dtype=np.float64) - spec_min_db) / (spec_max_db - spec_min_db)
+    return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+
+def _flat(values) -> np.ndarray:
+    if isinstance(values, np.ndarray):
+        return values.ravel()
+    parts = [np.asarray(v, dtype=np.float64).ravel() for v in values]
+    return np.concatenate(parts) if parts else np.empty(0)
+
+
+def level_ranges(db_by_recording: Mapping[str, Any], params: SpectrogramParams, *,
+                 level: str | None = None) -> tuple[dict, str]:
+    """Clipping range of each recording: shared, per recording, or chosen by the data.
+
+    Parameters
+    ----------
+    db_by_recording : mapping of str -> array or iterable of arrays
+        Unclipped dBFS spectrograms of a sample of each recording's syllables.
+    params : SpectrogramParams
+        Its ``calib_percentiles`` and ``level_auto_db`` are used; a fixed
+        ``spec_min_db``/``spec_max_db`` is returned for every recording.
+    level : {"auto", "shared", "recording"}, optional
+        Default: ``params.level``.
+
+    Returns
+    -------
+    ranges : dict of str -> (float, float)
+        ``(spec_min_db, spec_max_db)`` per recording (rounded to 0.001 dB).
+    chosen : str
+        ``"shared"``, ``"recording"`` or ``"fixed"`` (the range given in ``params``).
+    """
+    level = params.level if level is None else level
+    check_option("level", level, list(LEVEL_MODES))
+    names = list(db_by_recording)
+    if not names:
+        raise ParameterError("cannot calibrate the spectrogram range from no recordings")
+    if params.calibrated:
+        return {n: (params.spec_min_db, params.spec_max_db) for n in names}, "fixed"
+    values = {n: _flat(db_by_recording[n]) for n in names}
+    empty = [n for n, v in values.items() if v.size == 0]
+    if empty:
+        raise ParameterError(f"no syllables to calibrate the spectrogram range of {empty[0]}")
+    own = {n: tuple(float(x) for x in np.percentile(v, params.calib_percentiles))
+           for n, v in values.items()}
+    peaks = np.array([own[n][1] for n in names])
+    if level == "auto":
+        level = "recording" if peaks.max() - peaks.min() > params.level_auto_db else "shared"
+    if level == "shared":
+        lo, hi = (float(x) for x in np.percentile(np.concatenate(list(values.values())),
+                                                  params.calib_percentiles))
+        hi = max(hi, lo + 1.0)
+        return {n: (round(lo, 3), round(hi, 3)) for n in names}, "shared"
+    widths = np.array([max(own[n][1] - own[n][0], 1.0) for n in names])
+    width = float(np.min(widths)) if len(widths) <= 10 else float(np.percentile(widths, 10))
+    return {n: (round(own[n][1] - width, 3), round(own[n][1], 3)) for n in names}, "recording"
