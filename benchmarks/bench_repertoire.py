@@ -103,7 +103,7 @@ def run_qlvm(specs, resolution, settings, epochs, seed):
         t0 = time.perf_counter()
         model = QLVM(2, n_lattice=377, n_eval_lattice=2584, max_epochs=epochs, batch_size=128,
                      random_state=seed, verbose=False, device="cpu").fit(X)
-        z = model.transform(X)["embedding"].values
+        z = np.asarray(model.transform(X))
         fit_s = time.perf_counter() - t0
         types = seg["type"].to_numpy()
         for name, setting in settings.items():

@@ -1172,8 +1172,12 @@ def run_batch(manifest: str | os.PathLike | SessionManifest, out: str | os.PathL
             run.timings["cluster_start"] = time.perf_counter() - t0
             _timed(run, "segment", segment_stage)
             _timed(run, "calibrate", calibrate_stage)
-            logger.info("spectrogram range %.1f to %.1f dBFS", run.spec_params.spec_min_db,
-                        run.spec_params.spec_max_db)
+            if run.spec_params.fixed_range:
+                logger.info("spectrogram range %.1f to %.1f dBFS", run.spec_params.spec_min_db,
+                            run.spec_params.spec_max_db)
+            else:  # a model trained with per-recording ranges: each file gets its own
+                logger.info("spectrogram range per recording, %.1f dB below each file's peak",
+                            run.spec_params.level_width_db)
             _timed(run, "spectrograms", store_stage)
             _timed(run, "train", train_stage)
             embedded = _timed(run, "embed", embed_stage)

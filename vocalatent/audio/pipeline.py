@@ -25,7 +25,7 @@ from ..data.store import SyllableStore
 from .annotations import annotations_for
 from .io import audio_info, find_audio, load_audio
 from .segment import SegmentParams, SegmentReport, segment_file
-from .spectrogram import SpectrogramParams, calibrate_spectrogram_params, syllable_spectrograms
+from .spectrogram import SpectrogramParams, level_ranges, resolve_level_params, syllable_spectrograms
 
 __all__ = ["REMOVAL_REASONS", "build_store", "empty_segments", "report_frame", "report_lines",
            "report_summary",
@@ -376,8 +376,11 @@ def build_store(root: str | os.PathLike, out_path: str | os.PathLike, *,
         The HDF5 store to write (atomically).
     segment_params, spectrogram_params : params or mapping, optional
         Defaults: ``SegmentParams()``, ``SpectrogramParams()``. Without a fixed clipping
-        range, it is calibrated from up to ``calib_syllables`` syllables drawn at random
-        (``random_state``) and recorded in ``store.info["spectrogram_resolved"]``.
+        range, it is calibrated from about ``calib_syllables`` syllables drawn at random
+        (``random_state``), the same number from every file (at least 4), shared or per
+        recording by the ``level`` parameter (:func:`~vocalatent.audio.spectrogram.level_ranges`),
+        and recorded in ``store.info["spectrogram_resolved"]`` (per-recording ranges also in
+        ``store.info["level_ranges"]``).
     segments : pandas.DataFrame, optional
         Use these segments (``source``, ``onset_s``, ``offset_s``, optionally ``channel``,
         ``label``, ``sample_rate``, metadata) instead of segmenting.
@@ -439,23 +442,46 @@ def build_store(root: str | os.PathLike, out_path: str | os.PathLike, *,
         except DataError as exc:
             logger.info("%s is not a usable store (%s); rebuilding", out_path, exc)
     resolved = spectrogram_params
-    if not resolved.calibrated and len(segments):
+    ranges: dict = {}
+    if not resolved.fixed_range and len(segments):
+        # each file's own sample: the level choice (shared / per recording) needs every file
         rng = check_random_state(random_state)
-        pick = np.sort(rng.choice(len(segments), size=min(calib_syllables, len(segments)),
-                                  replace=False))
+        groups = list(segments.groupby("source", sort=True).indices.values())
+        per_file = max(4, calib_syllables // max(len(groups), 1))
+        pick = np.sort(np.concatenate([
+            g if g.size <= per_file else rng.choice(g, size=per_file, replace=False) for g in groups]))
         tasks = spectrogram_tasks(segments.iloc[pick], base, resolved.to_dict(),
                                    batch_syllables, return_db=True)
-        dbs = [x for _, x, e in _ordered_map(spectrogram_task, tasks, n_workers, "calibrating")
-               if x is not None]
-        if dbs:
-            resolved = calibrate_spectrogram_params(dbs, resolved)
-            logger.info("spectrogram clipping range calibrated: %.1f to %.1f dBFS",
-                        resolved.spec_min_db, resolved.spec_max_db)
+        by_source: dict = {}
+        for t, (_, x, e) in zip(tasks, _ordered_map(spectrogram_task, tasks, n_workers, "calibrating")):
+            if x is not None:
+                by_source.setdefault(t["source"], []).append(x)
+        if by_source:
+            ranges, chosen = level_ranges(by_source, resolved)
+            resolved = resolve_level_params(resolved, ranges, chosen)
+            lo, hi = next(iter(ranges.values()))
+            if chosen == "recording":
+                peaks = [v[1] for v in ranges.values()]
+                logger.info("spectrogram clipping range per recording: %.1f dB below each file's "
+                            "peak (peaks %.1f to %.1f dBFS over %d files)", hi - lo, min(peaks),
+                            max(peaks), len(ranges))
+            else:
+                logger.info("spectrogram clipping range calibrated: %.1f to %.1f dBFS", lo, hi)
     info = {"segment": segment_params.to_dict(), "spectrogram_resolved": resolved.to_dict(),
             "root": str(base.resolve()), "annotations": str(annotations)}
     if seg_summary is not None:
         info["segment_report"] = seg_summary
-    tasks = spectrogram_tasks(segments, base, resolved.to_dict(), batch_syllables)
+    if not resolved.fixed_range and ranges:
+        info["level_ranges"] = {k: [float(a), float(b)] for k, (a, b) in ranges.items()}
+    params_of = {}
+    for source in segments["source"].unique():
+        if resolved.fixed_range or source not in ranges:
+            params_of[source] = resolved.to_dict()
+        else:
+            params_of[source] = {**resolved.to_dict(), "spec_min_db": ranges[source][0],
+                                 "spec_max_db": ranges[source][1]}
+    tasks = [t for source, grp in segments.groupby("source", sort=False)
+             for t in spectrogram_tasks(grp, base, params_of[source], batch_syllables)]
     failed: set[str] = set()
     with SyllableStore.create(out_path, params=identity, dtype=dtype, info=info,
                               shape=(resolved.n_freq, resolved.n_time)) as store:

@@ -28,9 +28,12 @@ range per recording (:func:`level_ranges`):
   ``calib_percentiles`` of its own syllables); its bottom lies one common dynamic range ``W``
   below that, where ``W`` is the narrowest of the files' own (peak − noise floor) widths (the
   10th percentile of the widths when there are more than ten files, so that one noisy file does
-  not set it for all). A gain change shifts a file's peak and range together, so the same song
-  recorded at +0 and +13 dB gives the same images; a brighter noise floor is clipped away
-  with the common range rather than stretching the file's contrast;
+  not set it for all) less ``level_margin_db`` (6 dB), so that the noisiest file's noise is
+  clipped to zero as the quieter files' is. A gain change shifts a file's peak and range
+  together, so the same song recorded at +0 and +13 dB gives the same images; a brighter noise
+  floor is clipped away with the common range rather than stretching the file's contrast
+  (tests/audio/test_spectrogram_levels.py: +0 dB with noise at -75 dBFS against +13 dB with
+  noise at -55 dBFS, mean absolute pixel difference below 0.003; with the shared range 0.2);
 * ``"auto"`` (default): ``"recording"`` when the files' peaks spread over more than
   ``level_auto_db`` (6 dB), else ``"shared"`` (the same numbers when the levels agree).
 
@@ -55,6 +58,7 @@ __all__ = [
     "apply_level_ranges",
     "calibrate_spectrogram_params",
     "level_ranges",
+    "resolve_level_params",
     "syllable_spectrogram",
     "syllable_spectrograms",
 ]
@@ -97,6 +101,13 @@ class SpectrogramParams:
     level_auto_db : float, default=6
         With ``level="auto"``: per-recording ranges when the files' peaks spread over more
         than this (max − min, dB).
+    level_margin_db : float, default=6
+        With ``level="recording"``: how far above the noisiest file's noise floor the common
+        bottom of the ranges lies (dB).
+    level_width_db : float or None, default=None
+        With ``level="recording"``: the common dynamic range ``W`` (dB) below each file's
+        peak. None: chosen from the files (module docstring); the pipeline records the value
+        it chose, so that recordings projected later get ranges of the same width.
     """
 
     n_freq: int = 128
@@ -113,6 +124,8 @@ class SpectrogramParams:
     calib_percentiles: tuple[float, float] = (30.0, 99.8)
     level: str = "auto"
     level_auto_db: float = 6.0
+    level_margin_db: float = 6.0
+    level_width_db: float | None = None
 
     def __post_init__(self):
         for name in ("n_freq", "n_time"):
@@ -140,6 +153,9 @@ class SpectrogramParams:
                                  f"{self.spec_max_db}")
         check_option("level", self.level, list(LEVEL_MODES))
         check_positive("level_auto_db", self.level_auto_db, allow_zero=True)
+        check_positive("level_margin_db", self.level_margin_db, allow_zero=True)
+        if self.level_width_db is not None:
+            check_positive("level_width_db", self.level_width_db)
         object.__setattr__(self, "calib_percentiles",
                            _check_percentiles("calib_percentiles", self.calib_percentiles))
 
@@ -155,9 +171,15 @@ class SpectrogramParams:
         return d
 
     @property
-    def calibrated(self) -> bool:
-        """True when the clipping range is fixed (given or calibrated)."""
+    def fixed_range(self) -> bool:
+        """True when one clipping range (``spec_min_db``, ``spec_max_db``) is set for all files."""
         return self.spec_min_db is not None
+
+    @property
+    def calibrated(self) -> bool:
+        """True when every file's clipping range is determined: a fixed range, or
+        per-recording ranges of a known width (``level="recording"``, ``level_width_db``)."""
+        return self.fixed_range or (self.level == "recording" and self.level_width_db is not None)
 
     def frequencies(self) -> np.ndarray:
         """Centre frequency (Hz) of each row, low to high [shape=(n_freq,)]."""
@@ -219,7 +241,7 @@ def syllable_spectrograms(y: np.ndarray, sr: int, onsets_s, offsets_s,
         raise ParameterError("every offset_s must be >= its onset_s")
     if sr < 2 * params.f_max:
         raise ParameterError(f"sample rate {sr} Hz is below 2*f_max = {2 * params.f_max:g} Hz")
-    if not return_db and not params.calibrated:
+    if not return_db and not params.fixed_range:
         raise ParameterError("params have no clipping range (spec_min_db/spec_max_db are None): "
                              "set them or use calibrate_spectrogram_params first")
     y = np.asarray(y, dtype=np.float64)
@@ -298,6 +320,20 @@ def calibrate_spectrogram_params(db_values: Iterable[np.ndarray] | np.ndarray,
     return dataclasses.replace(params, spec_min_db=round(lo, 3), spec_max_db=round(hi, 3))
 
 
+def resolve_level_params(params: SpectrogramParams, ranges: Mapping[str, tuple], chosen: str
+                         ) -> SpectrogramParams:
+    """The parameters a store records after :func:`level_ranges`: the shared range fixed, or
+    ``level="recording"`` with the width ``W`` that was used (so later recordings get the
+    same treatment)."""
+    if chosen in ("fixed", "shared"):
+        lo, hi = next(iter(ranges.values()))
+        return dataclasses.replace(params, spec_min_db=lo, spec_max_db=hi)
+    if chosen != "recording":
+        raise ParameterError(f"chosen must be 'fixed', 'shared' or 'recording'; got {chosen!r}")
+    lo, hi = next(iter(ranges.values()))
+    return dataclasses.replace(params, level="recording", level_width_db=round(hi - lo, 3))
+
+
 def apply_level_ranges(db: np.ndarray, spec_min_db: float, spec_max_db: float) -> np.ndarray:
     """Map dBFS spectrograms onto [0, 1] between ``spec_min_db`` and ``spec_max_db`` (clipped).
 
@@ -344,13 +380,15 @@ def level_ranges(db_by_recording: Mapping[str, Any], params: SpectrogramParams, 
         ``(spec_min_db, spec_max_db)`` per recording (rounded to 0.001 dB).
     chosen : str
         ``"shared"``, ``"recording"`` or ``"fixed"`` (the range given in ``params``).
+        With ``"recording"`` all ranges have the same width ``W`` (``spec_max_db -
+        spec_min_db``), ``params.level_width_db`` when set.
     """
     level = params.level if level is None else level
     check_option("level", level, list(LEVEL_MODES))
     names = list(db_by_recording)
     if not names:
         raise ParameterError("cannot calibrate the spectrogram range from no recordings")
-    if params.calibrated:
+    if params.fixed_range:
         return {n: (params.spec_min_db, params.spec_max_db) for n in names}, "fixed"
     values = {n: _flat(db_by_recording[n]) for n in names}
     empty = [n for n, v in values.items() if v.size == 0]
@@ -368,4 +406,7 @@ def level_ranges(db_by_recording: Mapping[str, Any], params: SpectrogramParams, 
         return {n: (round(lo, 3), round(hi, 3)) for n in names}, "shared"
     widths = np.array([max(own[n][1] - own[n][0], 1.0) for n in names])
     width = float(np.min(widths)) if len(widths) <= 10 else float(np.percentile(widths, 10))
+    width = max(width - params.level_margin_db, 0.5 * width)
+    if params.level_width_db is not None:
+        width = float(params.level_width_db)
     return {n: (round(own[n][1] - width, 3), round(own[n][1], 3)) for n in names}, "recording"
