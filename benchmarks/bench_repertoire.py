@@ -50,7 +50,7 @@ from vocalatent.data.repertoire import (  # noqa: E402
 SETTINGS = {
     "old (2x LCV bw, persistence 0.5, height 0.1)": dict(
         method="persistence", bandwidth_scale=2.0, min_persistence=0.5, min_relative_height=0.1),
-    "new (LCV bw, dip > 3 noise sd)": dict(method="significance", bandwidth_scale=1.0, significance=3.0),
+    "new (LCV bw, dip > 2.5 noise sd)": dict(method="significance", bandwidth_scale=1.0, significance=2.5),
 }
 
 

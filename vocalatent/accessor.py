@@ -177,7 +177,7 @@ class VocalatentAccessor:
 
         Reuses the Dataset's ``density`` when present and no bandwidth/weights are given.
         See :func:`vocalatent.analysis.clusters.find_clusters` for the parameters (default
-        ``method="significance"``: peaks stay apart when their dip exceeds 3 sampling-noise
+        ``method="significance"``: peaks stay apart when their dip exceeds 2.5 sampling-noise
         sds; ``method="persistence"`` is the fixed-threshold rule).
 
         Returns

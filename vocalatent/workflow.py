@@ -66,9 +66,14 @@ ANALYSIS_DEFAULTS: dict[str, Any] = {
     "jacobian": True,
     "resolution": 0,           # 0: the default grid for the latent dimension
     "bandwidth": 0.0,          # 0: chosen automatically (see bandwidth_scale)
-    "bandwidth_scale": 2.0,    # automatic bandwidth = this x the cross-validated KDE bandwidth
-    "min_persistence": 0.5,    # peaks stay apart only if the density dips by this fraction
-    "min_relative_height": 0.1,  # peaks lower than this fraction of the highest are merged
+    "bandwidth_scale": 1.0,    # automatic bandwidth = this x the cross-validated KDE bandwidth
+    # clusters (docs/analysis.md; the old rule: "persistence", bandwidth_scale 2,
+    # min_persistence 0.5, min_relative_height 0.1)
+    "cluster_method": "significance",  # dips judged against sampling noise, or "persistence"
+    "significance": 2.5,       # a dip must exceed this many sampling-noise sds
+    "min_size": 5,             # a group alone in empty space needs this many items
+    "min_persistence": 0.0,    # peaks stay apart only if the density dips by this fraction
+    "min_relative_height": 0.0,  # peaks lower than this fraction of the highest are merged
     "geodesic": True,
     "figures": True,
 }
@@ -269,10 +274,9 @@ def analyze(ds: xr.Dataset, model: QLVM | None, cfg: Mapping) -> xr.Dataset:
     res = int(a["resolution"]) or None
     bw = float(a["bandwidth"]) or None
     if bw is None:
-        # Mode finding needs a smoother estimate than density estimation: the best bandwidth for
-        # a density's gradient shrinks like n^(-1/(d+6)), not n^(-1/(d+4)). Likelihood
-        # cross-validation targets the density, so it is scaled up (x2 by default); on songs
-        # with known types this turned split types into single clusters (docs/analysis.md).
+        # The significance rule merges the peaks that sampling noise makes at the
+        # cross-validated bandwidth, so it is used as it is (bandwidth_scale 1); the
+        # persistence rule needed it doubled (docs/analysis.md, benchmarks/bench_repertoire.py).
         from .analysis.density import select_bandwidth
 
         bw = select_bandwidth(ds["embedding"].values, method="lcv") * float(a["bandwidth_scale"])
@@ -280,11 +284,14 @@ def analyze(ds: xr.Dataset, model: QLVM | None, cfg: Mapping) -> xr.Dataset:
         # the Jacobian map costs resolution**d decoder JVPs: keep CPU runs to minutes
         res = CPU_RESOLUTION.get(int(ds.sizes["latent"]))
     # results of an earlier analysis (grid products, per-cluster variables, labels) go first
-    stale_dims = [d for d in ds.dims if str(d).startswith("grid_") or d == "cluster_id"]
+    stale_dims = [d for d in ds.dims if str(d).startswith("grid_")
+                  or d in ("cluster_id", "boundary_line", "boundary_vertex")]
     ds = ds.drop_dims(stale_dims)
     ds = ds.drop_vars([v for v in ("cluster", "boundary") if v in ds.variables])
     if a["clusters"]:
-        ds = ds.vl.clusters(bandwidth=bw, resolution=res, min_persistence=float(a["min_persistence"]),
+        ds = ds.vl.clusters(method=str(a["cluster_method"]), bandwidth=bw, resolution=res,
+                            significance=float(a["significance"]), min_size=int(a["min_size"]),
+                            min_persistence=float(a["min_persistence"]),
                             min_relative_height=float(a["min_relative_height"]))
     else:
         ds = ds.vl.density(bandwidth=bw, resolution=res)
@@ -611,6 +618,9 @@ _COMMENTS = {
     "analysis.bandwidth": "KDE bandwidth in torus turns; 0 = automatic (bandwidth_scale x the cross-validated one)",
     "analysis.bandwidth_scale": "automatic bandwidth = this x the likelihood-cross-validated KDE bandwidth (modes need smoother estimates)",
     "analysis.geodesic": "draw a geodesic between the two largest clusters",
+    "analysis.cluster_method": "\"significance\": density dips judged against sampling noise; \"persistence\": fixed thresholds (the old rule)",
+    "analysis.significance": "two density peaks stay separate clusters when the dip between them exceeds this many sampling-noise standard deviations",
+    "analysis.min_size": "a group of items alone in empty space is a cluster when it has at least this many items",
     "analysis.min_persistence": "two density peaks stay separate clusters only if the density between them dips by this fraction",
     "analysis.min_relative_height": "density peaks lower than this fraction of the highest peak are merged into a neighbour",
     "analysis.figures": "write PNG figures to OUT/figures",

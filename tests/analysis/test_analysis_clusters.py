@@ -91,3 +91,57 @@ def test_grid_basins_on_known_grid():
 def test_bad_parameters(rng):
     with pytest.raises(ParameterError, match="min_persistence"):
         find_clusters(rng.random((50, 2)), min_persistence=1.5)
+
+
+# ---------------------------------------------------------------------------- significance rule
+def _blobs(rng, centres, counts, sd):
+    z = np.concatenate([rng.normal(c, sd, size=(n, 2)) for c, n in zip(centres, counts)])
+    return np.mod(z, 1.0), np.repeat(np.arange(len(counts)), counts)
+
+
+@pytest.mark.parametrize("gap_sd", [8.0, 15.0])
+def test_a_rare_type_at_one_fiftieth_survives(gap_sd):
+    rng = np.random.default_rng(11)
+    sd = 0.02
+    # two common types and a rare one (1/50 of each), near (8 sd) and far (15 sd) from one
+    # (touching, 5-6 sd apart, a 20-item type is merged: docs/analysis.md)
+    z, truth = _blobs(rng, [[0.3, 0.3], [0.7, 0.7], [0.3 + gap_sd * sd, 0.3]], [1000, 1000, 20], sd)
+    new = find_clusters(z, resolution=128)
+    assert new.n_clusters == 3
+    assert adjusted_rand_score(truth, new.labels) > 0.97
+    rare = new.labels[truth == 2]
+    assert np.mean(rare == np.bincount(rare).argmax()) >= 0.9
+    assert np.sum(new.labels == np.bincount(rare).argmax()) < 40
+    # the old rule (2x the cross-validated bandwidth, dip 0.5, height 0.1) loses it
+    from vocalatent.analysis.density import select_bandwidth
+
+    old = find_clusters(z, method="persistence", bandwidth=2 * select_bandwidth(z), resolution=128,
+                        min_persistence=0.5, min_relative_height=0.1)
+    assert old.n_clusters == 2
+
+
+def test_noise_makes_no_clusters_at_large_n():
+    rng = np.random.default_rng(4)
+    one, _ = _blobs(rng, [[0.5, 0.5]], [5000], 0.05)
+    assert find_clusters(one, resolution=128).n_clusters == 1
+    assert find_clusters(rng.random((3000, 2)), resolution=64).n_clusters == 1
+    # a few scattered outliers do not become clusters (fewer than min_size items alone)
+    z = np.concatenate([one[:2000], rng.random((6, 2))])
+    assert find_clusters(z, resolution=128).n_clusters == 1
+
+
+def test_a_shallow_dip_needs_many_items_to_count():
+    rng = np.random.default_rng(5)
+    # two blobs 2.8 sd apart: a shallow dip (about a fifth) in the true density. With 300 items it is within the
+    # noise; with 3000 it is not
+    for n, k in ((300, 1), (3000, 2)):
+        z, _ = _blobs(rng, [[0.45, 0.5], [0.45 + 2.8 * 0.02, 0.5]], [n, n], 0.02)
+        assert find_clusters(z, resolution=128).n_clusters == k
+
+
+def test_significance_parameters_are_checked():
+    z = np.random.default_rng(0).random((50, 2))
+    with pytest.raises(ParameterError, match="method"):
+        find_clusters(z, method="magic")
+    with pytest.raises(ParameterError, match="min_size"):
+        find_clusters(z, min_size=0)

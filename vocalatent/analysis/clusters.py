@@ -33,7 +33,7 @@ __all__ = ["METHOD_DEFAULTS", "ClusterResult", "find_clusters", "grid_basins", "
 
 #: Defaults of each ``find_clusters`` method (``None`` arguments take these).
 METHOD_DEFAULTS = {
-    "significance": {"significance": 3.0, "min_persistence": 0.0, "min_relative_height": 0.0},
+    "significance": {"significance": 2.5, "min_persistence": 0.0, "min_relative_height": 0.0},
     "persistence": {"significance": 0.0, "min_persistence": 0.3, "min_relative_height": 0.05},
 }
 
@@ -242,7 +242,7 @@ def find_clusters(z, *, method: str = "significance", weights=None, bandwidth=No
         Grid nodes per axis (default 512 / 128 / 48 for d = 1 / 2 / 3).
     significance : float >= 0, optional
         With ``"significance"``: the dip a peak needs, in sampling-noise standard deviations
-        (default 3; ``benchmarks/bench_repertoire.py``).
+        (default 2.5; ``benchmarks/bench_repertoire.py``).
     min_persistence : float in [0, 1), optional
         Two density peaks stay separate clusters only if the density between them dips by at
         least this fraction of the lower peak (``"persistence"`` default 0.3: the saddle is

@@ -114,28 +114,56 @@ def project(model, path, out, device, jobs):
 
 
 @click.command()
-@click.argument("model", type=click.Path(exists=True, dir_okay=False))
-@click.argument("data", type=click.Path(exists=True))
+@click.argument("target", type=click.Path(exists=True))
+@click.argument("data", type=click.Path(exists=True), required=False)
+@click.option("--labels", default="label", show_default=True,
+              help="With a run folder: the item variable holding the labels (annotation labels, "
+                   "an AnnData obs column).")
+@click.option("--k", "k", type=click.IntRange(min=1), multiple=True, default=(1, 5), show_default=True,
+              help="With a run folder: voters of the torus k-NN label accuracy (repeatable).")
+@click.option("--no-figures", is_flag=True, help="With a run folder: do not draw the figures.")
 @click.option("--n-lattice", type=click.IntRange(min=2), default=None,
               help="Evaluation lattice size (default 2048 / 6765 / 8191 by latent dim).")
 @click.option("--n-shifts", type=click.IntRange(min=2), default=None, help="Random shifts (default 4).")
 @device_option
-def evaluate(model, data, n_lattice, n_shifts, device):
-    """Held-out log p(x) of MODEL on DATA (a syllables.h5 store or an .npy array), in nats per item
-    with its standard error over lattice shifts."""
+def evaluate(target, data, labels, k, no_figures, n_lattice, n_shifts, device):
+    """Score a map against labels, or a model on held-out data.
+
+    \b
+    vocalatent evaluate OUT            map versus labels for the run folder OUT: torus k-NN label
+                                       accuracy, ARI / NMI / V-measure of the clusters, per-label
+                                       purity and completeness; writes OUT/agreement.json and
+                                       OUT/figures/agreement*.png
+    vocalatent evaluate MODEL DATA     held-out log p(x) of MODEL on DATA (a syllables.h5 store or
+                                       an .npy array), nats per item with its standard error
+    """
     import numpy as np
 
     from ..data.store import SyllableStore
     from ..model import QLVM
 
-    m = QLVM.load(model, device=device)
-    p = Path(data)
-    if p.suffix in (".h5", ".hdf5"):
-        X = SyllableStore(p).spectrograms
-    elif p.suffix == ".npy":
-        X = np.load(p, mmap_mode="r")
+    p = Path(target)
+    if p.is_dir():
+        if data is not None:
+            raise ParameterError(f"{target} is a run folder: evaluate OUT takes no DATA argument")
+        from ..evaluation import evaluate_run
+
+        report = evaluate_run(p, labels=labels, k=tuple(k), figures=not no_figures)
+        click.echo(report.summary())
+        click.echo(report.per_label.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        click.echo(f"wrote {p / 'agreement.json'}")
+        return
+    if data is None:
+        raise ParameterError(f"{target} is a file: give the DATA to evaluate the model on "
+                             "(or a run folder for the map-versus-labels report)")
+    m = QLVM.load(target, device=device)
+    d = Path(data)
+    if d.suffix in (".h5", ".hdf5"):
+        X = SyllableStore(d).spectrograms
+    elif d.suffix == ".npy":
+        X = np.load(d, mmap_mode="r")
     else:
-        raise DataError("evaluate reads a syllables.h5 store or a .npy array", path=p)
+        raise DataError("evaluate reads a syllables.h5 store or a .npy array", path=d)
     res = m.evaluate(X, n_lattice=n_lattice, n_shifts=n_shifts)
     click.echo(json.dumps(res, indent=2))
 
