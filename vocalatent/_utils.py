@@ -143,9 +143,10 @@ def seeded_torch(seed: int):
 
 
 def resolve_device(device: Any = "auto"):
-    """Resolve ``"auto"``/``"cpu"``/``"cuda"``/``"cuda:N"``/torch.device to a torch.device.
+    """Resolve ``"auto"``/``"cpu"``/``"cuda"``/``"cuda:N"``/``"mps"``/torch.device to a torch.device.
 
-    ``"auto"`` means CUDA when available, else CPU. Asking for CUDA without it is an error.
+    ``"auto"`` means CUDA when available, else CPU. Asking for CUDA, or for ``"mps"`` (Apple
+    GPUs, where torch offers it), without it is an error naming the device.
     """
     import torch
 
@@ -153,10 +154,23 @@ def resolve_device(device: Any = "auto"):
         dev = device
     elif device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    elif isinstance(device, str) and (device == "cpu" or device.startswith("cuda")):
-        dev = torch.device(device)
+    elif isinstance(device, str) and (device in ("cpu", "mps") or device.startswith("cuda")):
+        try:
+            dev = torch.device(device)
+        except RuntimeError:
+            raise ParameterError(f"device={device!r} is not a device name; use 'cuda' or 'cuda:N'") from None
     else:
-        raise ParameterError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got {device!r}")
+        raise ParameterError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'; got {device!r}")
+    if dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            built = mps is not None and mps.is_built()
+            raise ParameterError(
+                f"device={device!r} was requested but MPS is not available on this machine "
+                f"(torch.backends.mps.is_available() is False; this torch was "
+                f"{'' if built else 'not '}built with MPS); use device='cpu' or 'auto'"
+            )
+        return dev
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ParameterError(
             f"device={device!r} was requested but CUDA is not available on this machine "

@@ -644,8 +644,8 @@ class VAE(EncoderModel):
                  output_shape=None, n_eval_lattice: int | None = None, n_eval_shifts: int = 4,
                  device="auto", precision: str = "32", memory_budget_mb: float = 512.0,
                  n_restarts: int = 1, random_state=None, verbose: bool = True):
-        self.latent_dim = n_components if n_components is not None and latent_dim == 2 else latent_dim
-        self.n_components = n_components
+        self.latent_dim = latent_dim
+        self.n_components = n_components  # scikit-learn's alias: sets latent_dim when given
         self.decoder = decoder
         self.likelihood = likelihood
         self.encoder = encoder
@@ -699,9 +699,9 @@ class IWAE(EncoderModel):
                  n_eval_lattice: int | None = None, n_eval_shifts: int = 4, device="auto",
                  precision: str = "32", memory_budget_mb: float = 512.0, n_restarts: int = 1,
                  random_state=None, verbose: bool = True):
-        self.latent_dim = n_components if n_components is not None and latent_dim == 2 else latent_dim
+        self.latent_dim = latent_dim
         self.k = k
-        self.n_components = n_components
+        self.n_components = n_components  # scikit-learn's alias: sets latent_dim when given
         self.decoder = decoder
         self.likelihood = likelihood
         self.encoder = encoder

@@ -49,10 +49,12 @@ def _as_array_like(X, name: str):
             arr = np.asarray(X)
         except Exception:  # noqa: BLE001 - anything np.asarray cannot turn into an array
             raise DataError(f"{name} must be an array-like with a shape; got {type(X).__name__}") from None
-        if arr.dtype == object:
-            raise DataError(f"{name} must be numeric; got an array of Python objects "
-                            f"({type(X).__name__})")
-        return arr
+        X = arr
+    if isinstance(X, np.ndarray) and X.dtype == object:
+        try:
+            X = X.astype(np.float64)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"{name} has non-numeric values: {exc}") from None
     return X
 
 
@@ -87,11 +89,15 @@ class ItemData:
             raise DataError(f"Complex data not supported: {name} has dtype {X.dtype}")
         shape = tuple(int(s) for s in X.shape)
         if len(shape) not in (2, 3):
+            hint = (" Reshape your data: X.reshape(-1, 1) if it has one feature, X.reshape(1, -1) "
+                    "if it is one item.") if len(shape) == 1 else ""
             raise DataError(
-                f"{name} must be 2-D (n_items, n_features) or 3-D (n_items, F, T); got shape {shape}"
+                f"{name} must be 2-D (n_items, n_features) or 3-D (n_items, F, T); got shape {shape}.{hint}"
             )
-        if shape[0] == 0 or math.prod(shape[1:]) == 0:
-            raise DataError(f"{name} is empty (shape {shape})")
+        if shape[0] == 0:
+            raise DataError(f"{name} is empty: 0 sample(s) (shape={shape}) while a minimum of 1 is required.")
+        if math.prod(shape[1:]) == 0:
+            raise DataError(f"{name} is empty: 0 feature(s) (shape={shape}) while a minimum of 1 is required.")
         self.name = name
         self.sparse = is_sparse(X)
         if self.sparse and np.iscomplexobj(X.data):
@@ -130,7 +136,7 @@ class ItemData:
         """
         idx = np.asarray(idx)
         if self.sparse:
-            x = np.asarray(self.X[idx].toarray(), dtype=np.float32).reshape(len(idx), -1)
+            x = np.ascontiguousarray(self.X[idx].toarray(), dtype=np.float32)  # CSC gives F order
             self.check_block(x, int(idx.min()) if len(idx) else 0, likelihood)
             return x
         if self.lazy:

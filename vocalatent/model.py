@@ -86,6 +86,18 @@ class LatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         sig = inspect.signature(cls.__init__)
         return [p for p in sig.parameters if p != "self"]
 
+    @property
+    def n_components(self):
+        """scikit-learn's name for ``latent_dim``: None unless given; setting it (in the
+        constructor, ``set_params`` or as an attribute) sets ``latent_dim``."""
+        return self.__dict__.get("_n_components")
+
+    @n_components.setter
+    def n_components(self, value):
+        self.__dict__["_n_components"] = value
+        if isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value > 0:
+            self.latent_dim = value  # anything else is reported by fit's parameter check
+
     def set_params(self, **params):
         """Set constructor parameters (scikit-learn convention); unknown names raise
         :class:`~vocalatent.ParameterError`. ``n_components`` and ``latent_dim`` stay equal."""
@@ -94,11 +106,9 @@ class LatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
             if key.split("__")[0] not in names:
                 raise ParameterError(f"unknown parameter {key!r} for {type(self).__name__}; "
                                      f"valid: {', '.join(names)}")
-        if "n_components" in names:
-            if params.get("n_components") is not None and "latent_dim" not in params:
-                params["latent_dim"] = params["n_components"]
-            elif "latent_dim" in params and "n_components" not in params and self.n_components is not None:
-                params["n_components"] = params["latent_dim"]
+        if ("n_components" in names and "latent_dim" in params and "n_components" not in params
+                and self.n_components is not None):
+            params["n_components"] = params["latent_dim"]  # keep the alias equal
         return super().set_params(**params)
 
     def __sklearn_tags__(self):
@@ -126,7 +136,7 @@ class LatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
             check_positive("n_components", n_comp, integer=True)
             if int(n_comp) != int(self.latent_dim):
                 raise ParameterError(f"n_components={n_comp!r} and latent_dim={self.latent_dim!r} disagree; "
-                                     "give one of them (n_components is scikit-learn's name for latent_dim)")
+                                     "set one of them (n_components is scikit-learn's name for latent_dim)")
         check_option("decoder", self.decoder, ("auto",) + DECODERS)
         check_option("likelihood", self.likelihood, LIKELIHOODS)
         check_option("precision", self.precision, ("32", "bf16"))
@@ -826,9 +836,8 @@ class QLVM(LatentModel):
         Dimension d of the latent torus [0, 1)^d. 1, 2 or 3 (more is allowed with a warning:
         the lattice needed grows exponentially).
     n_components : int or None
-        scikit-learn's name for ``latent_dim`` (``QLVM(n_components=3)`` is ``QLVM(latent_dim=3)``;
-        the two are kept equal by ``set_params``; giving both with different values is an
-        error at ``fit``).
+        scikit-learn's name for ``latent_dim``: when given it sets ``latent_dim``
+        (``QLVM(n_components=3)`` is ``QLVM(latent_dim=3)``); ``set_params`` keeps the two equal.
     decoder : {"auto", "mlp", "conv"}
         ``"auto"``: a convolutional decoder for 2-D items (F x T spectrograms, both >= 8),
         an MLP otherwise.
@@ -898,9 +907,8 @@ class QLVM(LatentModel):
                  n_eval_lattice: int | None = None, n_eval_shifts: int = 4, device="auto",
                  precision: str = "32", memory_budget_mb: float = 512.0, n_restarts: int = 1,
                  schedule: str = "none", random_state=None, verbose: bool = True):
-        # n_components is scikit-learn's alias: it sets latent_dim unless both are given
-        self.latent_dim = n_components if n_components is not None and latent_dim == 2 else latent_dim
-        self.n_components = n_components
+        self.latent_dim = latent_dim
+        self.n_components = n_components  # scikit-learn's alias: sets latent_dim when given
         self.decoder = decoder
         self.likelihood = likelihood
         self.n_lattice = n_lattice
