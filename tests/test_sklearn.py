@@ -178,3 +178,24 @@ def test_sparse_bad_values_are_reported_per_block():
     with pytest.raises(ValueError, match="X"):
         QLVM(likelihood="poisson", max_epochs=1, device="cpu", verbose=False,
              n_lattice=34, decoder_options={"hidden": [8]}).fit(C.tocsr())
+
+
+# ----------------------------------------------------------------------------- devices
+
+def test_mps_device_accepted_where_torch_offers_it(monkeypatch):
+    import torch
+
+    from vocalatent._utils import resolve_device
+
+    if torch.backends.mps.is_available():  # pragma: no cover - Apple machines
+        assert resolve_device("mps").type == "mps"
+    else:
+        with pytest.raises(ParameterError, match=r"device='mps' was requested but MPS is not available"):
+            resolve_device("mps")
+        X, _ = _ring(n=32)
+        with pytest.raises(ParameterError, match="device='mps'"):
+            _qlvm(device="mps").fit(X)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert resolve_device("mps") == torch.device("mps")
+    with pytest.raises(ParameterError, match="'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'; got 'tpu'"):
+        resolve_device("tpu")
