@@ -146,6 +146,8 @@ def main(argv=None) -> int:
     ap.add_argument("--resolution", type=int, default=128, help="cluster grid (default 128)")
     ap.add_argument("--epochs", type=int, default=60, help="QLVM epochs (qlvm part)")
     ap.add_argument("--seed", type=int, default=0, help="QLVM seed (qlvm part)")
+    ap.add_argument("--spec-seed", type=int, default=0,
+                    help="seed of the drawn repertoires (benchmark_repertoires)")
     ap.add_argument("--significance", type=float, nargs="*", default=None,
                     help="extra new-rule rows with these noise-sd thresholds")
     ap.add_argument("--out", default=None, help="write the markdown table here")
@@ -154,7 +156,8 @@ def main(argv=None) -> int:
     settings = dict(SETTINGS)
     for sig in args.significance or []:
         settings[f"dip > {sig:g} sd"] = dict(method="significance", bandwidth_scale=1.0, significance=sig)
-    specs = benchmark_repertoires(args.n, n_syllables=600 if args.part == "latents" else 500)
+    specs = benchmark_repertoires(args.n, n_syllables=600 if args.part == "latents" else 500,
+                                  seed=args.spec_seed)
     t0 = time.perf_counter()
     rows = (run_latents(specs, args.resolution, settings) if args.part == "latents"
             else run_qlvm(specs, args.resolution, settings, args.epochs, args.seed))
