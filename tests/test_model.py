@@ -299,3 +299,36 @@ def test_top_level_entry_points():
     assert vocalatent.QLVM is QLVM and vocalatent.embed is embed
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         vocalatent.nope
+
+
+def test_one_progress_bar_per_fit(monkeypatch, caplog):
+    """One visible bar for the whole fit (all restarts, all epochs); validation scoring shows none."""
+    import io
+
+    import vocalatent.model as vm
+
+    made = []
+    real = vm.progress
+
+    def spy(*args, **kwargs):
+        bar = real(*args, file=io.StringIO(), **kwargs)
+        made.append((kwargs.get("desc"), not bar.disable, kwargs.get("total"), bar))
+        return bar
+
+    monkeypatch.delenv("VOCALATENT_NO_PROGRESS", raising=False)
+    caplog.set_level("INFO", logger="vocalatent")  # bars show at INFO (the CLI's default)
+    monkeypatch.setattr(vm, "progress", spy)
+    X = np.random.default_rng(0).normal(size=(60, 4)).astype(np.float32)
+    QLVM(latent_dim=1, n_lattice=16, max_epochs=4, n_restarts=2, batch_size=30, device="cpu",
+         decoder_options={"hidden": [8]}, random_state=0, verbose=True).fit(X, validation=X[:20])
+    shown = [m for m in made if m[1]]
+    assert [(d, t) for d, _, t, _ in shown] == [("QLVM fit", 8)]
+    assert shown[0][3].n == 8  # advanced once per epoch of every restart
+
+
+def test_latent_dim_above_three_warns(caplog):
+    X = np.random.default_rng(0).normal(size=(20, 5)).astype(np.float32)
+    with caplog.at_level("WARNING", logger="vocalatent"):
+        QLVM(latent_dim=4, n_lattice=64, max_epochs=1, device="cpu", verbose=False,
+             decoder_options={"hidden": [8]}).fit(X)
+    assert "latent_dim=4" in caplog.text and "exponentially" in caplog.text

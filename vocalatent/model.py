@@ -131,6 +131,10 @@ class LatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
     def _check_params(self) -> None:
         """Validate the parameters every estimator has (called by ``fit``)."""
         check_positive("latent_dim", self.latent_dim, integer=True)
+        if int(self.latent_dim) > 3:
+            logger.warning("latent_dim=%d: the lattice needed for an accurate estimate of log p(x) grows "
+                           "exponentially with d; vocalatent is built and tested for d = 1, 2, 3",
+                           int(self.latent_dim))
         n_comp = getattr(self, "n_components", None)
         if n_comp is not None:
             check_positive("n_components", n_comp, integer=True)
