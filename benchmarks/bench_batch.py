@@ -14,6 +14,17 @@ Run from the repository root::
    lazily read spectrograms), items per second, with the evaluation lattice used.
 
 Prints a Markdown table; docs/bench_batch.md records the numbers with machine and command.
+
+Large-session mode (one session too big for one task, embedded in item chunks across workers)::
+
+    python benchmarks/bench_batch.py --large-session 200000 --size 16 --workers 1 2
+
+writes a synthetic store of that many ``size`` x ``size`` spectrograms (smooth random
+prototypes plus noise), trains a tiny map on 2,000 of them, then for each worker count runs
+the batch run's real embedding stage (:func:`vocalatent.batch.embed_stage`: chunks of
+``--chunk-items`` items in blocks of 4096 on a LocalCluster of single-threaded workers) and
+reports items/s and each worker's peak resident memory (``ru_maxrss``, the worker's whole
+life: imports, model, blocks), and checks that the outputs of all worker counts are equal.
 """
 
 from __future__ import annotations
@@ -37,7 +48,12 @@ def main() -> None:
     ap.add_argument("--n-eval-lattice", type=int, default=987)
     ap.add_argument("--repeat", type=int, default=1, help="runs per worker count (best is kept)")
     ap.add_argument("--dir", default=None, help="working folder (default: a temporary one)")
+    ap.add_argument("--large-session", type=int, default=None, metavar="N",
+                    help="only the large-session benchmark: one session of N items")
+    ap.add_argument("--chunk-items", type=int, default=20480)
     args = ap.parse_args()
+    if args.large_session:
+        return large_session(args)
 
     import numpy as np
     import torch
@@ -106,6 +122,118 @@ def main() -> None:
           f"{ds.sizes['item']} items in {dt:.2f} s = {ds.sizes['item'] / dt:.0f} items/s "
           f"(m = {args.n_eval_lattice} lattice points x 1 shift, D = {args.size ** 2})")
     print(f"\nmachine: {platform.platform()}, {os.cpu_count()} CPU(s), torch {torch.__version__}")
+    print(f"work folder: {work}")
+
+
+def _synthetic_store(path: Path, n: int, size: int, seed: int = 0) -> None:
+    """n smooth random spectrogram-like images in [0, 1]: 12 prototypes, shifted, plus noise."""
+    import numpy as np
+    import pandas as pd
+
+    from vocalatent.data.store import SyllableStore
+
+    rng = np.random.default_rng(seed)
+    f = np.linspace(0, 1, size)[:, None]
+    t = np.linspace(0, 1, size)[None, :]
+    protos = []
+    for _ in range(12):
+        c, w, slope = rng.uniform(0.2, 0.8), rng.uniform(0.05, 0.15), rng.uniform(-0.5, 0.5)
+        protos.append(np.exp(-((f - c - slope * (t - 0.5)) ** 2) / (2 * w * w)))
+    protos = np.stack(protos).astype(np.float32)
+    with SyllableStore.create(path, params={"bench": "synthetic", "n": n, "size": size},
+                              shape=(size, size)) as store:
+        for a in range(0, n, 10000):
+            b = min(n, a + 10000)
+            k = rng.integers(0, len(protos), size=b - a)
+            x = protos[k] * rng.uniform(0.6, 1.0, size=(b - a, 1, 1)).astype(np.float32)
+            x = np.clip(x + rng.normal(0, 0.05, size=x.shape).astype(np.float32), 0, 1)
+            seg = pd.DataFrame({"source": "synthetic.wav", "onset_s": np.arange(a, b) * 0.1,
+                                "offset_s": np.arange(a, b) * 0.1 + 0.08, "sample_rate": 32000,
+                                "label": k.astype(str)})
+            store.append(x, seg)
+
+
+def large_session(args) -> None:
+    import resource
+    import shutil
+
+    import distributed
+    import numpy as np
+    import torch
+    import xarray as xr
+
+    from vocalatent._utils import set_log_level
+    from vocalatent.audio.synthetic import write_synthetic_dataset
+    from vocalatent.batch import embed_stage, item_chunks, plan_batch
+    from vocalatent.data.store import SyllableStore
+    from vocalatent.embedding import read_embedding
+    from vocalatent.workflow import resolve, train
+
+    set_log_level(logging.WARNING)
+    os.environ.setdefault("VOCALATENT_NO_PROGRESS", "1")
+    n, size = args.large_session, args.size
+    work = Path(args.dir or tempfile.mkdtemp(prefix="bench_large_"))
+    store_path = work / "big.h5"
+    t0 = time.perf_counter()
+    if not store_path.exists():
+        _synthetic_store(store_path, n, size)
+    print(f"store: {n} items of {size}x{size} float32 in {time.perf_counter() - t0:.1f} s "
+          f"({store_path.stat().st_size / 2**20:.0f} MiB on disk)")
+    overrides = {"model": {"max_epochs": 2, "n_lattice": 233, "batch_size": 128,
+                           "n_eval_lattice": args.n_eval_lattice, "n_eval_shifts": 1,
+                           "validation": 0.1},
+                 # a fixed range: the store is synthetic, nothing to calibrate
+                 "spectrogram": {"n_freq": size, "n_time": size, "spec_min_db": -80.0,
+                                 "spec_max_db": 0.0}}
+    cfg = resolve(overrides=overrides)
+    st = SyllableStore(store_path)
+    x_train = np.asarray(st.spectrograms[np.arange(0, n, max(1, n // 2000))])
+    st.close()
+    t0 = time.perf_counter()
+    train(x_train, cfg, out_dir=work / "model", device="cpu", seed=0, verbose=False)
+    print(f"model: trained on {len(x_train)} items in {time.perf_counter() - t0:.1f} s")
+    write_synthetic_dataset(work / "rec", n_files=1, n_syllables=2, random_state=0)
+    (work / "m.csv").write_text("session,path\nbig,rec\n")
+    ranges = item_chunks(n, args.chunk_items, block=4096)
+    rows, outs = [], []
+    for w in args.workers:
+        out = work / f"embed_w{w}"
+        shutil.rmtree(out, ignore_errors=True)
+        run = plan_batch(work / "m.csv", out, overrides=overrides, device="cpu",
+                         model=work / "model" / "model.pt", embed_chunk_items=args.chunk_items)
+        big = run.sessions["big"]
+        big.dir.mkdir(parents=True)
+        shutil.copy(store_path, big.dir / "syllables.h5")
+        big.n_items, big.store_key = n, "synthetic"
+        with distributed.LocalCluster(n_workers=w, threads_per_worker=1, processes=True,
+                                      dashboard_address=None,
+                                      env={"VOCALATENT_NO_PROGRESS": "1"}) as cl, \
+                distributed.Client(cl) as client:
+            client.run(lambda: __import__("vocalatent.batch") and __import__("torch"))
+            base = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+            run.client = client
+            t0 = time.perf_counter()
+            embed_stage(run)
+            dt = time.perf_counter() - t0
+            peak = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+        rows.append((w, dt, n / dt, sorted(v / 1024 for v in base.values()),
+                     sorted(v / 1024 for v in peak.values())))
+        outs.append(big.dir / "embedding.nc")
+    ref = read_embedding(outs[0])
+    for p in outs[1:]:
+        xr.testing.assert_identical(read_embedding(p), ref)
+    print(f"\nlarge session: {n} items, {size}x{size} spectrograms (D = {size * size}), "
+          f"m = {args.n_eval_lattice} lattice points x 1 shift; {len(ranges)} chunks of "
+          f"<= {args.chunk_items} items (blocks of 4096); outputs of every worker count "
+          "identical (xarray assert_identical)\n")
+    print("| workers | embedding stage (s) | items/s | speed-up | worker RSS after imports (MiB) "
+          "| peak RSS per worker (MiB) |")
+    print("|---|---|---|---|---|---|")
+    for w, dt, ips, base, peak in rows:
+        print(f"| {w} | {dt:.1f} | {ips:.0f} | {ips / rows[0][2]:.2f} | "
+              f"{', '.join(f'{v:.0f}' for v in base)} | {', '.join(f'{v:.0f}' for v in peak)} |")
+    print(f"\nmachine: {platform.platform()}, {os.cpu_count()} CPU(s), torch {torch.__version__}, "
+          f"load average {os.getloadavg()[0]:.1f} at the end")
     print(f"work folder: {work}")
 
 
