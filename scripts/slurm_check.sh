@@ -190,7 +190,7 @@ if [ $RUN_TESTS = 1 ]; then
     [ "$budget" -gt 30 ] || { say "no time left for the tests"; exit 1; }
     say "running the SLURM tests (at most $budget s)"
     timeout --signal=INT --kill-after=20 "$budget" \
-        python3 -m pytest -q -p no:cacheprovider -m slurm -o addopts="-ra --strict-markers" \
+        python3 -m pytest -q -p no:cacheprovider -m slurm -o addopts="-ra --strict-markers" --durations=10 \
         tests/batch/test_slurm.py
     say "SLURM tests passed in $(( $(date +%s) - START )) s in all"
 fi

@@ -23,6 +23,7 @@ A cluster configuration file (every key optional; the command-line flags win)::
     interface = "ib0"
     local_directory = "$TMPDIR"
     log_directory = "~/dask-logs"
+    name = "vocalatent-worker"       # the jobs' name (sbatch -J)
     start_timeout = 900              # seconds to wait for the first worker
 
 Everything else dask-jobqueue reads from ``~/.config/dask/jobqueue.yaml`` still applies.
@@ -59,7 +60,8 @@ CLUSTER_KEYS: dict[str, str] = {
     "walltime": _STR, "job_extra_directives": _LIST, "job_directives_skip": _LIST,
     "job_script_prologue": _LIST, "worker_extra_args": _LIST, "interface": _STR,
     "local_directory": _STR, "log_directory": _STR, "python": _STR, "shebang": _STR,
-    "name": _STR, "job_name": _STR, "death_timeout": _NUM, "job_cpu": _INT, "job_mem": _STR,
+    "name": _STR, "job_name": _STR,  # the job name (sbatch -J); both spellings
+    "death_timeout": _NUM, "job_cpu": _INT, "job_mem": _STR,
     "resource_spec": _STR, "start_timeout": _NUM,
 }
 _ALIASES = {"partition": "queue"}
@@ -114,8 +116,10 @@ def check_cluster_options(options: Mapping[str, Any], *, where: str = "cluster o
         if name in out:
             raise ParameterError(f"{where}: {key!r} and {name!r} both set the partition; give one")
         out[name] = value
-    if "job_name" in out:
-        out.setdefault("name", out.pop("job_name"))
+    if "name" in out:  # jobqueue.yaml's `name`: the job name (sbatch -J)
+        if "job_name" in out:
+            raise ParameterError(f"{where}: 'name' and 'job_name' both set the job name; give one")
+        out["job_name"] = out.pop("name")
     return out
 
 

@@ -85,6 +85,10 @@ def test_cluster_config_is_checked_on_load(tmp_path):
         load_cluster_config(tmp_path / "missing.toml")
     with pytest.raises(ParameterError, match="unknown key 'n_workers'"):
         check_cluster_options({"n_workers": 3})
+    # jobqueue.yaml's `name` is the job name (sbatch -J)
+    assert check_cluster_options({"name": "vl"}) == {"job_name": "vl"}
+    with pytest.raises(ParameterError, match="both set the job name"):
+        check_cluster_options({"name": "a", "job_name": "b"})
 
 
 def test_cli_cluster_flags_are_checked(tmp_path):

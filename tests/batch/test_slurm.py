@@ -255,6 +255,7 @@ def test_killed_run_restarted_on_slurm_resumes_from_markers(slurm, data, local_r
                  for p in out.glob("sessions/*/store.json")})
     assert len(done) >= 2
     # the killed driver's worker jobs are orphans: a user cancels them (or they time out)
+    assert _squeue(name), "the killed run's worker jobs are not in the queue under their name"
     subprocess.run(["scancel", "-n", name], timeout=30)
     assert _wait_gone(name)
     with caplog.at_level(logging.WARNING, logger="vocalatent"):
