@@ -42,15 +42,13 @@ class SyntheticSpectrograms:
 
     def __getitem__(self, idx):
         rows = np.arange(self.shape[0])[idx]
-        f = np.arange(self.shape[1])[:, None]
-        t = np.linspace(0, 1, self.shape[2])[None, :]
-        out = np.empty((len(rows),) + self.shape[1:], np.float32)
-        for k, r in enumerate(rows):
-            rng = np.random.default_rng(self.seed + int(r))
-            f0 = rng.uniform(8, 30) + rng.uniform(-6, 6) * t
-            img = sum(np.exp(-0.5 * ((f - h * f0) / 1.5) ** 2) / h for h in (1, 2, 3, 4))
-            out[k] = np.clip(img * (0.3 + 0.7 * np.sin(np.pi * t)) + 0.05 * rng.random(img.shape), 0, 1)
-        return out
+        rng = np.random.default_rng(self.seed + int(rows[0]) if len(rows) else self.seed)
+        f = np.arange(self.shape[1], dtype=np.float32)[None, :, None]
+        t = np.linspace(0, 1, self.shape[2], dtype=np.float32)[None, None, :]
+        f0 = (rng.uniform(8, 30, (len(rows), 1, 1)) + rng.uniform(-6, 6, (len(rows), 1, 1)) * t).astype(np.float32)
+        img = sum(np.exp(-0.5 * ((f - h * f0) / 1.5) ** 2) / h for h in (1, 2, 3, 4))
+        img = img * (0.3 + 0.7 * np.sin(np.pi * t)) + 0.05 * rng.random(img.shape, dtype=np.float32)
+        return np.clip(img, 0, 1).astype(np.float32)
 
 
 def make_dataset(n: int, segments: pd.DataFrame | None, seed: int = 0) -> xr.Dataset:

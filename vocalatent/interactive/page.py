@@ -588,7 +588,8 @@ def _decoded_assets(model, ds: xr.Dataset, *, decoded_grid: int | None, thumb_si
     dec = np.asarray(model.decode(z))
     entry = {"grid": G, "latent_dim": d}
     if image:
-        sheets = assets.sprite_sheets(assets.thumbnails(np.clip(dec, 0, 1), thumb_size=thumb_size))
+        # 48 px (shown at 3x): the decoded grid has 1,600 nodes, more than most runs have items
+        sheets = assets.sprite_sheets(assets.thumbnails(np.clip(dec, 0, 1), thumb_size=min(thumb_size, 48)))
         entry["_sheets"] = sheets
         return entry, [(f"decoded_{k:03d}.png", p, "image/png") for k, p in enumerate(sheets.pngs)]
     names = json.loads(ds.attrs.get("features", "[]")) or [f"feature {k}" for k in range(dec.shape[1])]
