@@ -200,6 +200,63 @@ def _segment_file_task(task: dict) -> tuple[list[dict], list[dict]]:
     return seg.to_dict("records"), [{"file": source, "error": e} for e in err["error"]]
 
 
+def _levels_task(task: dict) -> tuple[np.ndarray, float]:
+    """Band levels of frames ``[first, stop)`` of one long file (a time chunk of it)."""
+    from .audio.segment import SegmentParams, band_levels
+
+    return band_levels(task["path"], SegmentParams.from_dict(task["segment"]),
+                       channel=task["channel"], frames=tuple(task["frames"]),
+                       chunk_s=task["chunk_s"])
+
+
+def _time_chunks(path: Path, seg_params, audio: Mapping, split_s: float | None
+                 ) -> list[tuple[int, int]] | None:
+    """Frame ranges of ~``split_s`` seconds when ``path`` is worth segmenting in time chunks:
+    longer than ``split_s``, one channel, no annotation file (those are read, not segmented);
+    None otherwise (or when its header cannot be read: the ordinary task reports that)."""
+    from .audio.annotations import annotations_for
+    from .audio.io import audio_info
+    from .audio.segment import frame_count
+
+    if split_s is None or audio["channel"] == "all":
+        return None
+    try:
+        info = audio_info(path)
+        if info.duration_s <= split_s or annotations_for(
+                path, annotations=audio["annotations"], root=path.parent) is not None:
+            return None
+        n = frame_count(path, seg_params)
+    except VocalatentError:
+        return None
+    _, hop = seg_params.frame_geometry(info.sample_rate)
+    per = max(1, int(round(split_s * info.sample_rate / hop)))
+    return [(a, min(n, a + per)) for a in range(0, n, per)]
+
+
+def _finish_time_chunks(path: Path, source: str, parts: list, seg_params, channel: int
+                        ) -> tuple[list[dict], list[dict]]:
+    """A long file's segment rows from its time chunks' band levels (as segment_paths gives)."""
+    from .audio.io import audio_info
+    from .audio.pipeline import SEGMENT_COLUMNS
+    from .audio.segment import segments_from_levels
+
+    try:
+        info = audio_info(path)
+        levels = np.concatenate([lv for lv, _ in parts])
+        df = segments_from_levels(levels, max(pk for _, pk in parts), seg_params,
+                                  sr=info.sample_rate, path=info.path)
+    except VocalatentError as exc:
+        return [], [{"file": source, "error": str(exc)}]
+    df["label"] = ""
+    df["segmented_by"] = "amplitude"
+    df["source"] = source
+    df["channel"] = int(channel) % info.n_channels
+    df["sample_rate"] = info.sample_rate
+    extra = [c for c in df.columns if c not in SEGMENT_COLUMNS]
+    df = df[SEGMENT_COLUMNS + extra].sort_values("onset_s", kind="stable")
+    return df.to_dict("records"), []
+
+
 def _calibration_task(task: dict) -> list[np.ndarray]:
     """Unclipped dB spectrograms of a few segments of one session (for the shared range)."""
     from .audio.pipeline import spectrogram_task, spectrogram_tasks
@@ -676,6 +733,7 @@ class BatchRun:
     embed_memory_mb: float | None = None
     embed_chunk_items: int = 20480
     embed_block_items: int = EMBED_BLOCK_ITEMS
+    split_file_s: float | None = 1800.0
     train_in_memory_mb: float = 2048.0
     model_path: Path | None = None
     given_model: bool = False
@@ -702,6 +760,7 @@ def plan_batch(manifest: str | os.PathLike | SessionManifest, out: str | os.Path
                seed: int | None = None, dtype: str = "float32", calib_syllables: int = 500,
                embed_memory_mb: float | None = None, embed_chunk_items: int = 20480,
                embed_block_items: int = EMBED_BLOCK_ITEMS,
+               split_file_s: float | None = 1800.0,
                train_in_memory_mb: float = 2048.0) -> BatchRun:
     """Validate a batch run's arguments and build its :class:`BatchRun` (no file is written).
 
@@ -716,6 +775,8 @@ def plan_batch(manifest: str | os.PathLike | SessionManifest, out: str | os.Path
     check_positive("train_in_memory_mb", train_in_memory_mb, allow_zero=True)
     check_positive("embed_chunk_items", embed_chunk_items, integer=True)
     check_positive("embed_block_items", embed_block_items, integer=True)
+    if split_file_s is not None:
+        check_positive("split_file_s", split_file_s)
     if embed_memory_mb is not None:
         check_positive("embed_memory_mb", embed_memory_mb)
     seed = 0 if seed is None else int(seed)
@@ -749,6 +810,7 @@ def plan_batch(manifest: str | os.PathLike | SessionManifest, out: str | os.Path
                     dtype=dtype, device=device, seed=seed, calib_syllables=calib_syllables,
                     embed_memory_mb=embed_memory_mb, embed_chunk_items=int(embed_chunk_items),
                     embed_block_items=int(embed_block_items),
+                    split_file_s=None if split_file_s is None else float(split_file_s),
                     train_in_memory_mb=train_in_memory_mb, model_path=model_path,
                     given_model=model_path is not None)
 
@@ -758,10 +820,14 @@ def plan_batch(manifest: str | os.PathLike | SessionManifest, out: str | os.Path
 # --------------------------------------------------------------------------------------------
 def segment_stage(run: BatchRun) -> None:
     """Segment every file of every session whose ``segments.json`` marker is stale (one Dask
-    task per file); writes ``segments.csv``, ``segment_errors.csv`` and the marker."""
+    task per file; a file longer than ``run.split_file_s`` seconds is split into time chunks
+    whose band levels are computed by separate tasks and finished on the driver — the same
+    segments, bit for bit, as one task); writes ``segments.csv``, ``segment_errors.csv`` and
+    the marker."""
     from .audio.pipeline import empty_segments
 
     tasks: dict = {}
+    split: dict = {}
     for st in run.sessions.values():
         s = st.session
         st.dir.mkdir(parents=True, exist_ok=True)
@@ -772,11 +838,31 @@ def segment_stage(run: BatchRun) -> None:
             continue
         (st.dir / "store.json").unlink(missing_ok=True)
         for i, (f, src) in enumerate(zip(s.files, s.sources())):
+            chunks = _time_chunks(Path(f), run.seg_params, run.audio, run.split_file_s)
+            if chunks and len(chunks) > 1:
+                split[(s.id, i)] = len(chunks)
+                for k, frames in enumerate(chunks):
+                    tasks[(s.id, i, k)] = (
+                        _levels_task, {"path": str(f), "segment": run.seg_params.to_dict(),
+                                       "channel": run.audio["channel"], "frames": list(frames),
+                                       "chunk_s": run.audio["chunk_s"]},
+                        run._key("levels", s.id, f"{i}-{k}"))
+                continue
             tasks[(s.id, i)] = (
                 _segment_file_task,
                 {"path": str(f), "source": src, "segment": run.seg_params.to_dict(), **run.audio},
                 run._key("segment", s.id, i))
     results = _run_tasks(run.client, tasks, "segmenting")
+    for (sid, i), n_chunks in split.items():
+        s = run.sessions[sid].session
+        parts = [results.pop((sid, i, k)) for k in range(n_chunks)]
+        bad = next((err for _, err in parts if err is not None), None)
+        if bad is not None:
+            results[(sid, i)] = (None, bad)
+        else:
+            results[(sid, i)] = (_finish_time_chunks(Path(s.files[i]), s.sources()[i],
+                                                     [res for res, _ in parts], run.seg_params,
+                                                     run.audio["channel"]), None)
     for st in run.sessions.values():
         s = st.session
         if not any((s.id, i) in results for i in range(len(s.files))):
@@ -1070,6 +1156,7 @@ def run_batch(manifest: str | os.PathLike | SessionManifest, out: str | os.PathL
               seed: int | None = None, dtype: str = "float32", calib_syllables: int = 500,
               embed_memory_mb: float | None = None, embed_chunk_items: int = 20480,
               embed_block_items: int = EMBED_BLOCK_ITEMS,
+              split_file_s: float | None = 1800.0,
               train_in_memory_mb: float = 2048.0) -> BatchResult:
     """Preprocess every session on Dask, train one QLVM (or use ``model``), embed every syllable.
 
@@ -1133,6 +1220,10 @@ def run_batch(manifest: str | os.PathLike | SessionManifest, out: str | os.PathL
         Items per transform call: every session is embedded block by block, and its
         aggregate posterior summed block by block in item order, so a session split into
         chunks gives exactly (value for value) the values of one task.
+    split_file_s : float or None, default=1800
+        A recording longer than this (seconds; one channel, no annotation file) is segmented
+        in time chunks of about this length by separate tasks, finished on the driver: the
+        same segments, bit for bit, as one task. None: one task per file always.
     train_in_memory_mb : float, default=2048
         Reference spectrograms up to this size are read into memory for training; larger
         sets are read lazily from the session stores.
@@ -1164,7 +1255,8 @@ def run_batch(manifest: str | os.PathLike | SessionManifest, out: str | os.PathL
                      reference_sessions=reference_sessions, model=model, device=device,
                      seed=seed, dtype=dtype, calib_syllables=calib_syllables,
                      embed_memory_mb=embed_memory_mb, embed_chunk_items=embed_chunk_items,
-                     embed_block_items=embed_block_items, train_in_memory_mb=train_in_memory_mb)
+                     embed_block_items=embed_block_items, split_file_s=split_file_s,
+                     train_in_memory_mb=train_in_memory_mb)
     with output_lock(run.out, what="vocalatent batch"):
         t0 = time.perf_counter()
         with _dask_client(scheduler, cluster, workers, cluster_options) as client:

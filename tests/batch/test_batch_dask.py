@@ -294,3 +294,37 @@ def test_session_split_in_item_chunks_gives_the_one_task_embedding(full_run, ses
                                    rtol=1e-5)
     xr.testing.assert_identical(read_embedding(tmp_path / "chunked" / "embedding.nc"),
                                 read_embedding(tmp_path / "one" / "embedding.nc"))
+
+
+def test_long_file_segmented_in_time_chunks_is_bit_identical(cluster, tmp_path):
+    """One long recording split into ~3 s time chunks across the workers (band levels per
+    chunk, finished on the driver) gives the segments.csv of one task, byte for byte."""
+    from distributed import get_task_stream
+
+    from vocalatent.batch import plan_batch, segment_stage, store_stage
+
+    _, client = cluster
+    write_synthetic_dataset(tmp_path / "long", n_files=1, n_syllables=80, random_state=7)
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("session,path\nlong,long\n")
+    outs = {}
+    for split in (None, 3.0):
+        run = plan_batch(manifest, tmp_path / f"out_{split}", overrides=OVERRIDES, device="cpu",
+                         split_file_s=split)
+        run.client = client
+        with get_task_stream(client) as ts:
+            segment_stage(run)
+        keys = [t["key"] for t in ts.data]
+        n_levels = sum("vl-levels-" in str(k) for k in keys)
+        assert (n_levels >= 5) if split else (n_levels == 0), keys
+        run.spec_params = run.spec_params.__class__.from_dict(
+            {**run.spec_params.to_dict(), "spec_min_db": -90.0, "spec_max_db": -10.0})
+        store_stage(run)
+        outs[split] = run.sessions["long"].dir
+    a, b = outs[None], outs[3.0]
+    assert (a / "segments.csv").read_bytes() == (b / "segments.csv").read_bytes()
+    assert len(pd.read_csv(a / "segments.csv")) > 50
+    xa, sa = _spectrograms(a / "syllables.h5")
+    xb, sb = _spectrograms(b / "syllables.h5")
+    np.testing.assert_array_equal(xa, xb)
+    pd.testing.assert_frame_equal(sa, sb)

@@ -35,6 +35,10 @@ from .options import config_option, device_option, jobs_option, pipeline_option,
               show_default=True,
               help="Sessions with more syllables are embedded in chunks of about this many "
                    "(whole blocks of --block-items), spread over the workers.")
+@click.option("--split-file-s", "split_file_s", type=click.FloatRange(min=0, min_open=True),
+              default=1800.0, show_default=True,
+              help="Recordings longer than this (s) are segmented in time chunks of about this "
+                   "length across the workers (same segments as one task).")
 @click.option("--block-items", "block_items", type=click.IntRange(min=1), default=4096,
               show_default=True,
               help="Syllables per transform call (the unit of the embedding's arithmetic; "
@@ -50,7 +54,7 @@ from .options import config_option, device_option, jobs_option, pipeline_option,
 @click.option("--dtype", type=click.Choice(["float32", "float16", "uint8"]), default="float32",
               show_default=True, help="On-disk type of the session stores.")
 def batch(manifest, out, pipeline, config_file, scheduler, cluster, jobs, cluster_config, queue,
-          cores, memory, walltime, chunk_items, block_items, workers, reference, model, device, seed, dtype):
+          cores, memory, walltime, chunk_items, split_file_s, block_items, workers, reference, model, device, seed, dtype):
     """Preprocess every session of MANIFEST on Dask, train one map, embed every syllable.
 
     MANIFEST is a CSV or TOML session manifest (one row per session: session, path, metadata;
@@ -74,7 +78,7 @@ def batch(manifest, out, pipeline, config_file, scheduler, cluster, jobs, cluste
     result = run_batch(manifest, out, pipeline=pipeline, config=config_file,
                        scheduler=scheduler, cluster=cluster, workers=workers,
                        cluster_options=options, embed_chunk_items=chunk_items,
-                       embed_block_items=block_items,
+                       embed_block_items=block_items, split_file_s=split_file_s,
                        reference_sessions=list(reference) or None, model=model, device=device,
                        seed=seed, dtype=dtype)
     done = result.sessions[result.sessions["status"] == "done"]
