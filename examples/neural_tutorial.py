@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vocalatent import domains
+import vocalatent
 from vocalatent.data.simulate import head_direction_cells
 
 logger = logging.getLogger("neural_tutorial")
@@ -51,7 +51,7 @@ def main(argv=None) -> float | None:
         truth = sim
 
     # 2. One call: bin, fit the QLVM on a ring, embed, analyse, figures (tuning curves).
-    ds = domains.embed_matrix(
+    ds = vocalatent.embed(
         path, args.out / "run", pipeline="neural", seed=args.seed, force=True,
         latent_dim=args.latent_dim, max_epochs=args.max_epochs,
         overrides={"neural": {"bin_s": args.bin_s}})

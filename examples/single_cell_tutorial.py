@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from vocalatent import domains
+import vocalatent
 from vocalatent.data.simulate import simulate_cell_types
 
 logger = logging.getLogger("single_cell_tutorial")
@@ -51,7 +51,7 @@ def main(argv=None) -> float | None:
         markers = [g for g in args.markers.split(",") if g]
 
     # 2. One call: read, select genes, fit the QLVM, embed, analyse, write AnnData and figures.
-    ds = domains.embed_matrix(
+    ds = vocalatent.embed(
         path, args.out / "run", pipeline="single_cell", seed=args.seed, force=True,
         overrides={"model": {"max_epochs": args.max_epochs},
                    "single_cell": {"n_top_genes": 500, "marker_genes": markers}})

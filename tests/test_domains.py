@@ -1,4 +1,4 @@
-"""Domain detection, preparation, the AnnData writer, and bad input through embed_matrix."""
+"""Domain detection, preparation, the AnnData writer, and bad input through the one job (embed)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import pandas as pd
 import pytest
 from scipy import sparse
 
-from vocalatent import domains
+from vocalatent.data.h5ad import write_h5ad
+from vocalatent.prepare import detect_domain, prepare
+from vocalatent.workflow import embed
 from vocalatent._utils import DataError, ParameterError
 from vocalatent.data.simulate import head_direction_cells, simulate_cell_types
 from vocalatent.data.single_cell import read_h5ad
@@ -44,32 +46,32 @@ def hd_npz(tmp_path):
 
 # ------------------------------------------------------------------------------ detection
 def test_detect_domain_by_extension_and_content(tmp_path, cell_csv, hd_npz):
-    assert domains.detect_domain(cell_csv) == "single_cell"
-    assert domains.detect_domain(hd_npz) == "neural"
+    assert detect_domain(cell_csv) == "single_cell"
+    assert detect_domain(hd_npz) == "neural"
     (tmp_path / "a.h5ad").write_bytes(b"")
-    assert domains.detect_domain(tmp_path / "a.h5ad") == "single_cell"
+    assert detect_domain(tmp_path / "a.h5ad") == "single_cell"
     with h5py.File(tmp_path / "tenx.h5", "w") as f:
         f.create_group("matrix")
-    assert domains.detect_domain(tmp_path / "tenx.h5") == "single_cell"
+    assert detect_domain(tmp_path / "tenx.h5") == "single_cell"
     with h5py.File(tmp_path / "spikes.h5", "w") as f:
         f.create_group("units")["u0"] = np.array([0.1, 0.2])
-    assert domains.detect_domain(tmp_path / "spikes.h5") == "neural"
+    assert detect_domain(tmp_path / "spikes.h5") == "neural"
     mtx = tmp_path / "mtx"
     mtx.mkdir()
     (mtx / "matrix.mtx").write_text("")
-    assert domains.detect_domain(mtx) == "single_cell"
+    assert detect_domain(mtx) == "single_cell"
     # text tables: spike times (numbers only), binned (numeric header), genes (name header)
     (tmp_path / "spk.txt").write_text("# unit\n0.1\n0.5\n")
-    assert domains.detect_domain(tmp_path / "spk.txt") == "neural"
+    assert detect_domain(tmp_path / "spk.txt") == "neural"
     (tmp_path / "binned.csv").write_text("unit,0.05,0.15\nu0,1,2\n")
-    assert domains.detect_domain(tmp_path / "binned.csv") == "neural"
+    assert detect_domain(tmp_path / "binned.csv") == "neural"
     (tmp_path / "song.wav").write_bytes(b"")
-    assert domains.detect_domain(tmp_path / "song.wav") == "vocal"
-    assert domains.detect_domain(tmp_path) == "vocal"          # a folder of recordings
+    assert detect_domain(tmp_path / "song.wav") == "vocal"
+    assert detect_domain(tmp_path) == "vocal"          # a folder of recordings
     # an explicit pipeline wins over the content
-    assert domains.detect_domain(tmp_path / "binned.csv", pipeline="single_cell") == "single_cell"
+    assert detect_domain(tmp_path / "binned.csv", pipeline="single_cell") == "single_cell"
     with pytest.raises(DataError, match="no such file"):
-        domains.detect_domain(tmp_path / "missing.h5ad")
+        detect_domain(tmp_path / "missing.h5ad")
 
 
 # ------------------------------------------------------------------------------ preparation
@@ -81,7 +83,7 @@ def _cfg(pipeline, **tables):
 
 def test_prepare_single_cell_selects_genes_and_keys_on_content(tmp_path, cell_csv, cells):
     cfg = _cfg("single_cell", single_cell={"n_top_genes": 20, "min_cells": 1})
-    prep = domains.prepare(cell_csv, tmp_path / "out", cfg)
+    prep = prepare(cell_csv, tmp_path / "out", cfg)
     assert prep.domain == "single_cell" and prep.X.shape == (120, 20) and prep.X.dtype == np.float32
     # the planted markers are the most variable genes: most of the 15 are among the 20 kept
     markers = set(cells.matrix.gene_names[cells.markers.ravel()])
@@ -90,19 +92,19 @@ def test_prepare_single_cell_selects_genes_and_keys_on_content(tmp_path, cell_cs
     np.testing.assert_allclose(prep.coords["n_counts"], cells.library_size)
     assert (tmp_path / "out" / "genes.csv").is_file()
     # same bytes and settings: same key; other settings or other bytes: another key
-    assert domains.prepare(cell_csv, None, cfg).data_key == prep.data_key
+    assert prepare(cell_csv, None, cfg).data_key == prep.data_key
     cfg2 = _cfg("single_cell", single_cell={"n_top_genes": 25, "min_cells": 1})
-    assert domains.prepare(cell_csv, None, cfg2).data_key != prep.data_key
+    assert prepare(cell_csv, None, cfg2).data_key != prep.data_key
     text = cell_csv.read_text().replace(",0,", ",1,", 1)
     cell_csv.write_text(text)
-    assert domains.prepare(cell_csv, None, cfg).data_key != prep.data_key
+    assert prepare(cell_csv, None, cfg).data_key != prep.data_key
 
 
 def test_prepare_neural_bins_spike_times(tmp_path):
     spikes = {"a": np.array([0.01, 0.02, 0.26]), "b": np.array([0.11, 0.31])}
     np.savez(tmp_path / "spk.npz", **spikes)
     cfg = _cfg("neural", neural={"bin_s": 0.1})
-    prep = domains.prepare(tmp_path / "spk.npz", None, cfg)
+    prep = prepare(tmp_path / "spk.npz", None, cfg)
     # window starts at the first spike (0.01 s): bins [0.01,0.11), [0.11,0.21), [0.21,0.31), [0.31,0.41)
     np.testing.assert_array_equal(prep.X, [[2, 0], [0, 1], [1, 0], [0, 1]])
     np.testing.assert_allclose(prep.coords["time_s"], [0.06, 0.16, 0.26, 0.36])
@@ -110,7 +112,7 @@ def test_prepare_neural_bins_spike_times(tmp_path):
 
 
 def test_neural_format_auto_reads_binned_npz(hd_npz):
-    prep = domains.prepare(hd_npz, None, _cfg("neural"))
+    prep = prepare(hd_npz, None, _cfg("neural"))
     assert prep.extra["format"] == "binned" and prep.X.shape == (300, 12)
 
 
@@ -125,7 +127,7 @@ def test_bad_counts_name_the_file(tmp_path, make, pipeline, message):
     path = tmp_path / "bad_cells_by_genes.csv"
     make(path)
     with pytest.raises(DataError, match=message) as info:
-        domains.embed_matrix(path, tmp_path / "out", pipeline=pipeline, verbose=False)
+        embed(path, tmp_path / "out", pipeline=pipeline, verbose=False)
     assert str(path) in str(info.value)
 
 
@@ -142,32 +144,34 @@ def test_bad_neural_inputs_name_the_file(tmp_path):
         path = tmp_path / name
         np.savez(path, **arrays)
         with pytest.raises(DataError, match=message) as info:
-            domains.embed_matrix(path, tmp_path / f"out_{name}", verbose=False)
+            embed(path, tmp_path / f"out_{name}", verbose=False)
         assert str(path) in str(info.value), name
     # spike times: NaN and a silent unit
     np.savez(tmp_path / "nan_spikes.npz", a=np.array([0.1, np.nan]), b=np.array([0.2]))
     with pytest.raises(DataError, match="NaN") as info:
-        domains.embed_matrix(tmp_path / "nan_spikes.npz", tmp_path / "o1", verbose=False)
+        embed(tmp_path / "nan_spikes.npz", tmp_path / "o1", verbose=False)
     assert "nan_spikes.npz" in str(info.value)
     np.savez(tmp_path / "silent.npz", a=np.array([0.1, 0.3]), b=np.array([], dtype=float))
     with pytest.raises(DataError, match="no spikes"):
-        domains.embed_matrix(tmp_path / "silent.npz", tmp_path / "o2", verbose=False)
+        embed(tmp_path / "silent.npz", tmp_path / "o2", verbose=False)
 
 
 def test_smoothing_with_poisson_is_refused(tmp_path):
     np.savez(tmp_path / "spk.npz", a=np.array([0.1, 0.3, 0.5]), b=np.array([0.2, 0.4]))
     with pytest.raises(ParameterError, match="smooth_s"):
-        domains.embed_matrix(tmp_path / "spk.npz", tmp_path / "o", verbose=False,
+        embed(tmp_path / "spk.npz", tmp_path / "o", verbose=False,
                              overrides={"neural": {"smooth_s": 0.1}})
 
 
 def test_unknown_domain_keys_and_audio_refused(tmp_path, cell_csv):
     with pytest.raises(ParameterError, match="unknown key.*n_top"):
-        domains.embed_matrix(cell_csv, tmp_path / "o", verbose=False,
+        embed(cell_csv, tmp_path / "o", verbose=False,
                              overrides={"single_cell": {"n_top": 5}})
+    # recordings go through the same job; preparing them needs a folder for their store
     (tmp_path / "song.wav").write_bytes(b"")
-    with pytest.raises(ParameterError, match="workflow.embed"):
-        domains.embed_matrix(tmp_path / "song.wav", tmp_path / "o2", verbose=False)
+    assert detect_domain(tmp_path / "song.wav") == "vocal"
+    with pytest.raises(DataError, match="output folder"):
+        prepare(tmp_path / "song.wav", None, _cfg("default"))
 
 
 # ------------------------------------------------------------------------------ AnnData
@@ -178,7 +182,7 @@ def test_write_h5ad_round_trip(tmp_path, cells):
     var = cm.var.copy()
     var["modelled"] = np.arange(cm.n_genes) % 2 == 0
     emb = np.random.default_rng(0).random((cm.n_cells, 2))
-    path = domains.write_h5ad(tmp_path / "a.h5ad", cm.X, obs=obs, var=var, obsm={"X_qlvm": emb},
+    path = write_h5ad(tmp_path / "a.h5ad", cm.X, obs=obs, var=var, obsm={"X_qlvm": emb},
                               uns={"qlvm": {"latent_dim": 2, "config": json.dumps({"a": 1}),
                                             "note": None}}, backend="h5py")
     back = read_h5ad(path)
@@ -204,10 +208,10 @@ def test_write_h5ad_round_trip(tmp_path, cells):
 def test_write_h5ad_rejects_mismatched_shapes(tmp_path, cells):
     cm = cells.matrix
     with pytest.raises(ParameterError, match="obsm"):
-        domains.write_h5ad(tmp_path / "a.h5ad", cm.X, obs=cm.obs, var=cm.var,
+        write_h5ad(tmp_path / "a.h5ad", cm.X, obs=cm.obs, var=cm.var,
                            obsm={"X_qlvm": np.zeros((3, 2))}, backend="h5py")
     with pytest.raises(ParameterError, match="do not match"):
-        domains.write_h5ad(tmp_path / "a.h5ad", cm.X, obs=cm.obs.iloc[:5], var=cm.var, backend="h5py")
+        write_h5ad(tmp_path / "a.h5ad", cm.X, obs=cm.obs.iloc[:5], var=cm.var, backend="h5py")
     assert not (tmp_path / "a.h5ad").exists()
 
 
@@ -226,7 +230,7 @@ def test_celltypist_sample_end_to_end(real_data, tmp_path):
     """559 immune cells: fit, embed, write AnnData; T cells (CD3D) and monocytes (LYZ-high,
     CD3D-free) are told apart by a 5-NN vote in the map (>= 0.85)."""
     path = real_data("celltypist_sample") / "sample_cell_by_gene.csv"
-    ds = domains.embed_matrix(path, tmp_path / "out", verbose=False, figures=False,
+    ds = embed(path, tmp_path / "out", verbose=False, figures=False,
                               overrides={"model": {"max_epochs": 60},
                                          "single_cell": {"n_top_genes": 1000}})
     assert ds.sizes["item"] == 559 and str(ds["cell"].values[0])
@@ -249,8 +253,8 @@ def test_celltypist_sample_end_to_end(real_data, tmp_path):
 def test_scanpy_10x_subset_zarr_loads_and_embeds(real_data, tmp_path):
     pytest.importorskip("zarr")
     path = real_data("scanpy_10x_subset") / "10x-10k-subset.zarr"
-    assert domains.detect_domain(path) == "single_cell"
-    ds = domains.embed_matrix(path, tmp_path / "out", verbose=False, figures=False,
+    assert detect_domain(path) == "single_cell"
+    ds = embed(path, tmp_path / "out", verbose=False, figures=False,
                               overrides={"model": {"max_epochs": 3}})
     assert ds.sizes["item"] == 9999 and ds.sizes["latent"] == 2
     assert (tmp_path / "out" / "adata.h5ad").is_file()

@@ -207,20 +207,30 @@ def set_log_level(level: int | str) -> None:
     logger.setLevel(level)
 
 
+def temp_path(path: str | os.PathLike, *, suffix: str | None = None) -> Path:
+    """Create an empty temporary file beside ``path`` (``.NAME.vltmp.XXXXXXXX`` + ``suffix``,
+    default ``.tmp``) with the permissions of an ordinary new file (0666 minus the umask;
+    ``mkstemp`` alone makes 0600). The name marks it as vocalatent's, so that the next run in
+    the folder can remove what a killed run left (:func:`vocalatent.outdir.clear_temp_files`)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.vltmp.", suffix=suffix or ".tmp", dir=path.parent)
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    return Path(tmp)
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike, *, suffix: str | None = None) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success rename it onto ``path`` atomically.
+    """Yield a temporary path beside ``path`` (see :func:`temp_path`); on success rename it
+    onto ``path`` atomically.
 
     On an exception the temporary file is removed and ``path`` is left as it was.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or ".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600; give the file ordinary permissions
+    tmp_path = temp_path(path, suffix=suffix)
     try:
         yield tmp_path
         os.replace(tmp_path, path)

@@ -512,7 +512,7 @@ class EncoderModel(LatentModel):
         """
         import xarray as xr
 
-        from .embedding import _jsonable, add_item_coords
+        from .embedding import add_item_coords, to_jsonable
 
         loc, sd = self.encode(X)
         d = int(self.latent_dim)
@@ -527,7 +527,7 @@ class EncoderModel(LatentModel):
         if coords is not None:
             ds = add_item_coords(ds, coords)
         ds.attrs.update(vocalatent_version=__version__, latent_dim=d, seed=int(self.seed_),
-                        model=json.dumps(_jsonable(self.get_params())), estimator=type(self).__name__,
+                        model=json.dumps(to_jsonable(self.get_params())), estimator=type(self).__name__,
                         likelihood=str(self.likelihood), decoder=str(self.decoder_kind_),
                         encoder=str(self.encoder_kind_), training_bound=self.bound_name)
         return ds

@@ -28,15 +28,16 @@ from ._utils import DataError, atomic_path
 from ._version import __version__
 
 
-def _jsonable(value):
+def to_jsonable(value):
+    """``value`` with NumPy scalars, tuples and other objects turned into JSON types."""
     if isinstance(value, (np.integer,)):
         return int(value)
     if isinstance(value, (np.floating,)):
         return float(value)
     if isinstance(value, (tuple, list)):
-        return [_jsonable(v) for v in value]
+        return [to_jsonable(v) for v in value]
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     return repr(value)
@@ -79,7 +80,7 @@ def build_embedding(result: dict, *, model, n_lattice: int, n_shifts: int,
         seed=int(model.seed_),
         lattice=json.dumps({"n_train": int(model.n_lattice_), "generator": list(model.lattice_generator_),
                             "n_eval": int(n_lattice), "n_eval_shifts": int(n_shifts)}),
-        model=json.dumps(_jsonable(model.get_params())),
+        model=json.dumps(to_jsonable(model.get_params())),
         likelihood=str(model.likelihood),
         decoder=str(model.decoder_kind_),
     )

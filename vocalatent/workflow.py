@@ -1,35 +1,55 @@
-"""The end-to-end job and its stages: recordings → syllable store → QLVM → embedding →
-analysis → figures.
+"""The end-to-end job, the same for every domain: files → :class:`~vocalatent.prepare.Prepared`
+items → QLVM → embedding → analysis → figures.
 
-Each stage is a public function, and :func:`embed` chains them (the ``vocalatent embed``
-command is a thin layer over it). A stage whose output exists and was made with the same
-parameters from the same input is not recomputed: the syllable store checks its own
-parameters and segments, the model file records a key of its training configuration and
-data, and the embedding records the keys of the model and store it came from.
+:func:`run` takes prepared items (recordings as a syllable store, a count matrix, binned neural
+activity: see :mod:`vocalatent.prepare`) and trains, embeds, analyses and draws into an output
+folder. :func:`embed` (``vocalatent embed``) prepares any input and calls it; :func:`train_job`,
+:func:`project_job`, :func:`analyze_run` and :func:`plot_run` are the other commands. Each
+command that writes a folder holds it through :func:`vocalatent.outdir.output_folder` (one
+writer at a time, no mixing with another run's files, temporary files of killed runs removed).
+
+A stage whose output exists and was made from the same content with the same settings is not
+recomputed: the syllable store is keyed on the sha256 of every audio and annotation file and
+its settings, the model file records a key of its training configuration and data, and the
+embedding records the keys of the model (and the model file's sha256) and the data. A cached
+file that cannot be read is rebuilt with a one-line notice.
 
 Configuration is one nested dict (TOML tables): ``[pipeline]``, ``[audio]``, ``[segment]``,
-``[spectrogram]`` (see :mod:`vocalatent.config` and :mod:`vocalatent.audio`), ``[model]`` and
-``[analysis]`` (defaults below), resolved as preset ← user file ← command-line flags and
-written to ``OUT/config.toml`` so that any run can be repeated exactly.
+``[spectrogram]`` (see :mod:`vocalatent.config` and :mod:`vocalatent.audio`), ``[single_cell]``,
+``[neural]``, ``[model]`` and ``[analysis]`` (defaults below), resolved as preset ← user file ←
+command-line flags and written to ``OUT/config.toml`` so that any run can be repeated exactly.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
+import pandas as pd
 import xarray as xr
 
-from ._utils import DataError, ParameterError, atomic_path, json_key
+from ._utils import DataError, ParameterError, VocalatentError, atomic_path, file_sha256, json_key
 from ._version import __version__
+from .data.rows import take_rows
 from .embedding import add_item_coords, heldout_attrs, read_embedding, write_embedding
+from .figures import domain_figures, eval_lattice_size, make_figures
 from .model import QLVM
 from .nn.estimate import convergence_summary, needs_warning
+from .outdir import output_folder, read_run
+from .prepare import Prepared, detect_domain, pipeline_domain, prepare, prepared_from_store
 
 logger = logging.getLogger(__name__)
+
+__all__ = ["ANALYSIS_DEFAULTS", "AUTO_LATTICE", "JobResult", "MODEL_DEFAULTS", "analyze",
+           "analyze_run", "cached_embedding", "config_template", "default_out", "dump_toml",
+           "embed", "embed_job", "embedding_key", "load_model", "make_model", "plot_run",
+           "project", "project_job", "project_recordings", "read_embedding", "resolve", "run",
+           "split_indices", "train", "train_job", "write_embedding", "write_run_anndata"]
+
 
 #: Defaults of the ``[model]`` table (QLVM constructor arguments plus ``validation``).
 MODEL_DEFAULTS: dict[str, Any] = {
@@ -107,11 +127,38 @@ def resolve(*, pipeline=None, config=None, overrides: Mapping | None = None) -> 
     if unknown:
         raise ParameterError(f"unknown key(s) in [model]: {', '.join(sorted(unknown))}; "
                              f"valid: {', '.join(MODEL_DEFAULTS)}")
+    _check_types("model", cfg["model"], MODEL_DEFAULTS)
     unknown = set(cfg["analysis"]) - set(ANALYSIS_DEFAULTS)
     if unknown:
         raise ParameterError(f"unknown key(s) in [analysis]: {', '.join(sorted(unknown))}; "
                              f"valid: {', '.join(ANALYSIS_DEFAULTS)}")
+    _check_types("analysis", cfg["analysis"], ANALYSIS_DEFAULTS)
     return cfg
+
+
+def _check_types(table: str, values: Mapping, defaults: Mapping) -> None:
+    """ParameterError naming ``[table] key`` when a value is not of its default's type (so a
+    mistake in a TOML file is reported before any preprocessing starts)."""
+    from .nn.decoders import DECODERS
+    from .nn.likelihoods import LIKELIHOODS
+
+    kinds = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+             dict: "a table"}
+    for key, default in defaults.items():
+        v = values.get(key, default)
+        kind = type(default)
+        ok = (isinstance(v, bool) if kind is bool else
+              isinstance(v, int) and not isinstance(v, bool) if kind is int else
+              isinstance(v, (int, float)) and not isinstance(v, bool) if kind is float else
+              isinstance(v, kind))
+        if not ok:
+            raise ParameterError(f"[{table}] {key} must be {kinds.get(kind, kind.__name__)}; got {v!r}")
+    choices = {"likelihood": LIKELIHOODS, "decoder": ("auto",) + tuple(DECODERS),
+               "precision": ("32", "bf16")} if table == "model" else {}
+    for key, allowed in choices.items():
+        if values.get(key, defaults[key]) not in allowed:
+            raise ParameterError(f"[{table}] {key} must be one of {', '.join(map(repr, allowed))}; "
+                                 f"got {values.get(key)!r}")
 
 
 def make_model(cfg: Mapping, *, device="auto", seed=None, verbose: bool = True) -> QLVM:
@@ -129,27 +176,6 @@ def make_model(cfg: Mapping, *, device="auto", seed=None, verbose: bool = True) 
     return QLVM(**kwargs, device=device, random_state=seed, verbose=verbose)
 
 
-class IndexedArray:
-    """A lazily read view of rows ``index`` of an array-like (for held-out splits of a store)."""
-
-    def __init__(self, base, index):
-        self.base = base
-        self.index = np.asarray(index, dtype=np.int64)
-        self.shape = (len(self.index),) + tuple(base.shape[1:])
-        self.dtype = getattr(base, "dtype", np.float32)
-
-    def __len__(self):
-        return self.shape[0]
-
-    def __getitem__(self, idx):
-        rows = self.index[np.asarray(idx)]
-        order = np.argsort(rows, kind="stable")
-        data = np.asarray(self.base[rows[order]])
-        out = np.empty_like(data)
-        out[order] = data
-        return out
-
-
 def split_indices(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Sorted (train, held-out) indices; at least one item each side when n >= 2."""
     if not 0 <= fraction < 1:
@@ -162,44 +188,17 @@ def split_indices(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.nd
 
 
 # ------------------------------------------------------------------------------- stages
-def build_syllable_store(path, out_dir, cfg: Mapping, *, n_jobs: int = 1):
-    """Segment the recordings under ``path`` (or read their annotations) and write the store.
-
-    Writes ``out_dir/syllables.h5``, ``out_dir/segments.csv`` and ``out_dir/errors.csv``.
-
-    Returns
-    -------
-    store : SyllableStore
-    errors : pandas.DataFrame [columns: source, error]
-    """
-    from .audio.pipeline import build_store
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    audio = dict(cfg.get("audio", {}))
-    store, errors = build_store(
-        path, out_dir / "syllables.h5",
-        segment_params=cfg.get("segment", {}), spectrogram_params=cfg.get("spectrogram", {}),
-        annotations=audio.get("annotations", "auto"), channel=audio.get("channel", 0),
-        n_jobs=n_jobs, chunk_s=float(audio.get("chunk_s", 60.0)), reuse=True)
-    segs = store.segments
-    with atomic_path(out_dir / "segments.csv") as tmp:
-        segs.to_csv(tmp, index=False)
-    with atomic_path(out_dir / "errors.csv") as tmp:
-        errors.to_csv(tmp, index=False)
-    if "segment_report" in store.info:  # what segmentation's filters removed (issue 12)
-        with atomic_path(out_dir / "segment_report.json") as tmp:
-            tmp.write_text(json.dumps(store.info["segment_report"], indent=1))
-    if len(store) == 0:
-        raise DataError(f"no syllables were found in {path} "
-                        f"({len(errors)} file(s) failed; see {out_dir / 'errors.csv'})")
-    return store, errors
-
-
-def _store_key(store) -> str:
-    from .audio.pipeline import segments_digest
-
-    return json_key({"params": store.params, "n": len(store), "segments": segments_digest(store.segments)})
+def load_model(path, *, device="auto") -> QLVM:
+    """Load a model file, with one-line errors for every way a checkpoint can be unusable
+    (unreadable, truncated, malformed parameters, missing keys, mismatched shapes)."""
+    try:
+        return QLVM.load(path, device=device)
+    except VocalatentError:
+        raise
+    except (KeyError, ValueError, TypeError, RuntimeError, AttributeError) as exc:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise DataError(f"not a usable vocalatent model checkpoint ({type(exc).__name__}: "
+                        f"{text[:200]})", path=path) from None
 
 
 def train(X, cfg: Mapping, *, out_dir=None, device="auto", seed=None, data_key: str | None = None,
@@ -217,20 +216,18 @@ def train(X, cfg: Mapping, *, out_dir=None, device="auto", seed=None, data_key: 
     path = None if out_dir is None else Path(out_dir) / "model.pt"
     if path is not None and path.exists() and data_key is not None:
         try:
-            old = QLVM.load(path, device=device)
+            old = load_model(path, device=device)
             if (old.metadata_ or {}).get("train_key") == key:
                 logger.info("model %s is up to date; not retrained", path)
                 return old
             logger.info("model %s was made with other settings or data; retraining", path)
         except DataError as exc:
-            logger.warning("ignoring unreadable model file: %s", exc)
+            logger.warning("%s; training a new model", exc)
     n = int(X.shape[0])
     train_idx, val_idx = split_indices(n, float(m["validation"]), seed)
     model = make_model(cfg, device=device, seed=seed, verbose=verbose)
-    X_train = X[train_idx] if isinstance(X, np.ndarray) else IndexedArray(X, train_idx)
-    X_val = None
-    if len(val_idx):
-        X_val = X[val_idx] if isinstance(X, np.ndarray) else IndexedArray(X, val_idx)
+    X_train = take_rows(X, train_idx)
+    X_val = take_rows(X, val_idx) if len(val_idx) else None
     model.fit(X_train, validation=X_val)
     # the held-out score on the adaptive lattice, with its convergence (vocalatent.nn.estimate)
     model.heldout_ = model.evaluate(X_val, n_lattice="auto") if X_val is not None else None
@@ -246,19 +243,49 @@ def train(X, cfg: Mapping, *, out_dir=None, device="auto", seed=None, data_key: 
     return model
 
 
-def project(model: QLVM, store, *, metadata: Mapping | None = None) -> xr.Dataset:
-    """Embed every item of a syllable store; its segment table (and ``metadata``, constant
-    per item) become ``item`` coordinates."""
-    segs = store.segments.reset_index(drop=True)
-    ds = model.transform_dataset(store.spectrograms)
-    coords = segs.copy()
+_RESERVED = {"item", "latent", "embedding", "map_point", "spread", "posterior_entropy",
+             "log_likelihood", "cluster", "density", "cluster_mode", "jacobian_norm", "boundary"}
+
+
+def _safe_coords(coords: pd.DataFrame) -> pd.DataFrame:
+    """Item metadata with columns that clash with the embedding's own names renamed ``obs_*``."""
+    rename = {c: f"obs_{c}" for c in coords.columns if str(c) in _RESERVED or str(c).startswith("grid_")}
+    return coords.rename(columns=rename) if rename else coords
+
+
+def project(model: QLVM, items, *, metadata: Mapping | None = None) -> xr.Dataset:
+    """Embed every item; the per-item metadata (and ``metadata``, constant per item) become
+    ``item`` coordinates.
+
+    Parameters
+    ----------
+    model : QLVM
+    items : Prepared or SyllableStore
+        Prepared items of any domain, or a syllable store (its segment table is the metadata).
+    metadata : mapping, optional
+        Columns constant over the items (e.g. the session of a batch).
+
+    Returns
+    -------
+    xarray.Dataset
+        :meth:`QLVM.transform_dataset`'s Dataset with the item coordinates, the held-out score
+        of the model's training as attributes and, for syllables, the aggregate posterior on
+        one lattice (the density the model itself assigns).
+    """
+    if isinstance(items, Prepared):
+        X, coords, domain = items.X, items.coords.reset_index(drop=True), items.domain
+    else:
+        X, coords, domain = items.spectrograms, items.segments.reset_index(drop=True), "vocal"
+    ds = model.transform_dataset(X)
+    coords = _safe_coords(coords.copy())
     for k, v in dict(metadata or {}).items():
         coords[k] = v
     ds = add_item_coords(ds, coords)
-    # the aggregate posterior on one lattice: the density the model itself assigns
-    w, pts = model.aggregate_posterior(store.spectrograms, n_lattice=min(model.eval_lattice_size(), 6765))
-    ds = ds.assign(aggregate_posterior=("lattice_point", w), lattice_z=(("lattice_point", "latent"), pts))
-    ds["aggregate_posterior"].attrs.update(long_name="(1/N) sum_i posterior weight of lattice point j")
+    if domain == "vocal":
+        # the aggregate posterior on one lattice: the density the model itself assigns
+        w, pts = model.aggregate_posterior(X, n_lattice=eval_lattice_size(model))
+        ds = ds.assign(aggregate_posterior=("lattice_point", w), lattice_z=(("lattice_point", "latent"), pts))
+        ds["aggregate_posterior"].attrs.update(long_name="(1/N) sum_i posterior weight of lattice point j")
     heldout = (getattr(model, "metadata_", None) or {}).get("heldout")
     if heldout:
         ds.attrs.update(heldout_attrs(heldout))
@@ -302,104 +329,6 @@ def analyze(ds: xr.Dataset, model: QLVM | None, cfg: Mapping) -> xr.Dataset:
     return ds
 
 
-def make_figures(ds: xr.Dataset, model: QLVM | None, fig_dir, cfg: Mapping | None = None, *,
-                 example_item: np.ndarray | None = None) -> list[Path]:
-    """Write the standard figures (PNG) into ``fig_dir``; returns their paths.
-
-    ``example_item`` (one item, shape (1, ...)) gets a posterior heat map.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    import vocalatent.accessor  # noqa: F401
-    from . import plot as vplot
-
-    fig_dir = Path(fig_dir)
-    fig_dir.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
-    d = int(ds.sizes["latent"])
-
-    def save(fig, name):
-        written.append(vplot.save_figure(fig if fig is not None else plt.gcf(), fig_dir / name))
-
-    def panel(size):
-        """(fig, ax) for a latent-space figure; in 3-D the plot functions draw their own
-        projections or slices, so they get ax=None and the figure they made is saved."""
-        return (None, None) if d == 3 else plt.subplots(figsize=size)
-
-    def attempt(name, fn):
-        try:
-            fn()
-        except Exception as exc:  # one broken figure must not lose the others
-            logger.warning("figure %s failed: %s: %s", name, type(exc).__name__, exc)
-            plt.close("all")
-
-    def latent_figure(filename, draw, size=(6.5, 5.5)):
-        """One latent-space figure: ``draw(ax)`` on a fresh panel, saved as ``filename``."""
-        def run():
-            fig, ax = panel(size)
-            draw(ax)
-            save(fig, filename)
-
-        attempt(filename, run)
-
-    for color in ("cluster", "label", "source"):
-        values = ds[color].values if color in ds.variables else None
-        if values is None or (color == "label" and not any(str(v) for v in values)):
-            continue
-        latent_figure(f"embedding_{color}.png", lambda ax, c=color: ds.vl.plot_embedding(color=c, ax=ax))
-    latent_figure("embedding_spread.png", lambda ax: vplot.plot_embedding(
-        ds["embedding"].values, color=ds["spread"].values.mean(1), ax=ax,
-        color_label="posterior spread (1 − resultant length)",
-        title="Embedding coloured by posterior spread"))
-    if "aggregate_posterior" in ds and d == 2:
-        latent_figure("aggregate_posterior.png", lambda ax: ds.vl.plot_aggregate_posterior(ax=ax))
-    if "density" in ds:
-        latent_figure("density.png", lambda ax: ds.vl.plot_density(ax=ax))
-    if model is None:
-        return written
-    if len(tuple(model.output_shape_)) == 2:  # images only (spectrograms)
-        latent_figure("latent_map.png", lambda ax: ds.vl.plot_latent_map(model, ax=ax), size=(9, 8))
-    if "jacobian_norm" in ds:
-        latent_figure("jacobian.png", lambda ax: ds.vl.plot_jacobian(ax=ax))
-
-    def training():
-        fig, ax = plt.subplots(figsize=(6.5, 4))
-        vplot.plot_training_curves(model.history_, ax=ax)
-        save(fig, "training_curves.png")
-
-    attempt("training_curves", training)
-
-    def geodesic_fig():
-        n_clusters = int(ds["cluster"].max()) + 1 if "cluster" in ds else 0
-        if n_clusters < 2 or d != 2:
-            return
-        sizes = np.bincount(ds["cluster"].values[ds["cluster"].values >= 0])
-        a, b = (int(i) for i in np.argsort(sizes)[::-1][:2])
-        res = ds.vl.geodesic_between_clusters(model, a, b)
-        fig = plt.figure(figsize=(10, 10), layout="constrained")
-        grid = fig.add_gridspec(2, 1, height_ratios=[3, 1.6])
-        vplot.plot_geodesic(res, output_shape=model.output_shape_, ax=fig.add_subplot(grid[0]),
-                            strip_ax=fig.add_subplot(grid[1]),
-                            jacobian=ds["jacobian_norm"].values if "jacobian_norm" in ds else None)
-        save(fig, "geodesic.png")
-
-    if (cfg or {}).get("analysis", {}).get("geodesic", True):
-        attempt("geodesic", geodesic_fig)
-
-    def posterior_fig():
-        w, pts = model.posterior(example_item, n_lattice=min(model.eval_lattice_size(), 6765))
-        fig, ax = plt.subplots(figsize=(6, 5))
-        vplot.plot_posterior(w[0], pts, ax=ax, title="Lattice posterior of item 0")
-        save(fig, "posterior_item0.png")
-
-    if example_item is not None:
-        attempt("posterior", posterior_fig)
-    return written
-
-
 def dump_toml(cfg: Mapping, *, comments: Mapping[str, str] | None = None) -> str:
     """Write nested tables of scalars/lists as TOML (None values are left out)."""
     comments = dict(comments or {})
@@ -433,39 +362,217 @@ def dump_toml(cfg: Mapping, *, comments: Mapping[str, str] | None = None) -> str
 
 
 # ------------------------------------------------------------------------------- the job
-def embedding_key(model: QLVM, data_key: str, cfg: Mapping) -> str:
-    """Key of an embedding: the model's training key, the data and the analysis settings
-    (figures aside, which change no number)."""
+def embedding_key(model: QLVM, data_key: str, cfg: Mapping, *, model_file=None) -> str:
+    """Key of an embedding: the model's training key (and the sha256 of its file when
+    given), the data and the analysis settings (figures aside, which change no number)."""
     analysis = {k: v for k, v in dict(cfg.get("analysis", {})).items() if k != "figures"}
-    return json_key({"model": model.metadata_["train_key"], "data": data_key, "analysis": analysis})
+    key = {"model": model.metadata_["train_key"], "data": data_key, "analysis": analysis}
+    if model_file is not None and Path(model_file).is_file():
+        key["model_file"] = file_sha256(model_file)
+    return json_key(key)
 
 
 def cached_embedding(path: Path, key: str) -> xr.Dataset | None:
-    """The embedding at ``path`` if it was made with ``key`` (see :func:`embedding_key`)."""
-    if not Path(path).exists():
+    """The embedding at ``path`` if it was made with ``key`` (see :func:`embedding_key`);
+    None when it is missing, stale or unreadable (then recomputed, with a one-line notice)."""
+    path = Path(path)
+    if not path.exists():
         return None
-    old = read_embedding(path)
+    try:
+        old = read_embedding(path)
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        logger.warning("%s is unreadable (%s); computing it again", path, text[:200])
+        return None
     if old.attrs.get("stage_key") == key:
         logger.info("embedding %s is up to date", path)
         return old
     return None
 
 
-def _check_out(out: Path, path: Path, force: bool) -> None:
-    run = out / "run.json"
-    if run.exists() and not force:
-        try:
-            info = json.loads(run.read_text())
-        except (OSError, json.JSONDecodeError):
-            info = {}
-        if info.get("input") and info.get("input") != str(path):
-            raise ParameterError(
-                f"{out} holds the results of another run (input {info.get('input')}); "
-                f"choose another output folder or pass --force to overwrite"
-            )
-    elif out.exists() and any(out.iterdir()) and not run.exists() and not force:
-        raise ParameterError(f"{out} exists and is not a vocalatent output folder; choose an "
-                             "empty or new folder (or pass --force)")
+def write_run_anndata(path, ds: xr.Dataset, model: QLVM, cfg: Mapping, prepared: Prepared) -> Path:
+    """Write a single-cell run as ``.h5ad``: all genes of the filtered matrix, the embedding in
+    ``obsm["X_qlvm"]`` (and ``X_qlvm_circle`` for a ring), per-cell scores and clusters in
+    ``obs``, the model's summary in ``uns["qlvm"]``."""
+    from .data.h5ad import write_h5ad
+
+    cm = prepared.extra["matrix"]
+    obs = cm.obs.copy()
+    obs.index = pd.Index(np.asarray(cm.cell_names, dtype=str))
+    obs["qlvm_log_likelihood"] = ds["log_likelihood"].values
+    obs["qlvm_spread"] = ds["spread"].values.mean(axis=1)
+    if "cluster" in ds:
+        obs["qlvm_cluster"] = pd.Categorical(ds["cluster"].values.astype(int))
+    var = cm.var.copy()
+    var.index = pd.Index(np.asarray(cm.gene_names, dtype=str))
+    var["qlvm_modelled"] = np.isin(var.index.to_numpy(), prepared.features.astype(str))
+    emb = ds["embedding"].values
+    obsm = {"X_qlvm": emb}
+    if emb.shape[1] == 1:   # scanpy draws 2-D bases: the ring as a circle
+        ang = 2 * np.pi * emb[:, 0]
+        obsm["X_qlvm_circle"] = np.c_[np.cos(ang), np.sin(ang)]
+    held = (getattr(model, "metadata_", None) or {}).get("heldout") or {}
+    summary = {
+        "latent_dim": int(ds.sizes["latent"]),
+        "likelihood": str(model.likelihood),
+        "decoder": str(getattr(model, "decoder_kind_", model.decoder)),
+        "n_genes_modelled": int(prepared.X.shape[1]),
+        "n_epochs": int(getattr(model, "n_epochs_", 0)),
+        "heldout_log_likelihood": float(held.get("log_likelihood", np.nan)),
+        "heldout_stderr": float(held.get("stderr", np.nan)),
+        "heldout_converged_fraction": float(held.get("converged_fraction", np.nan)),
+        "heldout_n_lattice": int(held.get("n_lattice", 0)),
+        "seed": int(ds.attrs.get("seed", 0)),
+        "vocalatent_version": __version__,
+        "lattice": str(ds.attrs.get("lattice", "")),
+        "model": str(ds.attrs.get("model", "")),
+        "config": json.dumps(cfg, default=str),
+        "embedding": "obsm['X_qlvm']: posterior circular mean on the latent torus, in turns [0, 1)",
+    }
+    return write_h5ad(path, cm.X, obs=obs, var=var, obsm=obsm, uns={"qlvm": summary})
+
+
+@dataclass
+class JobResult:
+    """What a command did: its Dataset, folder, model, and what failed.
+
+    Attributes
+    ----------
+    dataset : xarray.Dataset or None
+        The embedding (None for ``train``).
+    out : pathlib.Path
+        The output folder.
+    model : QLVM or None
+    prepared : Prepared or None
+    figures : list of pathlib.Path
+        Figures written.
+    failed_figures : list of str
+        ``"name: error"`` of every figure that failed.
+    """
+
+    dataset: xr.Dataset | None
+    out: Path
+    model: QLVM | None = None
+    prepared: Prepared | None = None
+    figures: list = field(default_factory=list)
+    failed_figures: list = field(default_factory=list)
+
+    @property
+    def n_failed_inputs(self) -> int:
+        return 0 if self.prepared is None else self.prepared.n_failed
+
+    @property
+    def ok(self) -> bool:
+        """True when no input file and no figure failed."""
+        return self.n_failed_inputs == 0 and not self.failed_figures
+
+    def problems(self) -> str:
+        """One line counting what failed ("" when nothing did), for a command's last line."""
+        parts = []
+        if self.n_failed_inputs:
+            parts.append(f"{self.n_failed_inputs} of {self.prepared.n_inputs} input file(s) failed "
+                         f"(see {self.out / 'errors.csv'})")
+        if self.failed_figures:
+            parts.append(f"{len(self.failed_figures)} figure(s) failed "
+                         f"({', '.join(f.split(':', 1)[0] for f in self.failed_figures)})")
+        return "; ".join(parts)
+
+
+def default_out(path) -> Path:
+    """The default output folder of an input: ``<path>_vocalatent`` beside it."""
+    path = Path(path).resolve()
+    return path.parent / f"{path.name}_vocalatent"
+
+
+def _example_item(prepared: Prepared) -> np.ndarray:
+    return np.asarray(prepared.X[np.array([0])])
+
+
+def run(prepared: Prepared, cfg: Mapping, out, *, device="auto", seed: int | None = None,
+        verbose: bool = True) -> JobResult:
+    """Prepared items → QLVM → embedding → analysis → figures, in ``out``; any domain.
+
+    Trains (or reuses the up-to-date ``out/model.pt``), embeds and analyses (or reuses the
+    up-to-date ``out/embedding.nc``), writes ``adata.h5ad`` for cells and draws the figures.
+    The caller holds the folder (:func:`vocalatent.outdir.output_folder`).
+
+    Parameters
+    ----------
+    prepared : Prepared
+        From :func:`vocalatent.prepare.prepare`.
+    cfg : mapping
+        The resolved configuration (:func:`resolve`).
+    out : path-like
+        The output folder.
+    device : {"auto", "cpu", "cuda", "cuda:N"}
+    seed : int or None
+        Seed of the split, initialisation, shuffling and lattice shifts (default 0).
+    verbose : bool
+        Progress bars.
+
+    Returns
+    -------
+    JobResult
+    """
+    out = Path(out)
+    seed = 0 if seed is None else int(seed)
+    model = train(prepared.X, cfg, out_dir=out, device=device, seed=seed,
+                  data_key=prepared.data_key, verbose=verbose,
+                  metadata={**prepared.model_metadata, "domain": prepared.domain,
+                            "input": str(prepared.source)})
+    emb_path = out / "embedding.nc"
+    stage_key = embedding_key(model, prepared.data_key, cfg, model_file=out / "model.pt")
+    ds = cached_embedding(emb_path, stage_key)
+    if ds is None:
+        ds = project(model, prepared)
+        ds = analyze(ds, model, cfg)
+        ds.attrs["config"] = json.dumps(cfg, default=str)
+        ds.attrs["stage_key"] = stage_key
+        ds.attrs["input"] = str(prepared.source)
+        ds.attrs["domain"] = prepared.domain
+        if prepared.features is not None:
+            ds.attrs["features"] = json.dumps([str(f) for f in prepared.features])
+        write_embedding(ds, emb_path)
+    if prepared.domain == "single_cell" and prepared.extra["params"].write_anndata:
+        write_run_anndata(out / "adata.h5ad", ds, model, cfg, prepared)
+    result = JobResult(ds, out, model, prepared)
+    if cfg.get("analysis", {}).get("figures", True):
+        result.figures += make_figures(ds, model, out / "figures", cfg,
+                                       example_item=_example_item(prepared),
+                                       failed=result.failed_figures)
+        result.figures += domain_figures(ds, model, prepared, out / "figures", cfg,
+                                         failed=result.failed_figures)
+        from .interactive import write_job_map  # OUT/map.html; a notice if Bokeh is missing
+
+        write_job_map(out, ds=ds, model=model,
+                      features=None if prepared.domain == "vocal" else prepared.X)
+    return result
+
+
+def _check_device(device):
+    from ._utils import resolve_device
+
+    return resolve_device(device)
+
+
+def _job_config(path: Path, *, pipeline, config, overrides, latent_dim=None, max_epochs=None,
+                figures=None) -> tuple[dict, str, Any]:
+    """(resolved configuration, domain, pipeline) of an input: a matrix or neural input
+    without an explicit preset gets its domain's preset."""
+    from .config import deep_merge
+
+    domain = detect_domain(path, pipeline=pipeline, config=config)
+    if domain != "vocal" and pipeline is None and pipeline_domain(None, config) is None:
+        pipeline = domain
+    flags: dict[str, Any] = {"model": {"latent_dim": latent_dim, "max_epochs": max_epochs}}
+    if figures is not None:
+        flags["analysis"] = {"figures": bool(figures)}
+    cfg = resolve(pipeline=pipeline, config=config, overrides=deep_merge(flags, dict(overrides or {})))
+    if domain != "vocal":
+        if cfg.get("pipeline", {}).get("domain", "vocal") == "vocal":
+            cfg.setdefault("pipeline", {})["domain"] = domain
+        domain = cfg["pipeline"]["domain"]
+    return cfg, domain, pipeline
 
 
 def _write_config(cfg: Mapping, path: Path) -> None:
@@ -473,25 +580,52 @@ def _write_config(cfg: Mapping, path: Path) -> None:
         tmp.write_text(dump_toml(cfg))
 
 
+def embed_job(path, out=None, *, pipeline=None, config=None, latent_dim: int | None = None,
+              device="auto", seed: int | None = None, n_jobs: int = 1, max_epochs: int | None = None,
+              overrides: Mapping | None = None, figures: bool | None = None, force: bool = False,
+              verbose: bool = True) -> JobResult:
+    """:func:`embed`, returning the :class:`JobResult` (what failed, the folder, the model)."""
+    path = Path(path).resolve()
+    if not path.exists():
+        raise DataError("no such file or folder", path=path)
+    cfg, domain, _ = _job_config(path, pipeline=pipeline, config=config, overrides=overrides,
+                                 latent_dim=latent_dim, max_epochs=max_epochs, figures=figures)
+    seed = 0 if seed is None else int(seed)
+    _check_device(device)                      # before any preprocessing
+    out = Path(out) if out is not None else default_out(path)
+    with output_folder(out, command="embed", identity={"kind": "fit", "input": str(path)},
+                       force=force, record={"domain": domain, "seed": seed}):
+        _write_config({**cfg, "run": {"seed": seed, "input": str(path)}}, out / "config.toml")
+        prepared = prepare(path, out, cfg, domain=domain, n_jobs=n_jobs)
+        return run(prepared, cfg, out, device=device, seed=seed, verbose=verbose)
+
+
 def embed(path, out=None, *, pipeline=None, config=None, latent_dim: int | None = None,
           device="auto", seed: int | None = None, n_jobs: int = 1, max_epochs: int | None = None,
           overrides: Mapping | None = None, figures: bool | None = None, force: bool = False,
           verbose: bool = True) -> xr.Dataset:
-    """Recordings → syllable store → QLVM → embedding → analysis → figures.
+    """Any input → prepared items → QLVM → embedding → analysis → figures.
 
     Parameters
     ----------
     path : path-like
-        A folder searched recursively for recordings (or one file).
+        A folder searched recursively for recordings (or one audio file), a count matrix
+        (``.h5ad``, 10x ``.h5``, Matrix Market folder, ``.zarr``, CSV/TSV) or neural data
+        (spike times in ``.npz`` / HDF5 / text / ``.nwb``, or a binned matrix); see
+        :func:`vocalatent.prepare.detect_domain`.
     out : path-like or None
         Output folder (default ``<path>_vocalatent`` beside the input). It receives
-        ``config.toml`` (the resolved configuration), ``segments.csv``, ``errors.csv``,
-        ``syllables.h5``, ``model.pt``, ``embedding.nc`` and ``figures/*.png``.
+        ``run.json``, ``config.toml`` (the resolved configuration), ``model.pt``,
+        ``embedding.nc`` and ``figures/*.png``; for recordings ``segments.csv``,
+        ``errors.csv``, ``inputs.json`` and ``syllables.h5``; ``genes.csv`` /
+        ``units.csv``, and ``adata.h5ad`` for cells.
     pipeline, config
-        Preset name/file and user TOML file (see :func:`resolve`).
+        Preset name/file and user TOML file (see :func:`resolve`); a matrix or neural input
+        without either gets its domain's preset.
     latent_dim, max_epochs : int or None
         Shortcuts for ``[model]`` settings.
-    device : {"auto", "cpu", "cuda"}
+    device : {"auto", "cpu", "cuda", "cuda:N"}
+        Checked before any preprocessing.
     seed : int or None
         Seed of the split, initialisation, shuffling and lattice shifts (default 0).
     n_jobs : int
@@ -501,81 +635,184 @@ def embed(path, out=None, *, pipeline=None, config=None, latent_dim: int | None 
     figures : bool or None
         Write figures (default: ``[analysis] figures``).
     force : bool
-        Allow writing into a folder that holds another run's results.
+        Replace a folder holding another run's results (its files are removed first).
+    verbose : bool
+        Progress bars.
 
     Returns
     -------
     ds : xarray.Dataset
         The analysed embedding (also written to ``out/embedding.nc``).
-    """
-    from .config import deep_merge
 
+    Raises
+    ------
+    OutputLockedError
+        Another process writes ``out``.
+    ParameterError
+        ``out`` holds another run (without ``force``); a setting is invalid.
+    DataError
+        Unusable input; ``out`` cannot be written.
+    """
+    return embed_job(path, out, pipeline=pipeline, config=config, latent_dim=latent_dim,
+                     device=device, seed=seed, n_jobs=n_jobs, max_epochs=max_epochs,
+                     overrides=overrides, figures=figures, force=force, verbose=verbose).dataset
+
+
+def train_job(path, out, *, pipeline=None, config=None, device="auto", seed: int | None = None,
+              n_jobs: int = 1, overrides: Mapping | None = None, force: bool = False,
+              verbose: bool = True) -> JobResult:
+    """Prepare the input at ``path`` (any domain; a ``syllables.h5`` store is used as it is)
+    and train a QLVM on it into ``out/model.pt`` (reused when up to date)."""
     path = Path(path).resolve()
     if not path.exists():
         raise DataError("no such file or folder", path=path)
-    from .domains import detect_domain, embed_matrix
-
-    if detect_domain(path, pipeline=pipeline, config=config) != "vocal":
-        # count matrices and neural activity: same outputs, their own preparation
-        return embed_matrix(path, out, pipeline=pipeline, config=config, device=device, seed=seed,
-                            overrides=overrides, figures=figures, force=force, latent_dim=latent_dim,
-                            max_epochs=max_epochs, verbose=verbose)
-    out = Path(out) if out is not None else path.parent / f"{path.name}_vocalatent"
-    flags = {"model": {"latent_dim": latent_dim, "max_epochs": max_epochs}}
-    if figures is not None:
-        flags["analysis"] = {"figures": bool(figures)}
-    cfg = resolve(pipeline=pipeline, config=config,
-                  overrides=deep_merge(flags, dict(overrides or {})))
+    cfg, domain, _ = _job_config(path, pipeline=pipeline, config=config, overrides=overrides)
     seed = 0 if seed is None else int(seed)
-    _check_out(out, path, force)
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / "run.json") as tmp:
-        tmp.write_text(json.dumps({"input": str(path), "vocalatent_version": __version__, "seed": seed}))
-    _write_config({**cfg, "run": {"seed": seed, "input": str(path)}}, out / "config.toml")
-
-    store, errors = build_syllable_store(path, out, cfg, n_jobs=n_jobs)
-    logger.info("%d syllables from %s (%d file(s) failed)", len(store), path, len(errors))
-    store_key = _store_key(store)
-    model = train(store.spectrograms, cfg, out_dir=out, device=device, seed=seed,
-                  data_key=store_key, verbose=verbose,
-                  metadata={"spectrogram_resolved": store.info.get("spectrogram_resolved"),
-                            "segment": store.info.get("segment")})
-    emb_path = out / "embedding.nc"
-    stage_key = embedding_key(model, store_key, cfg)
-    ds = cached_embedding(emb_path, stage_key)
-    if ds is None:
-        ds = project(model, store)
-        ds = analyze(ds, model, cfg)
-        ds.attrs["config"] = json.dumps(cfg, default=str)
-        ds.attrs["stage_key"] = stage_key
-        ds.attrs["input"] = str(path)
-        write_embedding(ds, emb_path)
-    if cfg["analysis"].get("figures", True):
-        make_figures(ds, model, out / "figures", cfg,
-                     example_item=np.asarray(store.spectrograms[np.array([0])]))
-        from .interactive import write_job_map  # OUT/map.html; a notice if Bokeh is missing
-
-        write_job_map(out, ds=ds, model=model)
-    return ds
+    _check_device(device)
+    out = Path(out)
+    with output_folder(out, command="train", identity={"kind": "fit", "input": str(path)},
+                       force=force, record={"domain": domain, "seed": seed}):
+        _write_config({**cfg, "run": {"seed": seed, "input": str(path)}}, out / "config.toml")
+        prepared = prepare(path, out, cfg, domain=domain, n_jobs=n_jobs)
+        model = train(prepared.X, cfg, out_dir=out, device=device, seed=seed,
+                      data_key=prepared.data_key, verbose=verbose,
+                      metadata={**prepared.model_metadata, "domain": prepared.domain,
+                                "input": str(prepared.source)})
+        return JobResult(None, out, model, prepared)
 
 
-def project_recordings(model_path, path, out, *, n_jobs: int = 1, device="auto",
-                       metadata: Mapping | None = None) -> xr.Dataset:
-    """Embed new recordings with an existing model, using the preprocessing it was trained
-    with (stored in the model file); writes ``out/syllables.h5`` and ``out/embedding.nc``."""
-    model = QLVM.load(model_path, device=device)
+def project_job(model_path, path, out, *, n_jobs: int = 1, device="auto",
+                metadata: Mapping | None = None, force: bool = False) -> JobResult:
+    """Embed new data with an existing model, prepared the way its training data was (the
+    preprocessing is stored in the model file); writes ``out/embedding.nc`` (and, for
+    recordings, ``out/syllables.h5``).
+
+    The model is loaded, and its domain compared with the input's, before any preprocessing.
+    """
+    _check_device(device)
+    model_path = Path(model_path).resolve()
+    path = Path(path).resolve()
+    if not path.exists():
+        raise DataError("no such file or folder", path=path)
+    model = load_model(model_path, device=device)
     meta = model.metadata_ or {}
+    model_domain = meta.get("domain", "vocal")
+    data_domain = detect_domain(path, pipeline=model_domain if model_domain != "vocal" else None)
+    if data_domain != model_domain:
+        raise ParameterError(f"{model_path} models {model_domain} data but {path} holds "
+                             f"{data_domain} data; project it with a model trained on {data_domain} data")
     cfg = dict(meta.get("config") or {})
     if meta.get("spectrogram_resolved"):
         cfg["spectrogram"] = meta["spectrogram_resolved"]
-    store, _ = build_syllable_store(path, out, cfg, n_jobs=n_jobs)
-    if tuple(store.spectrograms.shape[1:]) != tuple(model.item_shape_):
-        raise DataError(f"spectrograms of shape {store.spectrograms.shape[1:]} do not match the "
-                        f"model's {model.item_shape_}", path=model_path)
-    ds = project(model, store, metadata=metadata)
-    ds.attrs["model_file"] = str(Path(model_path).resolve())
-    write_embedding(ds, Path(out) / "embedding.nc")
-    return ds
+    out = Path(out)
+    identity = {"kind": "project", "input": str(path), "model": str(model_path)}
+    with output_folder(out, command="project", identity=identity, force=force,
+                       record={"domain": model_domain}):
+        features = meta.get("features") if model_domain != "vocal" else None
+        prepared = prepare(path, out, cfg, domain=model_domain, features=features, n_jobs=n_jobs)
+        if tuple(prepared.X.shape[1:]) != tuple(model.item_shape_):
+            raise DataError(f"items of shape {tuple(prepared.X.shape[1:])} do not match the "
+                            f"model's {tuple(model.item_shape_)}", path=model_path)
+        ds = project(model, prepared, metadata=metadata)
+        ds.attrs["model_file"] = str(model_path)
+        ds.attrs["input"] = str(path)
+        ds.attrs["domain"] = model_domain
+        write_embedding(ds, out / "embedding.nc")
+        return JobResult(ds, out, model, prepared)
+
+
+def project_recordings(model_path, path, out, *, n_jobs: int = 1, device="auto",
+                       metadata: Mapping | None = None, force: bool = False) -> xr.Dataset:
+    """Embed new data with an existing model (see :func:`project_job`); returns the Dataset."""
+    return project_job(model_path, path, out, n_jobs=n_jobs, device=device, metadata=metadata,
+                       force=force).dataset
+
+
+def _read_run_embedding(out: Path) -> xr.Dataset:
+    path = out / "embedding.nc"
+    if not path.is_file():
+        raise DataError("no embedding.nc here; run `vocalatent embed` into this folder first", path=out)
+    try:
+        return read_embedding(path)
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"unreadable ({text[:200]}); run `vocalatent embed` again to rebuild it",
+                        path=path) from None
+
+
+def analyze_run(out, *, config=None, overrides: Mapping | None = None) -> JobResult:
+    """Recompute density, clusters, Jacobian map and boundaries of the run in ``out`` (any
+    domain) and rewrite ``out/embedding.nc``.
+
+    The run's own ``[analysis]`` settings (recorded in the embedding) are the base; a user
+    TOML file's ``[analysis]`` table and ``overrides`` (nested tables) go on top.
+    """
+    from .config import deep_merge
+
+    out = Path(out)
+    if not out.is_dir():
+        raise DataError("no such output folder", path=out)
+    with output_folder(out, command="analyze"):
+        ds = _read_run_embedding(out)
+        model = load_model(out / "model.pt") if (out / "model.pt").exists() else None
+        cfg = json.loads(ds.attrs.get("config", "{}") or "{}")
+        if config is not None:
+            cfg = deep_merge(cfg, {"analysis": resolve(config=config)["analysis"]})
+        cfg = resolve(overrides=deep_merge({"analysis": cfg.get("analysis", {})},
+                                           dict(overrides or {})))
+        ds = analyze(ds, model, cfg)
+        write_embedding(ds, out / "embedding.nc")
+        return JobResult(ds, out, model)
+
+
+def plot_run(out, *, html: bool = False) -> JobResult:
+    """(Re)draw the figures of the run in ``out`` (any domain) into ``out/figures``; with
+    ``html``, write the interactive page ``out/map.html`` instead.
+
+    The domain's own figures need the input again (re-read as the run read it); when it is
+    gone, they are counted as failed.
+    """
+    out = Path(out)
+    if not out.is_dir():
+        raise DataError("no such output folder", path=out)
+    with output_folder(out, command="plot"):
+        if html:
+            from .interactive import write_run_map
+
+            return JobResult(None, out, figures=[write_run_map(out).path])
+        ds = _read_run_embedding(out)
+        model = load_model(out / "model.pt") if (out / "model.pt").exists() else None
+        cfg = json.loads(ds.attrs.get("config", "{}") or "{}")
+        domain = ds.attrs.get("domain", "vocal")
+        result = JobResult(ds, out, model)
+        example, prepared = None, None
+        if domain == "vocal":
+            if (out / "syllables.h5").exists():
+                from .data.store import SyllableStore
+
+                try:
+                    prepared = prepared_from_store(SyllableStore(out / "syllables.h5"), inputs="")
+                    example = _example_item(prepared)
+                except DataError as exc:
+                    result.failed_figures.append(f"posterior: {exc}")
+        else:
+            source = ds.attrs.get("input") or (read_run(out) or {}).get("input")
+            try:
+                prepared = prepare(Path(source), None, cfg, domain=domain)
+                if prepared.n_items != ds.sizes["item"]:
+                    raise DataError(f"now gives {prepared.n_items} items, the run embedded "
+                                    f"{ds.sizes['item']}", path=source)
+                example = _example_item(prepared)
+            except (VocalatentError, TypeError) as exc:
+                result.failed_figures.append(f"domain figures: the input cannot be read again ({exc})")
+                prepared = None
+        result.figures += make_figures(ds, model, out / "figures", cfg, example_item=example,
+                                       failed=result.failed_figures)
+        if prepared is not None and model is not None:
+            result.figures += domain_figures(ds, model, prepared, out / "figures", cfg,
+                                             failed=result.failed_figures)
+        result.prepared = None   # re-read inputs are not this command's inputs
+        return result
 
 
 _COMMENTS = {

@@ -44,18 +44,22 @@ def _overrides(latent_dim=None, n_lattice=None, max_epochs=None):
 @click.option("--force", is_flag=True, help="Write into OUT even if it holds another run's results.")
 def embed(path, out, pipeline, config, device, seed, latent_dim, n_lattice, max_epochs, jobs,
           no_figures, force):
-    """Recordings under PATH -> syllables -> QLVM -> embedding, analysis and figures in OUT.
+    """Recordings, a count matrix or neural activity at PATH -> QLVM -> embedding, analysis
+    and figures in OUT.
 
     PATH is a folder searched recursively for audio files (wav, flac, ogg, ...) or one file;
     annotation files beside the audio (Audacity, Raven, TextGrid, .not.mat, CSV) replace the
-    automatic segmentation. Stages whose outputs exist with the same parameters are reused.
+    automatic segmentation. A count matrix (.h5ad, 10x .h5, .mtx, .zarr, CSV) or neural data
+    (.npz, .nwb, HDF5, text) is told apart by its contents (or by --pipeline). Stages whose
+    outputs exist, made from the same input content with the same settings, are reused.
+    Exits 1 when any input file or figure failed (the last line counts them).
     """
-    from ..workflow import embed as run
+    from ..workflow import embed_job
 
-    ds = run(path, out, pipeline=pipeline, config=config, device=device, seed=seed,
-             n_jobs=jobs, overrides=_overrides(latent_dim, n_lattice, max_epochs),
-             figures=False if no_figures else None, force=force)
-    out = Path(out) if out else Path(path).resolve().parent / f"{Path(path).resolve().name}_vocalatent"
+    res = embed_job(path, out, pipeline=pipeline, config=config, device=device, seed=seed,
+                    n_jobs=jobs, overrides=_overrides(latent_dim, n_lattice, max_epochs),
+                    figures=False if no_figures else None, force=force)
+    ds = res.dataset
     n_clusters = int(ds["cluster"].max()) + 1 if "cluster" in ds else 0
     msg = f"{ds.sizes['item']} items embedded in {ds.sizes['latent']}-D"
     if n_clusters:
@@ -64,7 +68,15 @@ def embed(path, out, pipeline, config, device, seed, latent_dim, n_lattice, max_
         msg += f"; {ds.attrs['heldout_summary']}"
     elif "heldout_log_likelihood" in ds.attrs:
         msg += f"; held-out log p(x) = {ds.attrs['heldout_log_likelihood']:.1f} nats/item (convergence not checked)"
-    click.echo(f"{msg}\nwrote {out}")
+    _finish(res, f"{msg}\nwrote {res.out}")
+
+
+def _finish(res, text: str) -> None:
+    """Print the command's report; when something failed, say so last and exit 1."""
+    problems = res.problems()
+    click.echo(text + (f"\n{problems}" if problems else ""))
+    if problems:
+        raise SystemExit(1)
 
 
 @click.command()
@@ -73,29 +85,22 @@ def embed(path, out, pipeline, config, device, seed, latent_dim, n_lattice, max_
 @_common
 @_model_flags
 @jobs_option(help="Processes for segmentation and spectrograms (-1: all cores).")
-def train(path, out, pipeline, config, device, seed, latent_dim, n_lattice, max_epochs, jobs):
-    """Train a QLVM on the syllables of PATH (a folder of recordings or a syllables.h5 store);
-    writes OUT/model.pt."""
-    from ..data.store import SyllableStore
+@click.option("--force", is_flag=True, help="Write into OUT even if it holds another run's results.")
+def train(path, out, pipeline, config, device, seed, latent_dim, n_lattice, max_epochs, jobs, force):
+    """Train a QLVM on PATH (recordings, a syllables.h5 store, a count matrix or neural data);
+    writes OUT/model.pt. Exits 1 when any input file failed."""
     from ..nn.estimate import convergence_summary
-    from ..workflow import _store_key, build_syllable_store, resolve
-    from ..workflow import train as run
+    from ..workflow import train_job
 
-    cfg = resolve(pipeline=pipeline, config=config, overrides=_overrides(latent_dim, n_lattice, max_epochs))
-    p = Path(path)
-    if p.is_file() and p.suffix in (".h5", ".hdf5"):
-        store = SyllableStore(p)
-    else:
-        store, _ = build_syllable_store(p, out, cfg, n_jobs=jobs)
-    model = run(store.spectrograms, cfg, out_dir=out, device=device, seed=seed, data_key=_store_key(store),
-                metadata={"spectrogram_resolved": store.info.get("spectrogram_resolved"),
-                          "segment": store.info.get("segment")})
+    res = train_job(path, out, pipeline=pipeline, config=config, device=device, seed=seed,
+                    n_jobs=jobs, overrides=_overrides(latent_dim, n_lattice, max_epochs), force=force)
+    model = res.model
     held = model.metadata_.get("heldout")
-    click.echo(f"trained on {model.metadata_['n_train']} items in {model.n_epochs_} epochs"
-               + (f"; {convergence_summary(held)}" if held and "converged_fraction" in held else
-                  f"; held-out log p(x) = {held['log_likelihood']:.2f} ± {held['stderr']:.2f} nats/item "
-                  "(convergence not checked)" if held else "")
-               + f"\nwrote {Path(out) / 'model.pt'}")
+    _finish(res, f"trained on {model.metadata_['n_train']} items in {model.n_epochs_} epochs"
+            + (f"; {convergence_summary(held)}" if held and "converged_fraction" in held else
+               f"; held-out log p(x) = {held['log_likelihood']:.2f} ± {held['stderr']:.2f} nats/item "
+               "(convergence not checked)" if held else "")
+            + f"\nwrote {Path(out) / 'model.pt'}")
 
 
 @click.command()
@@ -104,13 +109,15 @@ def train(path, out, pipeline, config, device, seed, latent_dim, n_lattice, max_
 @click.option("-o", "--out", type=click.Path(file_okay=False), required=True, help="Output folder.")
 @device_option
 @jobs_option(help="Processes for segmentation and spectrograms (-1: all cores).")
-def project(model, path, out, device, jobs):
-    """Embed the recordings of PATH with an existing MODEL (same preprocessing as its training
-    data); writes OUT/syllables.h5 and OUT/embedding.nc."""
-    from ..workflow import project_recordings
+@click.option("--force", is_flag=True, help="Write into OUT even if it holds another run's results.")
+def project(model, path, out, device, jobs, force):
+    """Embed PATH with an existing MODEL, prepared as its training data was (same domain);
+    writes OUT/embedding.nc (and OUT/syllables.h5 for recordings). Exits 1 when any input
+    file failed."""
+    from ..workflow import project_job
 
-    ds = project_recordings(model, path, out, n_jobs=jobs, device=device)
-    click.echo(f"{ds.sizes['item']} items embedded\nwrote {Path(out) / 'embedding.nc'}")
+    res = project_job(model, path, out, n_jobs=jobs, device=device, force=force)
+    _finish(res, f"{res.dataset.sizes['item']} items embedded\nwrote {Path(out) / 'embedding.nc'}")
 
 
 @click.command()
@@ -140,7 +147,7 @@ def evaluate(target, data, labels, k, no_figures, n_lattice, n_shifts, device):
     import numpy as np
 
     from ..data.store import SyllableStore
-    from ..model import QLVM
+    from ..workflow import load_model
 
     p = Path(target)
     if p.is_dir():
@@ -156,7 +163,7 @@ def evaluate(target, data, labels, k, no_figures, n_lattice, n_shifts, device):
     if data is None:
         raise ParameterError(f"{target} is a file: give the DATA to evaluate the model on "
                              "(or a run folder for the map-versus-labels report)")
-    m = QLVM.load(target, device=device)
+    m = load_model(target, device=device)
     d = Path(data)
     if d.suffix in (".h5", ".hdf5"):
         X = SyllableStore(d).spectrograms
@@ -168,34 +175,20 @@ def evaluate(target, data, labels, k, no_figures, n_lattice, n_shifts, device):
     click.echo(json.dumps(res, indent=2))
 
 
-def _load_out(out):
-    from ..model import QLVM
-    from ..workflow import read_embedding
-
-    out = Path(out)
-    ds = read_embedding(out / "embedding.nc")
-    model = QLVM.load(out / "model.pt") if (out / "model.pt").exists() else None
-    return out, ds, model
-
-
 @click.command()
 @click.argument("out", type=click.Path(exists=True, file_okay=False))
 @config_option
 @click.option("--bandwidth", type=float, default=None, help="KDE bandwidth in torus turns (default: automatic).")
 @click.option("--resolution", type=int, default=None, help="Grid cells per latent axis.")
 def analyze(out, config, bandwidth, resolution):
-    """Recompute density, clusters, Jacobian map and boundaries for the run in OUT."""
-    from ..workflow import analyze as run
-    from ..workflow import resolve, write_embedding
+    """Recompute density, clusters, Jacobian map and boundaries for the run in OUT (any domain)."""
+    from ..workflow import analyze_run
 
-    out, ds, model = _load_out(out)
-    base = Path(out) / "config.toml"
-    cfg = resolve(config=config or (base if base.exists() else None),
-                  overrides={"analysis": {"bandwidth": bandwidth, "resolution": resolution}})
-    ds = run(ds, model, cfg)
-    write_embedding(ds, out / "embedding.nc")
+    res = analyze_run(out, config=config,
+                      overrides={"analysis": {"bandwidth": bandwidth, "resolution": resolution}})
+    ds = res.dataset
     n = int(ds["cluster"].max()) + 1 if "cluster" in ds else 0
-    click.echo(f"{n} clusters\nwrote {out / 'embedding.nc'}")
+    _finish(res, f"{n} clusters\nwrote {Path(out) / 'embedding.nc'}")
 
 
 @click.command()
@@ -204,24 +197,12 @@ def analyze(out, config, bandwidth, resolution):
               help="Write the interactive page OUT/map.html instead of the PNG figures "
                    "(needs the 'interactive' extra: pip install 'vocalatent[interactive]').")
 def plot(out, html):
-    """(Re)draw the figures of the run in OUT into OUT/figures (--html: OUT/map.html)."""
-    if html:
-        from ..interactive import write_run_map
+    """(Re)draw the figures of the run in OUT into OUT/figures (any domain; --html:
+    OUT/map.html). Exits 1 when a figure failed."""
+    from ..workflow import plot_run
 
-        click.echo(str(write_run_map(out).path))
-        return
-    from ..workflow import make_figures
-
-    import numpy as np
-
-    from ..data.store import SyllableStore
-
-    out, ds, model = _load_out(out)
-    example = None
-    if (out / "syllables.h5").exists():
-        example = np.asarray(SyllableStore(out / "syllables.h5").spectrograms[np.array([0])])
-    paths = make_figures(ds, model, out / "figures", example_item=example)
-    click.echo("\n".join(str(p) for p in paths))
+    res = plot_run(out, html=html)
+    _finish(res, "\n".join(str(p) for p in res.figures))
 
 
 @click.command()

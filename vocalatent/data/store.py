@@ -15,7 +15,7 @@ Quantization: ``dtype="float16"`` keeps values in [0, 1] to within 2.5e-4; ``"ui
 always return float32.
 
 Atomic writes: a store is built in a hidden temporary file beside its final path
-(``.<name>.<random>.tmp``) and renamed onto the path by :meth:`SyllableStore.commit` (or on
+(``.<name>.vltmp.<random>.tmp``, mode 0644 under the default umask) and renamed onto the path by :meth:`SyllableStore.commit` (or on
 leaving a ``with`` block without an exception). Appending to an existing store
 (``SyllableStore(path, mode="a")``) copies it to such a temporary file first. A crash or an
 exception therefore leaves either the old store or no store, never a half-written one.
@@ -26,14 +26,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
 
-from .._utils import DataError, ParameterError, check_option, item_indices, logger
+from .._utils import DataError, ParameterError, check_option, logger, temp_path
+from .rows import LazyRows
 from .._version import __version__
 
 __all__ = ["SyllableStore"]
@@ -56,56 +56,33 @@ def _dumps(obj) -> str:
     return json.dumps(obj, sort_keys=True)
 
 
-class _LazySpectrograms:
+class StoreSpectrograms(LazyRows):
     """Array-like view of the store's spectrograms: indexing reads only what is asked for.
 
-    Accepts an int, a slice, a boolean mask or an integer array in any order (with repeats);
-    returns float32 (dequantized when the store is quantized).
+    Indexing follows :class:`~vocalatent.data.rows.LazyRows` (an int, a slice, a boolean mask
+    or an integer array in any order, with repeats); returns float32 (dequantized when the
+    store is quantized).
     """
 
     def __init__(self, dset, dtype: str, owner: "SyllableStore"):
         self._d = dset
         self._kind = dtype
         self._owner = owner  # keeps the file open while this view is in use
+        super().__init__(dset.shape[0], tuple(dset.shape[1:]), np.float32)
 
     @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(self._d.shape)
-
-    @property
-    def dtype(self):
-        return np.dtype(np.float32)
-
-    @property
-    def ndim(self) -> int:
-        return 3
-
-    def __len__(self) -> int:
-        return self._d.shape[0]
+    def n_items(self) -> int:
+        return int(self._d.shape[0])   # a writable store grows
 
     def _decode(self, x: np.ndarray) -> np.ndarray:
         if self._kind == "uint8":
             return x.astype(np.float32) / np.float32(255.0)
         return x.astype(np.float32, copy=False)
 
-    def __getitem__(self, idx):
-        n = len(self)
-        if isinstance(idx, (int, np.integer)):
-            if not -n <= idx < n:
-                raise IndexError(f"index {idx} is out of range for a store of {n} items")
-            return self._decode(self._d[int(idx) % n])
-        if isinstance(idx, slice):
-            return self._decode(self._d[idx])
-        flat, shape = item_indices(idx, n)
-        uniq, inverse = np.unique(flat, return_inverse=True)
-        if uniq.size == 0:
-            return np.empty((0, *self.shape[1:]), dtype=np.float32)
-        data = self._decode(self._d[uniq])  # h5py needs increasing indices
-        return data[inverse].reshape(*shape, *self.shape[1:])
-
-    def __array__(self, dtype=None, copy=None):
-        out = self[:]
-        return out if dtype is None else out.astype(dtype)
+    def read_sorted(self, idx):
+        if int(idx[-1]) - int(idx[0]) + 1 == idx.size:     # contiguous: one slice
+            return self._decode(self._d[int(idx[0]):int(idx[-1]) + 1])
+        return self._decode(self._d[idx])                  # h5py needs increasing indices
 
 
 class SyllableStore:
@@ -155,10 +132,7 @@ class SyllableStore:
     # ------------------------------------------------------------------ creation
     @staticmethod
     def _temp_path(path: Path) -> Path:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        return Path(tmp)
+        return temp_path(path)   # 0644 under the default umask, like every other output
 
     @classmethod
     def create(cls, path: str | os.PathLike, *, params: Mapping[str, Any],
@@ -375,9 +349,9 @@ class SyllableStore:
         return tuple(int(s) for s in self._h5["spectrograms"].shape[1:])
 
     @property
-    def spectrograms(self) -> _LazySpectrograms:
+    def spectrograms(self) -> StoreSpectrograms:
         """Lazily indexable (N, F, T) float32 array-like; nothing is read until indexed."""
-        return _LazySpectrograms(self._h5["spectrograms"], str(self._h5.attrs["dtype"]), self)
+        return StoreSpectrograms(self._h5["spectrograms"], str(self._h5.attrs["dtype"]), self)
 
     @property
     def segments(self) -> pd.DataFrame:
