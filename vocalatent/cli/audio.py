@@ -132,8 +132,8 @@ def segment(path, out_dir, pipeline, config_file, jobs, annotations, channel, ch
     _write_csv(segments, out_dir / "segments.csv")
     _write_csv(report, out_dir / "report.csv")
     logger.info("wrote %s and %s", out_dir / "segments.csv", out_dir / "report.csv")
-    for line in report_lines(report, params):
-        click.echo(f"warning: {line} (per file: {out_dir / 'report.csv'})", err=True)
+    if report_lines(report, params):  # the lines themselves were logged by segment_paths
+        click.echo(f"what each filter removed, per file: {out_dir / 'report.csv'}", err=True)
     if evaluate:
         from ..audio.evaluate import evaluate_segmentation
 
