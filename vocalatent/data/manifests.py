@@ -69,8 +69,8 @@ __all__ = [
 #: Directory holding the project's data manifests.
 MANIFEST_DIR = manifests_dir()
 
-#: Allowed values of a manifest's ``kind``.
-KINDS = ("audio", "single_cell", "neural", "images")
+#: Allowed values of a manifest's ``kind`` ("annotations": annotation files without their audio).
+KINDS = ("audio", "single_cell", "neural", "images", "annotations")
 
 #: Allowed values of ``source.type``.
 SOURCE_TYPES = ("pypi-wheel", "pypi-sdist", "debian", "npm", "url")
