@@ -46,6 +46,9 @@ def _score(items, traces, params):
 
 
 def test_tune_reaches_the_best_grid_point(tmp_path):
+    import vocalatent.audio
+
+    assert vocalatent.audio.tune_segmentation is tune_segmentation
     _write_bouts(tmp_path / "songs", in_bout_noise_db=20.0, reverb_rt60_s=0.12)
     items = annotated_files(tmp_path / "songs")
     assert len(items) == 3
