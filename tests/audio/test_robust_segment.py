@@ -152,8 +152,8 @@ def test_ava_parameter_names_are_accepted():
         (0.05, 0.15, 0.25, 0.01, 0.3, 0.007)
     assert set(AVA_ALIASES) == {"th_1", "th_2", "th_3", "min_dur", "max_dur",
                                 "smoothing_timescale"}
-    with pytest.raises(ParameterError, match="'th_1' is another name for 'th1'"):
-        SegmentParams.from_dict({"th_1": 0.1, "th1": 0.2})
+    # a user's AVA name merged over a preset's field name wins
+    assert SegmentParams.from_dict({"th1": 0.2, "th_1": 0.1}).th1 == 0.1
     with pytest.raises(ParameterError, match="mode"):
         SegmentParams(mode="fancy")
 
@@ -228,3 +228,27 @@ def test_time_chunks_of_one_file_give_the_whole_file_segments(tmp_path, subtype,
     pd.testing.assert_frame_equal(seg, segment_file(path, params))
     with pytest.raises(ParameterError, match="frames must satisfy"):
         band_levels(path, params, frames=(5, n + 1))
+
+
+def test_ava_names_in_a_pipeline_toml(tmp_path):
+    """A user's TOML written with AVA's parameter names works with --pipeline."""
+    import subprocess
+    import sys
+
+    y, sr, _ = synthetic_bout(n_syllables=12, in_bout_noise_db=10.0, random_state=9)
+    (tmp_path / "rec").mkdir()
+    sf.write(tmp_path / "rec" / "a.wav", y, sr, subtype="FLOAT")
+    (tmp_path / "ava.toml").write_text(
+        '[pipeline]\nname = "ava_style"\nextends = "bengalese_finch"\n\n'
+        '[segment]\nmode = "ava"\nth_1 = 0.15\nth_2 = 0.3\nth_3 = 0.45\nmin_dur = 0.01\n'
+        'max_dur = 0.4\nsmoothing_timescale = 0.003\n')
+    res = subprocess.run([sys.executable, "-m", "vocalatent", "segment", str(tmp_path / "rec"),
+                          "-o", str(tmp_path / "out"), "--pipeline", str(tmp_path / "ava.toml")],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    got = pd.read_csv(tmp_path / "out" / "segments.csv")
+    want = segment_signal(y, sr, SegmentParams.from_dict({
+        **load_pipeline("bengalese_finch")["segment"], "mode": "ava", "th1": 0.15, "th2": 0.3,
+        "th3": 0.45, "min_dur_s": 0.01, "max_dur_s": 0.4, "smoothing_s": 0.003}))
+    assert len(got) == len(want) > 0
+    np.testing.assert_allclose(got["onset_s"], want["onset_s"], atol=2e-6)

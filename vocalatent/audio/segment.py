@@ -52,7 +52,7 @@ from scipy import fft as sp_fft
 from scipy.ndimage import gaussian_filter1d, minimum_filter1d
 from scipy.signal import find_peaks, peak_prominences
 
-from .._utils import DataError, ParameterError, check_option, check_positive
+from .._utils import DataError, ParameterError, check_option, check_positive, logger
 from .io import audio_info, iter_blocks
 
 __all__ = [
@@ -84,17 +84,20 @@ AVA_ALIASES = {"th_1": "th1", "th_2": "th2", "th_3": "th3", "min_dur": "min_dur_
 def params_from_dict(cls, d: Mapping[str, Any], aliases: Mapping[str, str] | None = None):
     """Build the frozen parameter dataclass ``cls`` from a mapping (a TOML table).
 
-    ``aliases`` maps other accepted names to field names; unknown keys are a ParameterError
-    that lists the known ones; lists become tuples.
+    ``aliases`` maps other accepted names to field names (an alias given together with its
+    field name wins: presets use field names, so the alias is the user's); unknown keys are a
+    ParameterError that lists the known ones; lists become tuples.
     """
     if not isinstance(d, Mapping):
         raise ParameterError(f"{cls.__name__}.from_dict needs a mapping; got {type(d).__name__}")
     d = dict(d)
     for alias, name in (aliases or {}).items():
         if alias in d:
+            # the other name wins: presets use the field names, so when both are present the
+            # alias comes from the user's own file, merged over a preset
             if name in d and d[name] != d[alias]:
-                raise ParameterError(f"{alias!r} is another name for {name!r}; both are given "
-                                     f"with different values ({d[alias]!r}, {d[name]!r})")
+                logger.info("%s: %s = %r (another name for %s) replaces %s = %r", cls.__name__,
+                            alias, d[alias], name, name, d[name])
             d[name] = d.pop(alias)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(d) - names)
