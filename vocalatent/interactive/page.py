@@ -471,7 +471,7 @@ def write_map(ds: xr.Dataset, path, *, model=None, spectrograms=None, spectrogra
                 continue
             r = p.scatter(x={"field": "x", "transform": Dodge(value=dx)},
                           y={"field": "y", "transform": Dodge(value=dy)}, source=src, size=size,
-                          fill_color=color, line_color=None, fill_alpha=0.35, visible=False)
+                          fill_color=color, line_color=None, fill_alpha=0.35, visible=False, name="vl-tile")
             r.selection_glyph = None
             r.nonselection_glyph = None
             tiles.append(r)
