@@ -11,6 +11,7 @@ from sklearn.metrics import adjusted_rand_score  # noqa: E402
 import vocalatent.accessor  # noqa: E402,F401  (registers ds.vl)
 from vocalatent import ParameterError  # noqa: E402
 from vocalatent.analysis._demo import SyntheticSyllableDecoder, synthetic_embedding_dataset  # noqa: E402
+from vocalatent.embedding import read_embedding
 
 
 @pytest.fixture(autouse=True)
@@ -57,7 +58,7 @@ def test_full_analysis_round_trips_through_netcdf(tmp_path, ds, decoder):
     assert len(table) == 6 and (table["strength"] > 0).all()
     path = tmp_path / "embedding.nc"
     out.to_netcdf(path, engine="h5netcdf")
-    back = xr.open_dataset(path, engine="h5netcdf").load()
+    back = read_embedding(path).load()
     np.testing.assert_array_equal(back["cluster"].values, out["cluster"].values)
     np.testing.assert_allclose(back["jacobian_norm"].values, out["jacobian_norm"].values)
     assert back.vl.boundary_strength().equals(table)

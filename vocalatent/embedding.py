@@ -117,23 +117,123 @@ def add_item_coords(ds: xr.Dataset, coords: dict | pd.DataFrame) -> xr.Dataset:
     return ds.assign_coords(new)
 
 
+#: dims of the per-item table (the file's root group)
+ITEM_DIMS = ("item", "latent")
+
+
+def _group_of(dims) -> str:
+    """The file group of a variable with these dims: 'grid' for grid_* dims, 'lattice' for
+    lattice_* dims, else 'per_<dim>' (e.g. 'per_cluster_id')."""
+    others = [str(d) for d in dims if d not in ITEM_DIMS]
+    for prefix in ("grid", "lattice"):
+        if any(d.startswith(prefix) for d in others):
+            return prefix
+    return f"per_{others[0]}" if others else "extra"
+
+
+def split_layers(ds: xr.Dataset) -> tuple[xr.Dataset, dict[str, xr.Dataset]]:
+    """The on-disk layout of an embedding: a tidy per-item table and its product groups.
+
+    Returns
+    -------
+    items : xarray.Dataset
+        Every variable on ``item`` alone; an ``(item, latent)`` variable becomes one column
+        per latent dimension (``embedding_z1``, ``embedding_z2``, ...), so that
+        ``items.to_dataframe()`` has one row per item. Per-item coordinates and the attrs
+        stay.
+    groups : dict
+        Group name -> Dataset of everything else (``grid``: density, clusters, Jacobian and
+        boundaries on the regular grid; ``lattice``: lattice products such as the aggregate
+        posterior; ``per_cluster_id``: per-cluster values; ...).
+    """
+    root_vars, groups = {}, {}
+    split = []
+    latent = [v.item() if hasattr(v, "item") else v for v in ds["latent"].values] if "latent" in ds.coords else []
+    for name, var in ds.data_vars.items():
+        dims = tuple(var.dims)
+        if "item" in dims and set(dims) <= set(ITEM_DIMS):
+            if "latent" in dims:
+                split.append(name)
+                for k, lab in enumerate(latent):
+                    col = var.isel(latent=k, drop=True)
+                    col.attrs = {**var.attrs, "latent": lab}
+                    root_vars[f"{name}_{lab}"] = col
+            else:
+                root_vars[name] = var
+        else:
+            groups.setdefault(_group_of(dims), {})[name] = var
+    item_coords = {c: ds.coords[c] for c in ds.coords if ds.coords[c].dims == ("item",) or c == "item"}
+    items = xr.Dataset(root_vars, coords=item_coords, attrs=dict(ds.attrs))
+    items.attrs["latent_columns"] = json.dumps({"variables": split, "latent": latent})
+    out_groups = {}
+    for g, variables in groups.items():
+        sub = xr.Dataset(variables)
+        sub = sub.drop_vars([c for c in sub.coords if "item" in sub.coords[c].dims], errors="ignore")
+        out_groups[g] = sub
+    return items, out_groups
+
+
+def join_layers(items: xr.Dataset, groups: dict[str, xr.Dataset]) -> xr.Dataset:
+    """Inverse of :func:`split_layers`: one in-memory Dataset (what ``ds.vl`` works on)."""
+    info = json.loads(items.attrs.get("latent_columns", '{"variables": [], "latent": []}'))
+    latent = info.get("latent", [])
+    ds = items.copy()
+    for name in info.get("variables", []):
+        cols = [f"{name}_{lab}" for lab in latent]
+        if not all(c in ds for c in cols):
+            continue
+        attrs = {k: v for k, v in ds[cols[0]].attrs.items() if k != "latent"}
+        stacked = xr.concat([ds[c] for c in cols], dim="latent").transpose("item", "latent")
+        stacked.attrs = attrs
+        ds = ds.drop_vars(cols)
+        ds[name] = stacked
+    if latent:
+        ds = ds.assign_coords(latent=latent)
+    for sub in groups.values():
+        ds = xr.merge([ds, sub], combine_attrs="override", compat="override", join="outer")
+    ds.attrs = {k: v for k, v in items.attrs.items() if k != "latent_columns"}
+    return ds
+
+
 def write_embedding(ds: xr.Dataset, path) -> Path:
-    """Write the Dataset as NetCDF4 (h5netcdf engine) atomically; returns the path."""
+    """Write the Dataset as NetCDF4 (h5netcdf engine) atomically; returns the path.
+
+    Layout (:func:`split_layers`): the root group is the per-item table —
+    ``xarray.open_dataset(path).to_dataframe()`` gives one row per item, without vocalatent —
+    and the grid, lattice and per-cluster products live in their own groups (``grid``,
+    ``lattice``, ``per_cluster_id``; open one with ``xarray.open_dataset(path, group="grid")``).
+    :func:`read_embedding` joins them back into one Dataset.
+    """
     path = Path(path)
     ds = ds.copy()
     for name in list(ds.variables):
         # a Dataset read from disk keeps its old string widths and chunking; drop them so
         # longer strings are never cut on rewrite
         ds[name].encoding = {}
+    items, groups = split_layers(ds)
+    items.attrs["groups"] = json.dumps(sorted(groups))
     with atomic_path(path, suffix=".nc") as tmp:
-        ds.to_netcdf(tmp, engine="h5netcdf", invalid_netcdf=False)
+        items.to_netcdf(tmp, engine="h5netcdf", invalid_netcdf=False)
+        for name, sub in sorted(groups.items()):
+            sub.to_netcdf(tmp, mode="a", group=name, engine="h5netcdf", invalid_netcdf=False)
     return path
 
 
 def read_embedding(path) -> xr.Dataset:
-    """Read an embedding written by :func:`write_embedding` (loaded into memory)."""
+    """Read an embedding written by :func:`write_embedding` (loaded into memory), with its
+    product groups joined to the per-item table; files of the earlier one-group layout are
+    read as they are."""
     path = Path(path)
     if not path.is_file():
         raise DataError("no such embedding file", path=path)
-    with xr.open_dataset(path, engine="h5netcdf") as ds:
-        return ds.load()
+    with xr.open_dataset(path, engine="h5netcdf") as root:
+        items = root.load()
+    names = json.loads(items.attrs.get("groups", "[]"))
+    groups = {}
+    for name in names:
+        with xr.open_dataset(path, engine="h5netcdf", group=name) as sub:
+            groups[name] = sub.load()
+    items.attrs.pop("groups", None)
+    if "latent_columns" not in items.attrs:     # the earlier layout: one group holds all
+        return items
+    return join_layers(items, groups)

@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from vocalatent.audio.synthetic import write_synthetic_dataset
 from vocalatent.cli import main
+from vocalatent.embedding import read_embedding
 
 TINY = dict(model={"max_epochs": 3, "n_lattice": 89, "n_eval_lattice": 233, "n_eval_shifts": 2,
                    "batch_size": 64, "decoder_options": {"base_channels": 8, "hidden": 32}},
@@ -45,7 +46,7 @@ def run(songs, tmp_path_factory):
 def test_embed_writes_dataset_figures_and_config(run, songs):
     out, _, result = run
     assert "items embedded in 2-D" in result.output
-    ds = xr.open_dataset(out / "embedding.nc", engine="h5netcdf")
+    ds = read_embedding(out / "embedding.nc")
     n = len(np.atleast_1d(ds.item))
     segs = ds["source"].values
     assert n == len((out / "segments.csv").read_text().strip().splitlines()) - 1
@@ -101,8 +102,8 @@ def test_train_project_evaluate_analyze_plot(run, songs, tmp_path):
     assert "held-out log p(x)" in r.output and (tmp_path / "t" / "model.pt").exists()
     r = CliRunner().invoke(main, ["-q", "project", str(out / "model.pt"), str(rec), "-o", str(tmp_path / "p")])
     assert r.exit_code == 0, r.output
-    ds = xr.open_dataset(tmp_path / "p" / "embedding.nc", engine="h5netcdf")
-    ref = xr.open_dataset(out / "embedding.nc", engine="h5netcdf")
+    ds = read_embedding(tmp_path / "p" / "embedding.nc")
+    ref = read_embedding(out / "embedding.nc")
     # same model, same preprocessing: the projected embedding equals the run's own
     np.testing.assert_allclose(ds.embedding.values, ref.embedding.values, atol=1e-9)
     ds.close(); ref.close()
@@ -180,7 +181,7 @@ def test_embed_dispatches_count_matrices_to_the_single_cell_job(tmp_path):
     r = CliRunner().invoke(main, ["-q", "embed", str(tmp_path / "counts.csv"), "-o", str(tmp_path / "o"),
                                   "--pipeline", "single_cell", "--config", str(cfg), "--no-figures"])
     assert r.exit_code == 0, r.output
-    ds = xr.open_dataset(tmp_path / "o" / "embedding.nc", engine="h5netcdf")
+    ds = read_embedding(tmp_path / "o" / "embedding.nc")
     assert ds.sizes["item"] == 120 and ds.attrs["likelihood"] == "multinomial"
     ds.close()
     assert (tmp_path / "o" / "adata.h5ad").exists()
@@ -197,6 +198,6 @@ def test_embed_ring_and_3d_latents_write_their_figures(latent_dim, songs, tmp_pa
     assert f"in {latent_dim}-D" in r.output
     figs = {p.name for p in (out / "figures").glob("*.png")}
     assert {"embedding_cluster.png", "density.png", "latent_map.png", "jacobian.png"} <= figs
-    ds = xr.open_dataset(out / "embedding.nc", engine="h5netcdf")
+    ds = read_embedding(out / "embedding.nc")
     assert ds.sizes["latent"] == latent_dim and ds["density"].ndim == latent_dim
     ds.close()
