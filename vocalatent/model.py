@@ -708,31 +708,6 @@ class LatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
             total += torch.softmax(self.module_.likelihood.log_prob_matrix(x, params).double(), 1).sum(0)
         return (total / data.n).cpu().numpy(), pts
 
-    @torch.no_grad()
-    def decode(self, z) -> np.ndarray:
-        """Decoded means at latent points ``z`` (n, d) in [0, 1): shape (n, *item_shape)."""
-        self._check_fitted()
-        z = np.atleast_2d(np.asarray(z, dtype=np.float32))
-        if z.shape[1] != self.latent_dim:
-            raise ParameterError(f"z must have {self.latent_dim} columns (latent_dim); got shape {z.shape}")
-        u = torch.as_tensor(np.mod(z, 1.0), device=self.device_)
-        out = []
-        for c0 in range(0, len(u), 1024):
-            out.append(self.module_.mean(u[c0:c0 + 1024]).float().cpu().numpy())
-        return np.concatenate(out).reshape((len(z),) + tuple(self.item_shape_))
-
-    def mean_function(self):
-        """A differentiable callable ``f(z) -> (n, D)`` mapping torch points in [0,1)^d to the
-        decoded mean (flattened), on the model's device; for the Jacobian and geodesics."""
-        self._check_fitted()
-        module = self.module_
-        module.eval()
-
-        def f(z: torch.Tensor) -> torch.Tensor:
-            return module.mean(z.to(self.device_, torch.float32))
-
-        return f
-
     @property
     def output_shape_(self):
         """The item shape (F, T) for image-like items, else (D,)."""
@@ -954,6 +929,32 @@ class QLVM(LatentModel):
         if opts["input_map"] == "periodic":
             opts.setdefault("n_harmonics", self.n_harmonics)
         return opts
+
+    # ----------------------------------------------------------------------------- the torus
+    @torch.no_grad()
+    def decode(self, z) -> np.ndarray:
+        """Decoded means at latent points ``z`` (n, d) in [0, 1): shape (n, *item_shape)."""
+        self._check_fitted()
+        z = np.atleast_2d(np.asarray(z, dtype=np.float32))
+        if z.shape[1] != self.latent_dim:
+            raise ParameterError(f"z must have {self.latent_dim} columns (latent_dim); got shape {z.shape}")
+        u = torch.as_tensor(np.mod(z, 1.0), device=self.device_)
+        out = []
+        for c0 in range(0, len(u), 1024):
+            out.append(self.module_.mean(u[c0:c0 + 1024]).float().cpu().numpy())
+        return np.concatenate(out).reshape((len(z),) + tuple(self.item_shape_))
+
+    def mean_function(self):
+        """A differentiable callable ``f(z) -> (n, D)`` mapping torch points in [0,1)^d to the
+        decoded mean (flattened), on the model's device; for the Jacobian and geodesics."""
+        self._check_fitted()
+        module = self.module_
+        module.eval()
+
+        def f(z: torch.Tensor) -> torch.Tensor:
+            return module.mean(z.to(self.device_, torch.float32))
+
+        return f
 
     # ----------------------------------------------------------------------------- fitting
     def fit(self, X, y=None, *, validation=None) -> "QLVM":
