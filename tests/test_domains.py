@@ -68,6 +68,15 @@ def test_detect_domain_by_extension_and_content(tmp_path, cell_csv, hd_npz):
     (tmp_path / "song.wav").write_bytes(b"")
     assert detect_domain(tmp_path / "song.wav") == "vocal"
     assert detect_domain(tmp_path) == "vocal"          # a folder of recordings
+    # no header, several numbers per line: non-integer times are one unit per line ...
+    (tmp_path / "trains.txt").write_text("0.013 0.25 1.5\n0.2 0.71\n")
+    assert detect_domain(tmp_path / "trains.txt") == "neural"
+    # ... but whole numbers could just as well be a header-less count matrix: never a guess
+    (tmp_path / "counts.csv").write_text("0,3,1,0\n2,0,0,5\n1,1,0,0\n")
+    with pytest.raises(DataError, match=r"counts\.csv: .*--pipeline single_cell or --pipeline neural"):
+        detect_domain(tmp_path / "counts.csv")
+    assert detect_domain(tmp_path / "counts.csv", pipeline="single_cell") == "single_cell"
+    assert detect_domain(tmp_path / "counts.csv", pipeline="neural") == "neural"
     # an explicit pipeline wins over the content
     assert detect_domain(tmp_path / "binned.csv", pipeline="single_cell") == "single_cell"
     with pytest.raises(DataError, match="no such file"):

@@ -11,10 +11,13 @@ Domain detection (:func:`detect_domain`), in this order:
    CellRanger v3) or per-genome groups with ``barcodes`` (v2) → single cell, otherwise
    neural (a ``counts`` dataset or a group of per-unit spike-time datasets); a vocalatent
    syllable store (``syllables.h5``) → vocal;
-4. ``.csv``/``.tsv``/``.txt`` (optionally ``.gz``) by content: a first line of numbers only
-   (no header: one spike time per line, or one unit per line, as the nitime example files) →
-   neural spike times; a header whose fields after the first are all numbers (time stamps) →
-   a neural binned matrix; a header of names (genes or cell barcodes) → single cell.
+4. ``.csv``/``.tsv``/``.txt`` (optionally ``.gz``) by content: no header and one number per
+   line (one unit's spike times, as the nitime example files), or several non-integer numbers
+   per line (one unit per line) → neural spike times; no header and whole numbers only →
+   ambiguous (a count matrix or integer spike times): an error that names
+   ``--pipeline single_cell`` / ``--pipeline neural``; a header whose fields after the first
+   are all numbers (time stamps) → a neural binned matrix; a header of names (genes or cell
+   barcodes) → single cell.
 
 A CSV whose header is neither (e.g. units named in the header) is read as a count matrix;
 pass ``--pipeline neural`` to read it as neural data.
@@ -25,7 +28,7 @@ from __future__ import annotations
 import gzip
 from pathlib import Path
 
-from .._utils import DataError, is_number
+from .._utils import READ_ERRORS, DataError, is_number
 from .base import DOMAINS
 
 __all__ = ["DOMAINS", "NEURAL_EXT", "SINGLE_CELL_EXT", "TABLE_EXT", "detect_domain", "pipeline_domain"]
@@ -37,24 +40,38 @@ TABLE_EXT = (".csv", ".tsv", ".txt")
 
 def _table_domain(path: Path) -> str:
     opener = gzip.open if path.name.lower().endswith(".gz") else open
+    lines: list[str] = []
     try:
         with opener(path, "rt", encoding="utf-8") as fh:
-            first = ""
             for line in fh:
                 line = line.split("#", 1)[0].strip()
                 if line:
-                    first = line
-                    break
-    except (OSError, UnicodeDecodeError) as exc:
+                    lines.append(line)
+                    if len(lines) >= 20:
+                        break
+    except READ_ERRORS as exc:
         raise DataError(f"cannot read the table to tell its kind: {exc}", path=path) from exc
-    if not first:
+    if not lines:
         raise DataError("the file holds no data (empty, or only comments)", path=path)
+    first = lines[0]
     sep = "\t" if "\t" in first else ","
     fields = [f.strip().strip('"') for f in first.split(sep)]
     if len(fields) == 1 and " " in first:
         fields = first.split()
     if all(is_number(f) for f in fields):
-        return "neural"                     # no header: spike times
+        # no header. One number per line: one unit's spike times (the nitime files).
+        # Several numbers per line: one unit per line with non-integer times, or, when every
+        # value is a whole number, just as likely a header-less count matrix -> ask.
+        rows = [ln.replace(",", " ").replace("\t", " ").split() for ln in lines]
+        if all(len(r) == 1 for r in rows):
+            return "neural"
+        values = [float(v) for r in rows for v in r if is_number(v)]
+        if values and all(v >= 0 and float(v).is_integer() for v in values):
+            raise DataError("a table of whole numbers without a header could be a count matrix "
+                            "(cells x genes) or spike times (one unit per line); say which with "
+                            "--pipeline single_cell or --pipeline neural (or [pipeline] extends "
+                            "in the config)", path=path)
+        return "neural"
     if len(fields) > 1 and all(is_number(f) for f in fields[1:]):
         return "neural"                     # header of time stamps: a binned units x time table
     return "single_cell"
@@ -76,8 +93,8 @@ def _h5_domain(path: Path) -> str:
                 if isinstance(node, h5py.Group) and "barcodes" in node and (
                         "genes" in node or "gene_names" in node):
                     return "single_cell"    # CellRanger v2, one group per genome
-    except OSError as exc:
-        raise DataError(f"not a readable HDF5 file: {exc}", path=path) from exc
+    except READ_ERRORS as exc:
+        raise DataError(f"not a readable HDF5 file: {type(exc).__name__}: {exc}", path=path) from exc
     return "neural"
 
 

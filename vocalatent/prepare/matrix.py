@@ -25,7 +25,7 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from .._utils import DataError, ParameterError, check_option, check_positive, is_number, json_key
+from .._utils import READ_ERRORS, DataError, ParameterError, check_option, check_positive, is_number, json_key
 from .._version import __version__
 from .base import COUNT_LIKELIHOODS, Prepared, files_digest, input_files
 from .detect import TABLE_EXT
@@ -276,26 +276,30 @@ def _neural_format(path: Path, p: NeuralParams) -> str:
     base = path.name.lower()
     if base.endswith(".nwb"):
         return "spikes"
-    if base.endswith(".npz"):
-        with np.load(path, allow_pickle=False) as z:
-            keys = list(z.files)
-            if p.counts_key in keys:
-                return "binned"
-            if len(keys) == 1 and z[keys[0]].ndim == 2:
-                return "binned"
-        return "spikes"
-    if base.endswith((".h5", ".hdf5")):
-        import h5py
+    try:
+        if base.endswith(".npz"):
+            with np.load(path, allow_pickle=False) as z:
+                keys = list(z.files)
+                if p.counts_key in keys:
+                    return "binned"
+                if len(keys) == 1 and z[keys[0]].ndim == 2:
+                    return "binned"
+            return "spikes"
+        if base.endswith((".h5", ".hdf5")):
+            import h5py
 
-        with h5py.File(path, "r") as f:
-            return "binned" if p.counts_key in f and isinstance(f[p.counts_key], h5py.Dataset) else "spikes"
-    first_fields = None
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            line = line.split("#", 1)[0].strip()
-            if line:
-                first_fields = line.replace(",", " ").replace("\t", " ").split()
-                break
+            with h5py.File(path, "r") as f:
+                return "binned" if p.counts_key in f and isinstance(f[p.counts_key], h5py.Dataset) else "spikes"
+        first_fields = None
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                line = line.split("#", 1)[0].strip()
+                if line:
+                    first_fields = line.replace(",", " ").replace("\t", " ").split()
+                    break
+    except READ_ERRORS as exc:
+        raise DataError(f"cannot read the file to tell spike times from binned counts: "
+                        f"{type(exc).__name__}: {exc}", path=path) from exc
     if first_fields and all(is_number(f) for f in first_fields):
         return "spikes"
     return "binned"
