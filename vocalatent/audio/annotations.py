@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .._utils import DataError, ParameterError, atomic_path, check_option, is_number
+from .._utils import DataError, ParameterError, atomic_path, check_option, is_number, logger
 from .io import audio_info
 
 __all__ = [
@@ -145,7 +145,11 @@ def _read_csv(path: Path) -> pd.DataFrame:
         raise DataError(f"CSV annotation lacks column(s) {missing}; it has {list(df.columns)}",
                         path=path)
     labels = df["label"] if "label" in df.columns else [""] * len(df)
-    out = _table(df["onset_s"], df["offset_s"], labels)
+    try:
+        out = _table(df["onset_s"], df["offset_s"], labels)
+    except (ValueError, TypeError) as exc:
+        raise DataError(f"CSV annotation has non-numeric onset_s/offset_s ({exc})",
+                        path=path) from None
     extra = [c for c in df.columns if c not in ("onset_s", "offset_s", "label", "source",
                                                   "duration_s")]
     order = np.argsort(df["onset_s"].to_numpy(), kind="stable")
@@ -456,6 +460,56 @@ def _cached_multi(path: Path, sample_rate) -> pd.DataFrame:
     return _MULTI_CACHE[key]
 
 
+#: How a user turns annotation look-up off, in the CLI's own terms.
+_OFF = '[audio] annotations = "ignore" in a --config TOML (segment: --annotations ignore)'
+
+
+def _without_path(exc: DataError, path: Path) -> str:
+    text = str(exc)
+    prefix = f"{path}: "
+    return text[len(prefix):] if text.startswith(prefix) else text
+
+
+def _not_an_annotation(path: Path) -> str | None:
+    """Why a candidate file beside a recording is not an annotation at all, or None.
+
+    Only files whose name or content does not say "annotation" are rejected here: a ``.txt``
+    whose first data line is neither a Raven header nor numeric times, a ``.csv`` whose header
+    has no ``onset_s``/``offset_s`` columns. A file that looks like an annotation but is broken
+    is left to :func:`read_annotation`, whose error is reported.
+    """
+    name = path.name.lower()
+    if name.endswith(".csv"):
+        try:
+            columns = pd.read_csv(path, nrows=0).columns
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError,
+                OSError) as exc:
+            return f"not a readable CSV ({type(exc).__name__})"
+        if not {"onset_s", "offset_s"} <= set(columns):
+            return f"its columns {list(columns)[:6]} hold no onset_s/offset_s"
+        return None
+    if name.endswith(".txt"):
+        try:
+            sniff_format(path)
+        except DataError:
+            return "its first line is neither a Raven header nor start/end times"
+    return None
+
+
+def _usable_candidate(audio_path: Path, directory) -> Path | None:
+    """The first candidate annotation file that looks like one; the others get a notice."""
+    for cand in annotation_candidates(audio_path, directory=directory):
+        if not cand.is_file():
+            continue
+        why = _not_an_annotation(cand)
+        if why is None:
+            return cand
+        logger.warning("%s: not taken as the annotation of %s (%s); %s is segmented by "
+                       "amplitude. To never look for annotations: %s", cand, audio_path.name,
+                       why, audio_path.name, _OFF)
+    return None
+
+
 def annotations_for(audio_path: str | os.PathLike, *, annotations: str | os.PathLike = "auto",
                     root: str | os.PathLike | None = None
                     ) -> tuple[pd.DataFrame, Path] | None:
@@ -501,9 +555,14 @@ def annotations_for(audio_path: str | os.PathLike, *, annotations: str | os.Path
             except ValueError:
                 pass
         directory = Path(annotations) / sub
-    found = find_annotation(audio_path, directory=directory)
+    found = _usable_candidate(audio_path, directory)
     if found is not None:
-        df = read_annotation(found)
+        try:
+            df = read_annotation(found)
+        except DataError as exc:
+            raise DataError(f"{_without_path(exc, found)}; it is taken as the annotation of "
+                            f"{audio_path.name}: fix it, or turn annotations off with {_OFF}",
+                            path=found) from None
         if "notated_path" in df.columns:  # a generic-seq CSV beside the audio: this file's rows
             table = df.rename(columns={"notated_path": "file"})
             rows = _rows_for(table, audio_path, root)

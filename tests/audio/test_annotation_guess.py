@@ -1,0 +1,48 @@
+"""A file beside a recording that is not its annotation must not make the recording fail (issue 14, 8b)."""
+
+import logging
+
+import pytest
+
+from vocalatent.audio.annotations import annotations_for
+from vocalatent.audio.pipeline import segment_paths
+from vocalatent.audio.synthetic import write_synthetic_dataset
+
+
+@pytest.fixture
+def rec(tmp_path):
+    root = tmp_path / "rec"
+    write_synthetic_dataset(root, n_files=1, n_syllables=6, random_state=0)
+    (root / "ground_truth.csv").unlink()
+    return root
+
+
+@pytest.mark.parametrize("name,text", [
+    ("song_000.txt", "recorded in the morning, mic 2 was noisy\nbird: or12\n"),
+    ("song_000.csv", "date,notes\n2024-05-01,bird or12 sang well\n"),
+])
+def test_notes_file_is_ignored_with_a_notice(rec, caplog, name, text):
+    (rec / name).write_text(text)
+    with caplog.at_level(logging.WARNING, logger="vocalatent"):
+        assert annotations_for(rec / "song_000.wav") is None
+        seg, err = segment_paths(rec, n_jobs=1)
+    assert err.empty, err["error"].tolist()
+    assert len(seg) > 0 and (seg["segmented_by"] == "amplitude").all()
+    notices = [r.getMessage() for r in caplog.records if name in r.getMessage()]
+    assert notices, caplog.text
+    assert all("\n" not in m for m in notices)
+    assert 'annotations = "ignore"' in notices[0] and "--annotations" in notices[0]
+
+
+@pytest.mark.parametrize("name,text", [
+    ("song_000.csv", "onset_s,offset_s,label\n0.1,0.2,a\nsoon,0.5,b\n"),
+    ("song_000.txt", "0.1\t0.2\ta\n0.3\tlater\tb\n"),
+    ("song_000.TextGrid", "this is not praat\n"),
+])
+def test_broken_annotation_names_file_and_the_cli_way_off(rec, name, text):
+    (rec / name).write_text(text)
+    seg, err = segment_paths(rec, n_jobs=1)
+    assert err["source"].tolist() == ["song_000.wav"]
+    msg = err["error"].iloc[0]
+    assert name in msg and 'annotations = "ignore"' in msg and "--annotations ignore" in msg
+    assert "format=" not in msg and "\n" not in msg
