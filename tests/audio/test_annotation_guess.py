@@ -46,3 +46,17 @@ def test_broken_annotation_names_file_and_the_cli_way_off(rec, name, text):
     msg = err["error"].iloc[0]
     assert name in msg and 'annotations = "ignore"' in msg and "--annotations ignore" in msg
     assert "format=" not in msg and "\n" not in msg
+
+
+def test_dangling_symlinks_are_counted_and_reported(rec, caplog):
+    (rec / "gone.wav").symlink_to(rec / "moved_away.wav")
+    (rec / "sub").mkdir()
+    (rec / "sub" / "lost.flac").symlink_to("/nonexistent/lost.flac")
+    with caplog.at_level(logging.WARNING, logger="vocalatent"):
+        seg, err = segment_paths(rec, n_jobs=1)
+    assert sorted(err["source"]) == ["gone.wav", "sub/lost.flac"]
+    assert all("dangling symbolic link" in e for e in err["error"])
+    assert sorted(seg["source"].unique()) == ["song_000.wav"]
+    lines = [r.getMessage() for r in caplog.records if "dangling symbolic link(s)" in r.getMessage()]
+    assert len(lines) == 1 and "2 dangling" in lines[0]
+    assert "gone.wav" in lines[0] and "sub/lost.flac" in lines[0]

@@ -117,7 +117,28 @@ def find_audio(root: str | os.PathLike, *, recursive: bool = True) -> list[Path]
         p for p in root.glob(pattern)
         if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS and not p.name.startswith(".")
     ]
+    dangling = dangling_links(root, recursive=recursive)
+    if dangling:
+        names = ", ".join(p.relative_to(root).as_posix() for p in dangling[:5])
+        more = f" and {len(dangling) - 5} more" if len(dangling) > 5 else ""
+        logger.warning("%s: %d dangling symbolic link(s) to audio skipped (their targets do "
+                       "not exist): %s%s", root, len(dangling), names, more)
     return sorted(found)
+
+
+def dangling_links(root: str | os.PathLike, *, recursive: bool = True) -> list[Path]:
+    """Symbolic links to audio under ``root`` whose targets do not exist, sorted.
+
+    :func:`find_audio` leaves them out and logs one warning line naming them; the pipeline
+    reports each as a failed file.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    pattern = "**/*" if recursive else "*"
+    return sorted(p for p in root.glob(pattern)
+                  if p.is_symlink() and not p.exists() and p.suffix.lower() in AUDIO_EXTENSIONS
+                  and not p.name.startswith("."))
 
 
 def _check_extension(path: Path) -> None:

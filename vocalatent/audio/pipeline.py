@@ -23,7 +23,7 @@ from .._utils import (DataError, ParameterError, VocalatentError, check_positive
                       check_random_state, logger, progress)
 from ..data.store import SyllableStore
 from .annotations import annotations_for
-from .io import audio_info, find_audio, load_audio
+from .io import audio_info, dangling_links, find_audio, load_audio
 from .segment import SegmentParams, SegmentReport, segment_file
 from .spectrogram import SpectrogramParams, level_ranges, resolve_level_params, syllable_spectrograms
 
@@ -228,8 +228,13 @@ def segment_paths(path_or_root: str | os.PathLike, *,
         segments = segments.reset_index(drop=True)
     for e in errors:
         logger.warning("skipped: %s", e["error"])
+    n_ok = len(files) - len(errors)
+    for link in dangling_links(base) if Path(path_or_root).is_dir() else []:
+        errors.append({"source": _rel(link, base),
+                       "error": f"{link}: dangling symbolic link (its target "
+                                f"{os.readlink(link)} does not exist)"})
     logger.info("%d segments from %d file(s); %d file(s) failed", len(segments),
-                len(files) - len(errors), len(errors))
+                n_ok, len(errors))
     report = report_frame(reports)
     for line in report_lines(report, params):
         logger.warning(line)
