@@ -221,12 +221,16 @@ def _time_chunks(path: Path, seg_params, audio: Mapping, split_s: float | None
     if split_s is None or audio["channel"] == "all":
         return None
     try:
+        # no header read for files too small to be that long (1 kB/s is below any audio format
+        # at >= 8 kHz, compressed or not): a manifest of many short files costs one stat each
+        if path.stat().st_size < split_s * 1000:
+            return None
         info = audio_info(path)
         if info.duration_s <= split_s or annotations_for(
                 path, annotations=audio["annotations"], root=path.parent) is not None:
             return None
         n = frame_count(path, seg_params)
-    except VocalatentError:
+    except (VocalatentError, OSError):
         return None
     _, hop = seg_params.frame_geometry(info.sample_rate)
     per = max(1, int(round(split_s * info.sample_rate / hop)))
