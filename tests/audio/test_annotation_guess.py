@@ -60,3 +60,27 @@ def test_dangling_symlinks_are_counted_and_reported(rec, caplog):
     lines = [r.getMessage() for r in caplog.records if "dangling symbolic link(s)" in r.getMessage()]
     assert len(lines) == 1 and "2 dangling" in lines[0]
     assert "gone.wav" in lines[0] and "sub/lost.flac" in lines[0]
+
+
+@pytest.mark.parametrize("sr,hint", [(500_000, True), (32_000, False)])
+def test_nothing_found_far_above_the_band_names_sample_rate_and_pipelines(tmp_path, sr, hint):
+    import numpy as np
+    import soundfile as sf
+
+    from vocalatent import DataError
+    from vocalatent.prepare.vocal import build_syllable_store
+
+    rec = tmp_path / "rec"
+    rec.mkdir()
+    t = np.arange(int(0.6 * sr)) / sr
+    rng = np.random.default_rng(0)
+    x = 1e-4 * rng.standard_normal(t.size)
+    if hint:  # 20 ms calls at 60 kHz: ultrasonic, outside the default 0.4-10 kHz band
+        for t0 in (0.1, 0.3, 0.5):
+            on = (t >= t0) & (t < t0 + 0.02)
+            x[on] += 0.5 * np.sin(2 * np.pi * 60_000 * t[on])
+    sf.write(rec / "bat.wav", x, sr)
+    with pytest.raises(DataError, match="no syllables") as info:
+        build_syllable_store(rec, tmp_path / "out", {})
+    msg = str(info.value)
+    assert ("500 kHz" in msg and "--pipeline bat" in msg and "mouse_usv" in msg) == hint, msg

@@ -138,6 +138,37 @@ def _segment_task(task: dict) -> tuple[list[dict], list[dict], list[dict]]:
         return [], [{"source": source, "error": _error_text(exc, path)}], []
 
 
+def sample_rate_hint(files, *, f_max: float, factor: float = 4.0) -> str:
+    """Advice for when nothing was found in recordings sampled far above the band looked at.
+
+    Parameters
+    ----------
+    files : iterable of path-like
+        The recordings (unreadable ones are passed over).
+    f_max : float
+        Upper edge (Hz) of the band segmentation looked in.
+    factor : float, default=4.0
+        A sample rate above ``factor * f_max`` counts as far above the band.
+
+    Returns
+    -------
+    str
+        ``""`` when no recording is sampled above ``factor * f_max``; else one sentence naming
+        the highest sample rate and the ultrasonic pipelines.
+    """
+    rates = []
+    for f in files:
+        try:
+            rates.append(audio_info(f).sample_rate)
+        except Exception:  # noqa: BLE001 - an unreadable file is already reported as failed
+            continue
+    if not rates or max(rates) <= factor * f_max:
+        return ""
+    return (f"the recordings are sampled at up to {max(rates) / 1000:g} kHz, far above the "
+            f"band this pipeline looks in (up to {f_max / 1000:g} kHz): for ultrasonic calls "
+            "use --pipeline bat or --pipeline mouse_usv (see `vocalatent pipelines`)")
+
+
 def empty_segments() -> pd.DataFrame:
     """An empty segment table with the columns and dtypes :func:`segment_paths` returns."""
     return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(

@@ -137,8 +137,15 @@ def build_syllable_store(path, out_dir, cfg: Mapping, *, n_jobs: int = 1):
         with atomic_path(out_dir / "segment_report.json") as tmp:
             tmp.write_text(json.dumps(store.info["segment_report"], indent=1))
     if len(store) == 0:
+        from ..audio.io import find_audio
+        from ..audio.pipeline import sample_rate_hint
+        from ..audio.segment import SegmentParams
+
+        f_max = float(dict(cfg.get("segment", {})).get("f_max", SegmentParams().f_max))
+        hint = sample_rate_hint(find_audio(path)[:50], f_max=f_max)
         raise DataError(f"no syllables were found in {path} "
-                        f"({len(errors)} file(s) failed; see {out_dir / 'errors.csv'})")
+                        f"({len(errors)} file(s) failed; see {out_dir / 'errors.csv'})"
+                        + (f"; {hint}" if hint else ""))
     return store, errors, inputs
 
 
