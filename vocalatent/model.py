@@ -35,6 +35,7 @@ from .nn.decoders import DECODERS, make_decoder
 from .nn.likelihoods import LIKELIHOODS, make_likelihood
 from .nn import estimate as _estimate
 from .nn.estimate import item_diagnostics, pool_shifts
+from .nn import refine as _refine
 from .nn.qlvm import PosteriorAccumulator, QLVMModule
 from .training import train
 
@@ -466,8 +467,9 @@ class LatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
 
     def _score(self, data: _Data, n_lattice, n_shifts: int, *, seed: int, stats: bool = False,
                desc: str | None = None, tol: float = _estimate.DEFAULT_TOL,
-               max_seconds: float | None = 300.0) -> dict:
-        """Stream one lattice size, or grow it along the lattice sequence for ``"auto"``."""
+               max_seconds: float | None = 300.0, refine: bool = False) -> dict:
+        """Stream one lattice size, or grow it along the lattice sequence for ``"auto"`` (and,
+        with ``refine``, refine the items the global lattice leaves unconverged)."""
         if n_lattice != "auto":
             return self._stream(data, int(n_lattice), n_shifts, seed=seed, stats=stats, desc=desc)
         d = int(self.latent_dim)
@@ -479,8 +481,97 @@ class LatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
             res["converged_fraction"] = float(np.mean(res["converged"]))
             return res
 
-        return _estimate.adaptive_lattice(at, sizes, tol=tol, max_seconds=max_seconds,
-                                          min_converged=_estimate.MIN_CONVERGED_FRACTION)
+        # with refinement available, stop growing a lattice that leaves most items collapsed
+        give_up = (lambda res: res["converged_fraction"] < 0.5) if refine else None
+        res = _estimate.adaptive_lattice(at, sizes, tol=tol, max_seconds=max_seconds,
+                                         min_converged=_estimate.MIN_CONVERGED_FRACTION, give_up=give_up)
+        if refine and res["converged_fraction"] < 1.0:
+            res = self._refine_items(data, res, n_shifts=n_shifts, seed=seed + 17, tol=tol)
+        return res
+
+    @torch.no_grad()
+    def _refine_items(self, data: _Data, res: dict, *, n_shifts: int, seed: int, tol: float) -> dict:
+        """Local refinement (:mod:`vocalatent.nn.refine`) of the items ``res`` leaves unconverged:
+        a box around each one's posterior mode with its own lattice, at two sizes ~4x apart."""
+        module, d = self.module_, int(self.latent_dim)
+        periodic = self._prior == "uniform"
+        todo = np.nonzero(~res["converged"])[0]
+        m_g = int(res["n_lattice"])
+        sub = data.subset(todo)
+        x = torch.as_tensor(sub.read(np.arange(len(todo)), module.likelihood), device=self.device_)
+        pilot = self._stream(sub, m_g, 1, seed=seed, stats=True, show_progress=False)
+        boxes = []
+        for i in range(len(todo)):
+            xi = x[i:i + 1]
+
+            def loglik(z, xi=xi):
+                return module.likelihood.log_prob_matrix(xi, module.params(z[None].float())).double()[0, 0]
+
+            with torch.enable_grad():
+                box = _refine.laplace_box(loglik, torch.as_tensor(pilot["map_point"][i], device=self.device_),
+                                          unit_cube=not periodic)
+            boxes.append(box)
+        has_box = np.array([b is not None for b in boxes])
+        out = dict(res)
+        out["refined_items"] = int(has_box.sum())
+        if not has_box.any():
+            return out
+        sizes = _refine.REFINE_SIZES.get(d, (256, 1024))
+        ests = [self._boxed_estimate(x, boxes, m_g, m_l, n_shifts, seed=seed + 1 + k, periodic=periodic)
+                for k, m_l in enumerate(sizes)]
+        sel = todo[has_box]
+        for key in ("log_likelihood", "ess", "min_ess", "shift_sd", "converged"):
+            out[key] = np.array(res[key], copy=True)
+            out[key][sel] = ests[-1][key][has_box]
+        for key in ("per_shift", "ess_per_shift"):
+            out[key] = np.array(res[key], copy=True)
+            out[key][:, sel] = ests[-1][key][:, has_box]
+        change = float(np.sum(ests[1]["log_likelihood"][has_box] - ests[0]["log_likelihood"][has_box]) / data.n)
+        out.update(converged_fraction=float(np.mean(out["converged"])), refine_sizes=[int(m) for m in sizes],
+                   refine_change=change, change=change, tol_met=bool(abs(change) < tol),
+                   stopped_by=f"{res.get('stopped_by', 'fixed lattice')}; refined {int(has_box.sum())} item(s)")
+        return out
+
+    def _boxed_estimate(self, x, boxes, m_g: int, m_l: int, n_shifts: int, *, seed: int, periodic: bool) -> dict:
+        """Per shift: the global lattice outside each item's box plus the box's own lattice."""
+        module, d, dev = self.module_, int(self.latent_dim), self.device_
+        n = len(boxes)
+        G = torch.as_tensor(_lattice.lattice(m_g, d), dtype=torch.float32, device=dev)
+        T = torch.as_tensor(_lattice.lattice(m_l, d), dtype=torch.float64, device=dev)
+        budget = self.memory_budget_mb * 2**20
+        chunk = int(max(1, min(max(m_g, m_l), budget // (4 * 4 * module.likelihood.n_params * self.n_features_))))
+        rng = np.random.default_rng(seed)
+        per_shift, ess_shift, states = np.empty((n_shifts, n)), np.empty((n_shifts, n)), []
+        boxed = [(i, tuple(t.to(dev) for t in b)) for i, b in enumerate(boxes) if b is not None]
+        for s in range(n_shifts):
+            g_shift = torch.as_tensor(rng.random(d), dtype=torch.float32, device=dev)
+            l_shift = torch.as_tensor(rng.random(d), dtype=torch.float64, device=dev)
+            acc = _refine.WeightSum(n, dev)
+            for c0 in range(0, m_g, chunk):
+                u = _frac(G[c0:c0 + chunk] + g_shift)
+                with self._autocast():
+                    params = module.params(u)
+                logw = module.likelihood.log_prob_matrix(x, params).double() - math.log(m_g)
+                for i, (c, R, h) in boxed:
+                    logw[i, _refine.in_box(u.double(), c, R, h, periodic=periodic)] = -math.inf
+                acc.update(logw, slice(None))
+            t = _frac(T + l_shift)
+            for i, (c, R, h) in boxed:
+                u = _refine.box_points(t, c, R, h)
+                u = (_frac(u) if periodic else u).float()
+                log_vol = float(torch.log(h).sum())
+                for c0 in range(0, m_l, chunk):
+                    with self._autocast():
+                        params = module.params(u[c0:c0 + chunk])
+                    ll = module.likelihood.log_prob_matrix(x[i:i + 1], params).double()
+                    acc.update(ll + log_vol - math.log(m_l), slice(i, i + 1))
+            per_shift[s] = acc.log_total().cpu().numpy()
+            ess_shift[s] = acc.ess().cpu().numpy()
+            states.append(acc.state())
+        pooled = pool_shifts(states)
+        out = item_diagnostics(per_shift, ess_shift, pooled["ess"])
+        out.update(log_likelihood=pooled["log_likelihood"], per_shift=per_shift)
+        return out
 
     def _floor(self) -> float | None:
         like = self.module_.likelihood
@@ -541,7 +632,7 @@ class LatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
 
     def evaluate(self, X, *, n_lattice: int | str | None = None, n_shifts: int | None = None,
                  random_state=None, tol: float = _estimate.DEFAULT_TOL,
-                 max_seconds: float | None = 300.0) -> dict:
+                 max_seconds: float | None = 300.0, refine: bool = True) -> dict:
         """Held-out log-likelihood with its standard error over random shifts and its
         convergence.
 
@@ -561,6 +652,11 @@ class LatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
             Tolerance of the adaptive lattice, nats per item.
         max_seconds : float or None, default 300
             Time budget of the adaptive lattice.
+        refine : bool, default True
+            With ``"auto"``: items the global lattice leaves unconverged (posteriors narrower
+            than its spacing) get a local box around their posterior mode with its own lattice
+            (:mod:`vocalatent.nn.refine`; still an unbiased estimate of p(x)), at two local
+            sizes about 4x apart (``refine_sizes``) whose means must agree within ``tol``.
 
         Returns
         -------
@@ -571,7 +667,9 @@ class LatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
             diagnostics ``converged_fraction``, ``n_not_converged``, ``ess_median``,
             ``ess_min``, ``shift_sd_max``, ``criterion``; with ``"auto"`` also ``tol``,
             ``tol_met``, ``change`` (nats per item from the previous size), ``stopped_by`` and
-            ``history`` (``[m, mean, seconds]`` per size). A warning is logged when fewer than
+            ``history`` (``[m, mean, seconds]`` per size), and after a refinement
+            ``refined_items``, ``refine_sizes`` and ``refine_change`` (then ``change`` and
+            ``tol_met`` refer to the two local sizes). A warning is logged when fewer than
             99 % of the items are converged or the tolerance was not met.
         """
         self._check_fitted()
@@ -581,7 +679,8 @@ class LatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
             n_lattice = self.n_eval_lattice if self.n_eval_lattice is not None else "auto"
         n = self._n_eval(n_lattice, allow_auto=True)
         seed = self.seed_ + 2 if random_state is None else int(random_state)
-        res = self._score(data, n, n_shifts, seed=seed, desc="QLVM evaluate", tol=tol, max_seconds=max_seconds)
+        res = self._score(data, n, n_shifts, seed=seed, desc="QLVM evaluate", tol=tol, max_seconds=max_seconds,
+                          refine=refine)
         per_shift = res["per_shift"].mean(axis=1)
         ll = float(res["log_likelihood"].mean())
         out = {"log_likelihood": ll,
@@ -593,7 +692,8 @@ class LatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
                "ess_median": float(np.median(res["ess"])), "ess_min": float(np.min(res["ess"])),
                "shift_sd_max": float(np.nanmax(res["shift_sd"])) if n_shifts > 1 else math.nan,
                "criterion": _estimate.criterion_text()}
-        for key in ("tol", "tol_met", "change", "stopped_by", "history"):
+        for key in ("tol", "tol_met", "change", "stopped_by", "history", "refined_items", "refine_sizes",
+                    "refine_change"):
             if key in res:
                 out[key] = res[key]
         if _estimate.needs_warning(out):

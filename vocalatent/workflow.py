@@ -219,6 +219,17 @@ def train(X, cfg: Mapping, *, out_dir=None, device="auto", seed=None, data_key: 
             old = load_model(path, device=device)
             if (old.metadata_ or {}).get("train_key") == key:
                 logger.info("model %s is up to date; not retrained", path)
+                held = old.metadata_.get("heldout")
+                if held and (needs_warning(held) or "refine_sizes" not in held and
+                             held.get("converged_fraction", 0.0) < 1.0):
+                    # a held-out figure that was not converged (or not checked): score it again
+                    # with the current evaluator, keep the model
+                    _, val_idx = split_indices(int(X.shape[0]), float(m["validation"]), seed)
+                    X_val = X[val_idx] if isinstance(X, np.ndarray) else IndexedArray(X, val_idx)
+                    old.heldout_ = old.evaluate(X_val, n_lattice="auto")
+                    if not needs_warning(old.heldout_):
+                        logger.info(convergence_summary(old.heldout_))
+                    old.save(path, metadata={**old.metadata_, "heldout": old.heldout_})
                 return old
             logger.info("model %s was made with other settings or data; retraining", path)
         except DataError as exc:

@@ -106,7 +106,8 @@ def item_diagnostics(per_shift: np.ndarray, ess_per_shift: np.ndarray, ess: np.n
 
 
 def adaptive_lattice(score: Callable[[int], dict], sizes, *, tol: float = DEFAULT_TOL,
-                     max_seconds: float | None = 300.0, min_converged: float = 0.0) -> dict:
+                     max_seconds: float | None = 300.0, min_converged: float = 0.0,
+                     give_up: Callable[[dict], bool] | None = None) -> dict:
     """Grow the lattice along ``sizes`` until the mean estimate settles.
 
     Parameters
@@ -125,6 +126,9 @@ def adaptive_lattice(score: Callable[[int], dict], sizes, *, tol: float = DEFAUL
     min_converged : float
         Also require ``result["converged_fraction"] >= min_converged`` to stop (two
         unresolved sizes can agree by chance; measured on the digits, docs/method.md).
+    give_up : callable or None
+        ``give_up(result) -> bool``, asked from the second size on: stop growing (``stopped_by``
+        ``"give up"``) when a larger lattice is not the remedy (the caller refines instead).
 
     Returns
     -------
@@ -155,6 +159,9 @@ def adaptive_lattice(score: Callable[[int], dict], sizes, *, tol: float = DEFAUL
             if abs(change) < tol and res.get("converged_fraction", 1.0) >= min_converged:
                 stopped = "tolerance"
                 break
+            if give_up is not None and give_up(res):
+                stopped = "give up"
+                break
         prev = mean
     out = dict(res)
     out.update(n_lattice=history[-1][0], tol=float(tol), tol_met=bool(abs(change) < tol),
@@ -172,10 +179,13 @@ def convergence_summary(result: dict, *, label: str = "held-out log p(x)") -> st
     pm = f" ± {se:,.2f}" if se == se else ""
     line = (f"{label} = {result['log_likelihood']:,.2f}{pm} nats/item "
             f"(converged for {100 * frac:.1f} % of items at m = {int(result['n_lattice']):,}")
+    if result.get("refined_items"):
+        line += (f"; {result['refined_items']} item(s) refined locally, "
+                 f"m_local = {result['refine_sizes'][0]:,} vs {result['refine_sizes'][1]:,}")
     if "tol" in result:
         change = result.get("change", math.nan)
         if change == change:
-            line += f"; change from the previous size {change:+.3f} nats"
+            line += f"; change from the previous size {change:+.3f} nats/item"
         line += ", tolerance met" if result.get("tol_met") else f", tolerance {result['tol']:g} nats NOT met"
     return line + ")"
 
@@ -223,4 +233,6 @@ def training_resolution_message(ess: np.ndarray, n_lattice: int, *, floor: float
     return (f"the training lattice's posterior has collapsed onto one point (ESS < {collapsed_ess:g}) "
             f"for {100 * frac:.0f} % of the items (median ESS {np.median(ess):.2f} of m = {n_lattice:,}): "
             f"the model is sharper than its integrator resolves, so its training estimate of log p(x) is "
-            f"loose and the embedding sits on lattice points. Use a larger n_lattice or {knob}.")
+            f"loose and the embedding sits on lattice points. Use a larger n_lattice or {knob}; with "
+            f"thousands of informative features neither may suffice (the posterior is that sharp), and "
+            f"evaluate() then scores held-out items by local refinement (docs/method.md section 7.3).")
