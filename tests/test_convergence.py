@@ -343,3 +343,25 @@ def test_evaluate_refines_a_collapsed_model(digits):
     plain = m.evaluate(items, n_shifts=2, refine=False, max_seconds=30)
     assert plain["converged_fraction"] == 0.0 and "refined_items" not in plain
     assert "refined locally" in estimate.convergence_summary(ev)
+
+
+def test_workflow_rescores_a_cached_model_without_convergence(digits, tmp_path):
+    """A model file whose held-out figure was never convergence-checked is scored again (the
+    model itself is reused), and the summary line says how far it converged."""
+    from vocalatent import workflow as wf
+    from vocalatent.model import QLVM as Q
+
+    tr, _ = digits
+    cfg = wf.resolve(overrides={"model": {"max_epochs": 3, "n_lattice": 144, "latent_dim": 2}})
+    model = wf.train(tr[:400], cfg, out_dir=tmp_path, device="cpu", seed=0, data_key="d", verbose=False)
+    held = model.metadata_["heldout"]
+    assert "converged_fraction" in held and held["n_lattice"] in L.lattice_sequence(2)
+    old = Q.load(tmp_path / "model.pt")
+    stale = {k: held[k] for k in ("log_likelihood", "stderr", "per_shift", "n_items", "n_lattice", "n_shifts")}
+    old.save(tmp_path / "model.pt", metadata={**old.metadata_, "heldout": stale})
+    again = wf.train(tr[:400], cfg, out_dir=tmp_path, device="cpu", seed=0, data_key="d", verbose=False)
+    assert "converged_fraction" in again.metadata_["heldout"]
+    assert Q.load(tmp_path / "model.pt").metadata_["heldout"]["converged_fraction"] == again.heldout_["converged_fraction"]
+    torch.testing.assert_close(again.module_.state_dict()["likelihood.raw_sigma"],
+                               old.module_.state_dict()["likelihood.raw_sigma"])
+    assert "converged for" in estimate.convergence_summary(again.heldout_)

@@ -225,7 +225,7 @@ def train(X, cfg: Mapping, *, out_dir=None, device="auto", seed=None, data_key: 
                     # a held-out figure that was not converged (or not checked): score it again
                     # with the current evaluator, keep the model
                     _, val_idx = split_indices(int(X.shape[0]), float(m["validation"]), seed)
-                    X_val = X[val_idx] if isinstance(X, np.ndarray) else IndexedArray(X, val_idx)
+                    X_val = take_rows(X, val_idx)
                     old.heldout_ = old.evaluate(X_val, n_lattice="auto")
                     if not needs_warning(old.heldout_):
                         logger.info(convergence_summary(old.heldout_))
