@@ -370,3 +370,17 @@ def test_registry_source_with_a_url_is_refused(tmp_path):
     path.write_text(text)
     with pytest.raises(ManifestError, match=r"mouse_usv.toml.*'source.url' is only for type 'url'"):
         load_manifest(path)
+
+
+def test_all_problems_of_a_manifest_in_one_error(tmp_path):
+    """Issue 14 item 9: a manifest with three problems is reported in one round, not three."""
+    path = write_url_manifest(tmp_path)
+    text = path.read_text().replace('kind = "audio"', 'kind = "video"')
+    text = text.replace("size = 11", "size = -1").replace('title = "tiny"\n', "")
+    path.write_text(text)
+    with pytest.raises(ManifestError) as info:
+        load_manifest(path)
+    msg = str(info.value)
+    assert msg.startswith(f"{path}: 3 problems: ") and msg.count(str(path)) == 1, msg
+    for part in ("missing key 'title'", "'kind' must be one of", r"files[0].'size' must be >= 0"):
+        assert part in msg, msg

@@ -247,34 +247,65 @@ def _check_unknown(table: dict, allowed: tuple, where: str, path: Path) -> None:
                             f"{', '.join(allowed)}", path=path)
 
 
-def _parse_files(entries, path: Path) -> tuple[ManifestFile, ...]:
+class _Problems:
+    """Collects the problems of one manifest so that all are reported in one error."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.found: list[str] = []
+
+    @contextmanager
+    def check(self) -> Iterator[None]:
+        try:
+            yield
+        except ManifestError as exc:
+            text = str(exc)
+            prefix = f"{self.path}: "
+            self.found.append(text[len(prefix):] if text.startswith(prefix) else text)
+
+    def raise_any(self) -> None:
+        if len(self.found) == 1:
+            raise ManifestError(self.found[0], path=self.path)
+        if self.found:
+            raise ManifestError(f"{len(self.found)} problems: " + "; ".join(self.found),
+                                path=self.path)
+
+
+def _parse_files(entries, path: Path, problems: _Problems) -> tuple[ManifestFile, ...]:
     if not isinstance(entries, list) or not entries:
-        raise ManifestError("key 'files' must be a non-empty array of tables ([[files]])",
-                            path=path)
+        with problems.check():
+            raise ManifestError("key 'files' must be a non-empty array of tables ([[files]])",
+                                path=path)
+        return ()
     files, seen = [], set()
     for i, entry in enumerate(entries):
-        where = f"files[{i}]."
-        if not isinstance(entry, dict):
-            raise ManifestError(f"files[{i}] must be a table; got {entry!r}", path=path)
-        _check_unknown(entry, _FILE_KEYS, where, path)
-        member = _require(entry, "member", str, where, path)
-        rel = _require(entry, "path", str, where, path)
-        sha = _require(entry, "sha256", str, where, path).lower()
-        size = _require(entry, "size", int, where, path)
-        pure = PurePosixPath(rel)
-        if pure.is_absolute() or ".." in pure.parts or "\\" in rel or rel != pure.as_posix():
-            raise ManifestError(f"key {where}'path' must be a normalised relative path without "
-                                f"'..'; got {rel!r}", path=path)
-        if not _SHA256.match(sha):
-            raise ManifestError(f"key {where}'sha256' must be 64 hex digits; got {sha!r}",
-                                path=path)
-        if size < 0:
-            raise ManifestError(f"key {where}'size' must be >= 0; got {size!r}", path=path)
-        if rel in seen:
-            raise ManifestError(f"key {where}'path' repeats {rel!r}", path=path)
-        seen.add(rel)
-        files.append(ManifestFile(member, rel, sha, size))
+        with problems.check():
+            _parse_file(i, entry, path, files, seen)
     return tuple(files)
+
+
+def _parse_file(i: int, entry, path: Path, files: list, seen: set) -> None:
+    where = f"files[{i}]."
+    if not isinstance(entry, dict):
+        raise ManifestError(f"files[{i}] must be a table; got {entry!r}", path=path)
+    _check_unknown(entry, _FILE_KEYS, where, path)
+    member = _require(entry, "member", str, where, path)
+    rel = _require(entry, "path", str, where, path)
+    sha = _require(entry, "sha256", str, where, path).lower()
+    size = _require(entry, "size", int, where, path)
+    pure = PurePosixPath(rel)
+    if pure.is_absolute() or ".." in pure.parts or "\\" in rel or rel != pure.as_posix():
+        raise ManifestError(f"key {where}'path' must be a normalised relative path without "
+                            f"'..'; got {rel!r}", path=path)
+    if not _SHA256.match(sha):
+        raise ManifestError(f"key {where}'sha256' must be 64 hex digits; got {sha!r}",
+                            path=path)
+    if size < 0:
+        raise ManifestError(f"key {where}'size' must be >= 0; got {size!r}", path=path)
+    if rel in seen:
+        raise ManifestError(f"key {where}'path' repeats {rel!r}", path=path)
+    seen.add(rel)
+    files.append(ManifestFile(member, rel, sha, size))
 
 
 def load_manifest(name_or_path: str | os.PathLike) -> Manifest:
@@ -306,45 +337,59 @@ def load_manifest(name_or_path: str | os.PathLike) -> Manifest:
     except OSError as exc:
         raise ManifestError(f"cannot read manifest: {exc}", path=path) from None
 
-    _check_unknown(table, _REQUIRED_KEYS + _OPTIONAL_KEYS, "", path)
-    values = {key: _require(table, key, str, "", path).strip()
-              for key in ("name", "title", "kind", "description", "species", "licence",
-                          "citation")}
-    if not _NAME.match(values["name"]):
-        raise ManifestError(f"key 'name' must be lower-case letters, digits and '_'; got "
-                            f"{values['name']!r}", path=path)
-    if values["name"] != path.stem:
-        raise ManifestError(f"key 'name' is {values['name']!r} but the file is named "
-                            f"{path.name!r}; they must agree", path=path)
-    if values["kind"] not in KINDS:
-        raise ManifestError(f"key 'kind' must be one of {', '.join(KINDS)}; got "
-                            f"{values['kind']!r}", path=path)
+    problems = _Problems(path)  # every problem of the file in one error, not one per round
+    with problems.check():
+        _check_unknown(table, _REQUIRED_KEYS + _OPTIONAL_KEYS, "", path)
+    values = {}
+    for key in ("name", "title", "kind", "description", "species", "licence", "citation"):
+        with problems.check():
+            values[key] = _require(table, key, str, "", path).strip()
+    if "name" in values:
+        with problems.check():
+            if not _NAME.match(values["name"]):
+                raise ManifestError(f"key 'name' must be lower-case letters, digits and '_'; "
+                                    f"got {values['name']!r}", path=path)
+            if values["name"] != path.stem:
+                raise ManifestError(f"key 'name' is {values['name']!r} but the file is named "
+                                    f"{path.name!r}; they must agree", path=path)
+    if "kind" in values and values["kind"] not in KINDS:
+        with problems.check():
+            raise ManifestError(f"key 'kind' must be one of {', '.join(KINDS)}; got "
+                                f"{values['kind']!r}", path=path)
     rate = table.get("sample_rate_hz")
     if rate is not None:
-        rate = _require(table, "sample_rate_hz", int, "", path)
-        if rate <= 0:
-            raise ManifestError(f"key 'sample_rate_hz' must be > 0; got {rate!r}", path=path)
+        with problems.check():
+            rate = _require(table, "sample_rate_hz", int, "", path)
+            if rate <= 0:
+                raise ManifestError(f"key 'sample_rate_hz' must be > 0; got {rate!r}",
+                                    path=path)
 
-    src = _require(table, "source", dict, "", path)
-    _check_unknown(src, _SOURCE_KEYS, "source.", path)
-    stype = _require(src, "type", str, "source.", path)
-    if stype not in SOURCE_TYPES:
-        raise ManifestError(f"key 'source.type' must be one of {', '.join(SOURCE_TYPES)}; got "
-                            f"{stype!r}", path=path)
-    for key in ("package", "version", "url"):
-        if key in src:
-            _require(src, key, str, "source.", path)
-    if stype != "url" and "url" in src:
-        raise ManifestError(f"key 'source.url' is only for type 'url'; a {stype!r} source is "
-                            "named by 'package' and 'version' and fetched with its registry's "
-                            "client, so remove the url", path=path)
-    needed = ("url",) if stype == "url" else ("package", "version")
-    for key in needed:
-        _require(src, key, str, "source.", path)
-    source = Source(type=stype, package=src.get("package", ""), version=src.get("version", ""),
-                    url=src.get("url", ""))
+    src = None
+    with problems.check():
+        src = _require(table, "source", dict, "", path)
+    if src is not None:
+        with problems.check():
+            _check_unknown(src, _SOURCE_KEYS, "source.", path)
+        with problems.check():
+            stype = _require(src, "type", str, "source.", path)
+            if stype not in SOURCE_TYPES:
+                raise ManifestError(f"key 'source.type' must be one of "
+                                    f"{', '.join(SOURCE_TYPES)}; got {stype!r}", path=path)
+            for key in ("package", "version", "url"):
+                if key in src:
+                    _require(src, key, str, "source.", path)
+            if stype != "url" and "url" in src:
+                raise ManifestError(f"key 'source.url' is only for type 'url'; a {stype!r} "
+                                    "source is named by 'package' and 'version' and fetched "
+                                    "with its registry's client, so remove the url", path=path)
+            needed = ("url",) if stype == "url" else ("package", "version")
+            for key in needed:
+                _require(src, key, str, "source.", path)
 
-    files = _parse_files(table.get("files"), path)
+    files = _parse_files(table.get("files"), path, problems)
+    problems.raise_any()
+    source = Source(type=src["type"], package=src.get("package", ""),
+                    version=src.get("version", ""), url=src.get("url", ""))
     return Manifest(**values, source=source, files=files, sample_rate_hz=rate,
                     manifest_path=path)
 
