@@ -24,6 +24,7 @@ from vocalatent.audio.synthetic import write_synthetic_dataset  # noqa: E402
 from vocalatent.cli import main  # noqa: E402
 from vocalatent.interactive import MissingExtraError, write_job_map, write_map, write_run_map  # noqa: E402
 from vocalatent.interactive import assets  # noqa: E402
+from vocalatent.embedding import read_embedding
 
 TINY = dict(model={"max_epochs": 4, "n_lattice": 89, "n_eval_lattice": 233, "n_eval_shifts": 2,
                    "batch_size": 64, "decoder_options": {"base_channels": 8, "hidden": 32}},
@@ -69,7 +70,7 @@ def sheet_cell(png: bytes, size: int, cols: int, cell: int) -> np.ndarray:
 # ------------------------------------------------------------------------- the page's content
 def test_job_writes_a_self_contained_page(run):
     out, _ = run
-    ds = xr.open_dataset(out / "embedding.nc", engine="h5netcdf")
+    ds = read_embedding(out / "embedding.nc")
     page = out / "map.html"
     assert page.exists()
     text = page.read_text(encoding="utf-8")
@@ -89,7 +90,7 @@ def test_job_writes_a_self_contained_page(run):
 
 def test_each_items_clip_is_its_syllable_cut_from_the_recording(run):
     out, rec = run
-    ds = xr.open_dataset(out / "embedding.nc", engine="h5netcdf")
+    ds = read_embedding(out / "embedding.nc")
     a = page_data(out / "map.html")["audio"]
     sheets = [sf.read(io.BytesIO(decode_uri(u)), dtype="float32") for u in a["sheets"]]
     for i in (0, 7, ds.sizes["item"] - 1):
@@ -317,7 +318,7 @@ def browser():
 def test_page_loads_without_errors_and_draws_every_item(run, browser):
     out, _ = run
     P = _open(browser, out / "map.html")
-    n = xr.open_dataset(out / "embedding.nc", engine="h5netcdf").sizes["item"]
+    n = read_embedding(out / "embedding.nc").sizes["item"]
     assert P["n"] == P["drawn"] == n
     severe = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert severe == []
@@ -414,7 +415,7 @@ def test_box_selection_lists_the_items_inside(run, browser):
     got = set(int(v) for v in res["table"])
     assert core <= got <= near
     assert res["count"].startswith(f"{len(got)} item")
-    ds = xr.open_dataset(out / "embedding.nc", engine="h5netcdf")
+    ds = read_embedding(out / "embedding.nc")
     lines = res["csv"].strip().splitlines()
     assert lines[0] == "item,file,onset_s,offset_s,cluster,label" and len(lines) == len(got) + 1
     row = lines[1].split(",")

@@ -186,3 +186,35 @@ def test_real_anndata_with_scanpy(tmp_path):
     fig = sc.pl.embedding(ad, basis="qlvm", color="qlvm_cluster", show=False, return_fig=True)
     fig.savefig(tmp_path / "qlvm.png")
     assert (tmp_path / "qlvm.png").stat().st_size > 5000
+
+
+def test_embed_h5ad_annotates_a_copy_of_the_users_anndata(sim, tmp_path):
+    """`vocalatent embed x.h5ad` writes the user's own AnnData back with the map: every cell
+    (filtered ones NaN), the user's obsm/layers/uns kept, counts in layers["counts"]."""
+    from vocalatent import embed
+
+    cm = sim.matrix
+    X = sparse.csr_matrix(cm.X, dtype=np.float32).tolil()
+    X[5, :] = 0                                   # min_counts = 1 filters this cell out
+    ad = anndata.AnnData(X=X.tocsr(), obs=pd.DataFrame({"batch": ["a", "b"] * (cm.n_cells // 2)},
+                                                        index=cm.cell_names.astype(str)),
+                         var=pd.DataFrame(index=cm.gene_names.astype(str)))
+    ad.obsm["X_user"] = np.arange(ad.n_obs * 2, dtype=float).reshape(-1, 2)
+    ad.uns["lab"] = {"who": "me"}
+    path = tmp_path / "cells.h5ad"
+    ad.write_h5ad(path)
+    embed(path, tmp_path / "out", verbose=False, figures=False,
+          overrides={"model": {"max_epochs": 3, "n_lattice": 144},
+                     "single_cell": {"n_top_genes": 50},
+                     "analysis": {"jacobian": False, "geodesic": False}})
+    back = anndata.read_h5ad(tmp_path / "out" / "adata.h5ad")
+    assert back.n_obs == ad.n_obs and back.n_vars == ad.n_vars
+    np.testing.assert_array_equal(back.obsm["X_user"], ad.obsm["X_user"])
+    assert back.uns["lab"]["who"] == "me" and list(back.obs["batch"]) == list(ad.obs["batch"])
+    assert "counts" in back.layers
+    np.testing.assert_array_equal(back.layers["counts"].toarray(), ad.X.toarray())
+    assert np.isnan(back.obsm["X_qlvm"][5]).all() and np.isfinite(back.obsm["X_qlvm"][0]).all()
+    assert back.obsm["X_qlvm_torus"].shape == (ad.n_obs, 4)
+    assert all(isinstance(c, str) for c in back.obs["qlvm_cluster"].cat.categories)
+    assert back.var["qlvm_modelled"].sum() == 50
+    assert "heldout_log_likelihood" in back.uns["qlvm"]

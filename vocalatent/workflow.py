@@ -401,29 +401,9 @@ def cached_embedding(path: Path, key: str) -> xr.Dataset | None:
     return None
 
 
-def write_run_anndata(path, ds: xr.Dataset, model: QLVM, cfg: Mapping, prepared: Prepared) -> Path:
-    """Write a single-cell run as ``.h5ad``: all genes of the filtered matrix, the embedding in
-    ``obsm["X_qlvm"]`` (and ``X_qlvm_circle`` for a ring), per-cell scores and clusters in
-    ``obs``, the model's summary in ``uns["qlvm"]``."""
-    from .data.h5ad import write_h5ad
-
-    cm = prepared.extra["matrix"]
-    obs = cm.obs.copy()
-    obs.index = pd.Index(np.asarray(cm.cell_names, dtype=str))
-    obs["qlvm_log_likelihood"] = ds["log_likelihood"].values
-    obs["qlvm_spread"] = ds["spread"].values.mean(axis=1)
-    if "cluster" in ds:
-        obs["qlvm_cluster"] = pd.Categorical(ds["cluster"].values.astype(int))
-    var = cm.var.copy()
-    var.index = pd.Index(np.asarray(cm.gene_names, dtype=str))
-    var["qlvm_modelled"] = np.isin(var.index.to_numpy(), prepared.features.astype(str))
-    emb = ds["embedding"].values
-    obsm = {"X_qlvm": emb}
-    if emb.shape[1] == 1:   # scanpy draws 2-D bases: the ring as a circle
-        ang = 2 * np.pi * emb[:, 0]
-        obsm["X_qlvm_circle"] = np.c_[np.cos(ang), np.sin(ang)]
+def _run_summary(ds: xr.Dataset, model: QLVM, cfg: Mapping, prepared: Prepared) -> dict:
     held = (getattr(model, "metadata_", None) or {}).get("heldout") or {}
-    summary = {
+    return {
         "latent_dim": int(ds.sizes["latent"]),
         "likelihood": str(model.likelihood),
         "decoder": str(getattr(model, "decoder_kind_", model.decoder)),
@@ -438,9 +418,90 @@ def write_run_anndata(path, ds: xr.Dataset, model: QLVM, cfg: Mapping, prepared:
         "lattice": str(ds.attrs.get("lattice", "")),
         "model": str(ds.attrs.get("model", "")),
         "config": json.dumps(cfg, default=str),
-        "embedding": "obsm['X_qlvm']: posterior circular mean on the latent torus, in turns [0, 1)",
+        "genes": [str(g) for g in prepared.features],
+        "embedding": "obsm['X_qlvm']: posterior circular mean on the latent torus, in turns [0, 1); "
+                     "obsm['X_qlvm_torus']: cos/sin per latent dimension",
     }
-    return write_h5ad(path, cm.X, obs=obs, var=var, obsm=obsm, uns={"qlvm": summary})
+
+
+def _user_anndata(prepared: Prepared):
+    """The user's own AnnData for an AnnData input; an AnnData of the file's counts otherwise."""
+    import anndata
+
+    from .data.single_cell import read_counts, to_anndata
+
+    src = Path(prepared.source)
+    name = src.name.lower()
+    if name.endswith(".h5ad"):
+        return anndata.read_h5ad(src), True
+    if name.endswith(".zarr") or (src.is_dir() and (src / ".zgroup").exists()):
+        return anndata.read_zarr(src), True
+    return to_anndata(read_counts(src, allow_non_integer=True)), False
+
+
+def write_run_anndata(path, ds: xr.Dataset, model: QLVM, cfg: Mapping, prepared: Prepared) -> Path:
+    """Write a single-cell run as ``.h5ad``, the scanpy way.
+
+    With ``anndata`` installed (the ``anndata`` extra): a copy of the user's own AnnData (an
+    ``.h5ad``/``.zarr`` input; for 10x, Matrix Market and CSV inputs, an AnnData of the file's
+    counts) with every cell and everything the user had (``obsm``, ``layers``, ``uns``), the
+    raw counts in ``layers["counts"]`` when ``X`` held them, and the map written by
+    :func:`vocalatent.tl.annotate` (``obsm["X_qlvm"]``, ``obsm["X_qlvm_torus"]``, per-cell
+    log-likelihood, spread and string cluster categories in ``obs``, colours and the run's
+    summary in ``uns``); cells the run filtered out get NaN. Without anndata: the filtered
+    cells only, through the built-in h5py writer (a notice says so).
+    """
+    from .data.single_cell import anndata_available
+
+    summary = _run_summary(ds, model, cfg, prepared)
+    if anndata_available():
+        from .tl import annotate
+
+        adata, own = _user_anndata(prepared)
+        names = pd.Index(adata.obs_names.astype(str))
+        cells = np.asarray(ds["cell"].values, dtype=str) if "cell" in ds.coords else None
+        if cells is not None and names.is_unique:
+            rows = names.get_indexer(cells)
+            if (rows >= 0).all():
+                layer = prepared.extra["params"].layer
+                if not layer and "counts" not in adata.layers:
+                    adata.layers["counts"] = adata.X.copy()
+                adata.var["qlvm_modelled"] = np.isin(adata.var_names.astype(str),
+                                                     prepared.features.astype(str))
+                annotate(adata, ds, rows=rows, key_added="qlvm", uns=summary)
+                with atomic_path(path, suffix=".h5ad") as tmp:
+                    adata.write_h5ad(tmp)
+                logger.info("%s: %s with the map (%d of %d cells modelled)", path,
+                            "a copy of the input AnnData" if own else "the counts as AnnData",
+                            len(rows), adata.n_obs)
+                return Path(path)
+        logger.warning("%s: cell names are not unique in the input; writing the modelled cells "
+                       "only", path)
+    else:
+        logger.info("%s: anndata is not installed (pip install vocalatent[anndata]); writing "
+                    "the modelled cells with the built-in writer", path)
+    return _write_filtered_h5ad(path, ds, prepared, summary)
+
+
+def _write_filtered_h5ad(path, ds: xr.Dataset, prepared: Prepared, summary: dict) -> Path:
+    from .data.h5ad import write_h5ad
+    from .tl import torus_coordinates
+
+    cm = prepared.extra["matrix"]
+    obs = cm.obs.copy()
+    obs.index = pd.Index(np.asarray(cm.cell_names, dtype=str))
+    obs["qlvm_log_likelihood"] = ds["log_likelihood"].values
+    obs["qlvm_spread"] = ds["spread"].values.mean(axis=1)
+    if "cluster" in ds:
+        obs["qlvm_cluster"] = pd.Categorical(ds["cluster"].values.astype(int).astype(str))
+    var = cm.var.copy()
+    var.index = pd.Index(np.asarray(cm.gene_names, dtype=str))
+    var["qlvm_modelled"] = np.isin(var.index.to_numpy(), prepared.features.astype(str))
+    emb = ds["embedding"].values
+    obsm = {"X_qlvm": emb, "X_qlvm_torus": torus_coordinates(emb)}
+    uns = dict(summary)
+    uns["genes"] = json.dumps(uns["genes"])
+    return write_h5ad(path, cm.X, obs=obs, var=var, obsm=obsm, uns={"qlvm": uns})
 
 
 @dataclass

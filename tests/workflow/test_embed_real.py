@@ -5,12 +5,12 @@ import shutil
 
 import numpy as np
 import pytest
-import xarray as xr
 from click.testing import CliRunner
 from sklearn.metrics import adjusted_rand_score
 
 from vocalatent.cli import main
 from vocalatent.workflow import dump_toml
+from vocalatent.embedding import read_embedding
 
 
 def test_embed_real_zebra_and_bengalese_finch(real_data, tmp_path):
@@ -26,7 +26,7 @@ def test_embed_real_zebra_and_bengalese_finch(real_data, tmp_path):
     r = CliRunner().invoke(main, ["-q", "embed", str(rec), "-o", str(out), "--pipeline", "zebra_finch",
                                   "--config", str(cfg)])
     assert r.exit_code == 0, r.output
-    ds = xr.open_dataset(out / "embedding.nc", engine="h5netcdf")
+    ds = read_embedding(out / "embedding.nc")
     sources = set(ds["source"].values)
     assert any(s.startswith("zebra_finch_song/") for s in sources)
     assert any(s.startswith("bengalese_finch_song/") for s in sources)

@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-import xarray as xr
 from click.testing import CliRunner
 
 from vocalatent.audio.synthetic import write_synthetic_dataset
 from vocalatent.cli import main
 from vocalatent.workflow import dump_toml
+from vocalatent.embedding import read_embedding
 
 TINY = dict(model={"max_epochs": 2, "n_lattice": 89, "n_eval_lattice": 233, "n_eval_shifts": 2,
                    "batch_size": 64, "decoder_options": {"base_channels": 8, "hidden": 32}},
@@ -66,7 +66,7 @@ def copy(base, tmp_path):
 def _keys(out: Path):
     from vocalatent.workflow import load_model
 
-    ds = xr.open_dataset(out / "embedding.nc", engine="h5netcdf")
+    ds = read_embedding(out / "embedding.nc")
     stage = ds.attrs["stage_key"]
     ds.close()
     return load_model(out / "model.pt").metadata_["train_key"], stage, \
@@ -112,7 +112,7 @@ def test_truncated_cache_files_are_rebuilt_with_a_notice(name, copy, caplog):
     assert r.exit_code == 0, r.output
     assert "Traceback" not in r.output
     assert name in caplog.text                                   # the one-line notice names it
-    ds = xr.open_dataset(out / "embedding.nc", engine="h5netcdf")
+    ds = read_embedding(out / "embedding.nc")
     assert ds.sizes["item"] > 0
     ds.close()
 
@@ -149,7 +149,7 @@ def test_concurrent_embeds_one_is_refused_and_the_survivor_is_consistent(base, t
     from vocalatent.workflow import load_model
 
     run = json.loads((out / "run.json").read_text())
-    ds = xr.open_dataset(out / "embedding.nc", engine="h5netcdf")
+    ds = read_embedding(out / "embedding.nc")
     model = load_model(out / "model.pt")
     assert run["input"] == str(src.resolve()) == ds.attrs["input"] == model.metadata_["input"]
     assert ds.sizes["latent"] == d == model.latent_dim
@@ -194,7 +194,7 @@ def test_force_clears_the_previous_runs_files_but_not_the_users(copy, tmp_path):
     for gone in ("syllables.h5", "segments.csv", "errors.csv", "inputs.json", "figures/old.png"):
         assert not (out / gone).exists(), gone
     assert (out / "my_notes.txt").read_text() == "mine" and (out / "units.csv").is_file()
-    ds = xr.open_dataset(out / "embedding.nc", engine="h5netcdf")
+    ds = read_embedding(out / "embedding.nc")
     assert ds.attrs["domain"] == "neural" and ds.sizes["item"] == 200
     ds.close()
 
@@ -232,8 +232,8 @@ def test_a_killed_embed_leaves_nothing_that_blocks_the_next(base, tmp_path):
     p.wait()
     r = _cli("embed", rec, "-o", out, "--config", cfg, "--no-figures")
     assert r.exit_code == 0, r.output
-    a = xr.open_dataset(out / "embedding.nc", engine="h5netcdf").load()
-    b = xr.open_dataset(ref / "embedding.nc", engine="h5netcdf").load()
+    a = read_embedding(out / "embedding.nc").load()
+    b = read_embedding(ref / "embedding.nc").load()
     np.testing.assert_array_equal(a["embedding"].values, b["embedding"].values)
     assert not any(".vltmp." in q.name for q in out.iterdir())
 

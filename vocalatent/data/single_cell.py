@@ -41,6 +41,7 @@ __all__ = [
     "CountMatrix",
     "HVG_METHODS",
     "check_counts",
+    "anndata_available",
     "check_sparse",
     "from_anndata",
     "sparse_from_arrays",
@@ -456,7 +457,7 @@ def read_h5ad(path, *, layer: str | None = None, allow_non_integer: bool = False
     path = Path(path)
     if not path.is_file():
         raise DataError("no such file", path=path)
-    if backend == "anndata" or (backend == "auto" and _anndata_available()):
+    if backend == "anndata" or (backend == "auto" and anndata_available()):
         return _read_with_anndata(path, layer=layer, allow_non_integer=allow_non_integer)
     try:
         with h5py.File(path, "r") as f:
@@ -478,7 +479,7 @@ def read_zarr(path, *, layer: str | None = None, allow_non_integer: bool = False
     path = Path(path)
     if not path.is_dir():
         raise DataError("no such zarr store (a folder)", path=path)
-    if _anndata_available():
+    if anndata_available():
         return _read_with_anndata(path, layer=layer, allow_non_integer=allow_non_integer, fmt="zarr")
     try:
         import zarr
@@ -495,7 +496,8 @@ def read_zarr(path, *, layer: str | None = None, allow_non_integer: bool = False
                                fmt="zarr")
 
 
-def _anndata_available() -> bool:
+def anndata_available() -> bool:
+    """Whether the optional ``anndata`` package can be imported."""
     try:
         import anndata  # noqa: F401
     except ImportError:
