@@ -109,3 +109,38 @@ def test_bad_inputs(tmp_path):
         with pytest.raises(ParameterError, match="required column"):
             st.append(x, seg.drop(columns="source"))
         st.append(x, seg)
+
+
+def test_store_opens_with_plain_xarray_without_vocalatent(tmp_path):
+    """The store's layout is netCDF-4 enough for xarray: spectrograms (item, freq, time) and
+    the segment table, read in a process where vocalatent cannot be imported."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from vocalatent.data.store import SyllableStore
+
+    rng = np.random.default_rng(0)
+    x = rng.random((11, 6, 7)).astype(np.float32)
+    seg = pd.DataFrame({"source": [f"f{k % 3}.wav" for k in range(11)],
+                        "onset_s": np.arange(11) * 0.5, "offset_s": np.arange(11) * 0.5 + 0.1,
+                        "sample_rate": 32000})
+    path = tmp_path / "syllables.h5"
+    with SyllableStore.create(path, params={"a": 1}, shape=(6, 7), dtype="uint8") as st:
+        st.append(x[:5], seg.iloc[:5])
+        st.append(x[5:], seg.iloc[5:])
+    script = textwrap.dedent(f"""
+        import sys
+        sys.modules["vocalatent"] = None
+        import numpy as np, xarray as xr
+        ds = xr.open_dataset({str(path)!r}, engine="h5netcdf")
+        seg = xr.open_dataset({str(path)!r}, engine="h5netcdf", group="segments").to_dataframe()
+        print(dict(ds["spectrograms"].sizes), len(seg), list(seg["source"])[:3])
+        np.save({str(tmp_path / "x.npy")!r}, ds["spectrograms"].values)
+    """)
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "{'item': 11, 'freq': 6, 'time': 7} 11 ['f0.wav', 'f1.wav', 'f2.wav']" in r.stdout
+    # xarray decodes the uint8 quantisation exactly as the store does
+    np.testing.assert_allclose(np.load(tmp_path / "x.npy"), SyllableStore(path).spectrograms[:],
+                               atol=1e-6)

@@ -4,11 +4,17 @@ Layout (h5py, chunked, gzip-compressed)::
 
     /spectrograms          (N, F, T)  float32 | float16 | uint8, chunks of 8 items
     /segments/<column>     (N,)       one dataset per column (float64, int64 or UTF-8 str)
+    /item, /freq, /time    dimension scales of those axes (netCDF-4 convention)
     attrs: format_version, vocalatent_version, params (JSON), info (JSON), dtype, columns (JSON)
 
 Every row carries its identity — ``source`` (path relative to the input root), ``onset_s``,
 ``offset_s`` — plus ``duration_s``, ``sample_rate``, ``channel``, ``label`` and any metadata
 column, so nothing depends on row order in some other file.
+
+xarray: the spectrograms and the segment table carry netCDF-4 dimension scales (``item``,
+``freq``, ``time``), so ``xarray.open_dataset(path, engine="h5netcdf")`` gives
+``spectrograms (item, freq, time)`` and ``xarray.open_dataset(path, engine="h5netcdf",
+group="segments")`` the segment table, without vocalatent installed.
 
 Quantization: ``dtype="float16"`` keeps values in [0, 1] to within 2.5e-4; ``"uint8"`` stores
 ``round(255 x)`` (error at most 1/510 ≈ 0.002) at a quarter of the size of float32. Reads
@@ -83,6 +89,27 @@ class StoreSpectrograms(LazyRows):
         if int(idx[-1]) - int(idx[0]) + 1 == idx.size:     # contiguous: one slice
             return self._decode(self._d[int(idx[0]):int(idx[-1]) + 1])
         return self._decode(self._d[idx])                  # h5py needs increasing indices
+
+
+def _add_dimension_scales(h5, dtype: str) -> None:
+    """Make the store readable by ``xarray.open_dataset(path, engine="h5netcdf")``.
+
+    HDF5 dimension scales ``item``, ``freq`` and ``time`` (the netCDF-4 convention) name the
+    axes of ``/spectrograms`` and of every ``/segments/<column>``; a ``uint8`` store carries
+    ``scale_factor = 1/255`` so that xarray decodes it to [0, 1] like the store does.
+    """
+    spec = h5["spectrograms"]
+    _, F, T = spec.shape
+    item = h5.create_dataset("item", shape=(0,), maxshape=(None,), dtype="i8", chunks=(4096,))
+    freq = h5.create_dataset("freq", data=np.arange(F, dtype=np.int64))
+    time_ = h5.create_dataset("time", data=np.arange(T, dtype=np.int64))
+    freq.attrs["long_name"] = "frequency bin (low to high)"
+    time_.attrs["long_name"] = "time bin"
+    for k, scale in enumerate((item, freq, time_)):
+        scale.make_scale(scale.name.strip("/"))
+        spec.dims[k].attach_scale(scale)
+    if dtype == "uint8":
+        spec.attrs["scale_factor"] = np.float32(1 / 255)
 
 
 class SyllableStore:
@@ -178,6 +205,7 @@ class SyllableStore:
                                 dtype=dtype, chunks=(_CHUNK_ITEMS, F, T), compression="gzip",
                                 compression_opts=int(compression_level), shuffle=True)
         self._h5.create_group("segments")
+        _add_dimension_scales(self._h5, dtype)
         a = self._h5.attrs
         a["format"] = "vocalatent-syllable-store"
         a["format_version"] = FORMAT_VERSION
@@ -234,6 +262,9 @@ class SyllableStore:
             return
         d.resize(n0 + n, axis=0)
         d[n0:] = x
+        if "item" in self._h5:             # the netCDF dimension scale (stores since 0.2)
+            self._h5["item"].resize(n0 + n, axis=0)
+            self._h5["item"][n0:] = np.arange(n0, n0 + n)
         cols = json.loads(self._h5.attrs["columns"])
         g = self._h5["segments"]
         if not cols:
@@ -244,8 +275,10 @@ class SyllableStore:
                 v = table[name]
                 kind_c = ("f" if v.dtype.kind == "f" else "i" if v.dtype.kind in "iub" else "s")
                 dt = {"f": "f8", "i": "i8", "s": h5py.string_dtype("utf-8")}[kind_c]
-                g.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dt, chunks=(4096,),
-                                 compression="gzip", compression_opts=4)
+                col = g.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dt, chunks=(4096,),
+                                       compression="gzip", compression_opts=4)
+                if "item" in self._h5:
+                    col.dims[0].attach_scale(self._h5["item"])
                 cols.append({"name": name, "kind": kind_c})
             self._h5.attrs["columns"] = json.dumps(cols)
         names = [c["name"] for c in cols]
