@@ -8,4 +8,6 @@ PY=${PYTHON:-python3}
 if ! "$PY" -c "import torch" >/dev/null 2>&1; then
   "$PY" -m pip install -q "torch==2.13.0"
 fi
-"$PY" -m pip install -q -e ".[test,interactive,cluster]"
+# The optional extras too (interactive page, SLURM, AnnData/zarr/scanpy), so that their tests
+# run here and in CI instead of being skipped.
+"$PY" -m pip install -q -e ".[test,interactive,cluster,anndata,zarr,scverse]"
