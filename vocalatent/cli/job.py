@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from .._utils import DataError, ParameterError
+from .._utils import READ_ERRORS, DataError, ParameterError
 from .options import config_option, device_option, jobs_option, pipeline_option, seed_option
 
 
@@ -163,14 +163,20 @@ def evaluate(target, data, labels, k, no_figures, n_lattice, n_shifts, device):
     if data is None:
         raise ParameterError(f"{target} is a file: give the DATA to evaluate the model on "
                              "(or a run folder for the map-versus-labels report)")
-    m = load_model(target, device=device)
     d = Path(data)
+    if d.suffix == ".npy":  # checked before the model is loaded: a bad array is the user's
+        try:
+            X = np.load(d, mmap_mode="r", allow_pickle=False)
+        except READ_ERRORS as exc:
+            raise DataError(f"not a readable .npy array ({exc})", path=d) from None
+        if not (np.issubdtype(X.dtype, np.number) or X.dtype == bool) or X.ndim < 2:
+            raise DataError(f"evaluate needs a numeric array of items (n_items, ...); got "
+                            f"dtype {X.dtype}, shape {X.shape}", path=d)
+    elif d.suffix not in (".h5", ".hdf5"):
+        raise DataError("evaluate reads a syllables.h5 store or a .npy array", path=d)
+    m = load_model(target, device=device)
     if d.suffix in (".h5", ".hdf5"):
         X = SyllableStore(d).spectrograms
-    elif d.suffix == ".npy":
-        X = np.load(d, mmap_mode="r")
-    else:
-        raise DataError("evaluate reads a syllables.h5 store or a .npy array", path=d)
     res = m.evaluate(X, n_lattice=n_lattice, n_shifts=n_shifts)
     click.echo(json.dumps(res, indent=2))
 
