@@ -34,10 +34,39 @@ FIBONACCI = (1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144, 233, 377, 610, 987, 1597, 2
 #: P_2-optimal Korobov parameters ``a`` for d = 3 (exhaustive search over all a coprime to n).
 KOROBOV_3D = {1021: 94, 2039: 1386, 4093: 1884, 8191: 739}
 
-#: Default training lattice size per latent dimension (see docs/method.md for the cost model).
-DEFAULT_N_TRAIN = {1: 256, 2: 987, 3: 2039}
-#: Default evaluation lattice size per latent dimension.
-DEFAULT_N_EVAL = {1: 2048, 2: 6765, 3: 8191}
+#: Lattice sizes used when none is given, by device type and latent dimension:
+#: ``(training m, evaluation m, evaluation shifts)``. The one table of these defaults: the
+#: job, :data:`DEFAULT_N_TRAIN` / :data:`DEFAULT_N_EVAL`, the help texts and docs/config.md read
+#: it. A training step decodes m points and costs ~6·B·m·D flops in the likelihood, so on a CPU
+#: smaller lattices finish a 128 x 128 spectrogram map in minutes (docs/method.md).
+AUTO_SIZES = {
+    "cuda": {1: (256, 2048, 4), 2: (987, 6765, 4), 3: (2039, 8191, 4)},
+    "cpu": {1: (128, 1024, 2), 2: (377, 2584, 2), 3: (1021, 4093, 2)},
+}
+#: Training lattice size per latent dimension when the device is not known (the CUDA row of
+#: :data:`AUTO_SIZES`).
+DEFAULT_N_TRAIN = {d: sizes[0] for d, sizes in AUTO_SIZES["cuda"].items()}
+#: Evaluation lattice size per latent dimension when the device is not known (CUDA row).
+DEFAULT_N_EVAL = {d: sizes[1] for d, sizes in AUTO_SIZES["cuda"].items()}
+
+#: Most lattice points :func:`lattice` builds (2**22 points of 3 coordinates: 100 MB).
+MAX_POINTS = 2 ** 22
+#: Bound on the work of one generator search, in evaluations of the criterion's factor
+#: (points x candidates x dimensions); larger searches use a random subset of candidates, so
+#: a search takes seconds (docs/config.md, "Limits"). Every tabulated size is below it.
+SEARCH_BUDGET = 5 * 10 ** 8
+#: Bytes of one block of candidate rows in a search (the search's memory is a few blocks).
+SEARCH_BLOCK_BYTES = 16 * 2 ** 20
+
+
+def auto_sizes(latent_dim: int, device_type: str = "cuda") -> tuple[int, int, int]:
+    """``(training m, evaluation m, evaluation shifts)`` for ``latent_dim`` on a device type
+    (``"cuda"``, ``"cpu"``; others use the CPU row) from :data:`AUTO_SIZES`."""
+    row = AUTO_SIZES["cuda" if device_type == "cuda" else "cpu"]
+    if latent_dim not in row:
+        raise ParameterError(f"latent_dim must be 1, 2 or 3 for automatic lattice sizes; got "
+                             f"{latent_dim!r}")
+    return row[latent_dim]
 
 #: Clip range applied before the inverse normal CDF in :func:`to_gaussian`.
 GAUSSIAN_CLIP = 1e-4
@@ -145,12 +174,20 @@ def search_generator(n: int, d: int, *, alpha: int = 2, method: str = "auto",
         return (1,)
     if method not in ("auto", "korobov", "cbc"):
         raise ParameterError(f"method must be 'auto', 'korobov' or 'cbc'; got {method!r}")
+    if n > MAX_POINTS:
+        raise ParameterError(f"n must be <= {MAX_POINTS} lattice points; got {n}")
     cands = _coprime_candidates(n)
     k = np.arange(n, dtype=np.int64)
+    rng = np.random.default_rng(n * 7919 + d)
+    # bounded work: n points x candidates x d factor evaluations (a random subset beyond)
+    max_cands = max(64, SEARCH_BUDGET // (n * d))
+    if len(cands) > max_cands:
+        cands = np.sort(rng.choice(cands, max_cands, replace=False))
+    block = int(max(1, min(256, SEARCH_BLOCK_BYTES // (8 * n))))
     if method == "korobov" or (method == "auto" and n <= max_exhaustive):
         best_a, best = 1, np.inf
-        for start in range(0, len(cands), 256):
-            a = cands[start:start + 256]
+        for start in range(0, len(cands), block):
+            a = cands[start:start + block]
             prod = np.ones((len(a), n))
             power = np.ones_like(a)
             for _ in range(d):
@@ -162,15 +199,14 @@ def search_generator(n: int, d: int, *, alpha: int = 2, method: str = "auto",
                 best, best_a = float(vals[i]), int(a[i])
         return korobov_generator(n, best_a, d)
     # Component-by-component: fix g_1 = 1, then choose each next component greedily.
-    rng = np.random.default_rng(n * 7919 + d)
     if len(cands) > 4096:
         cands = np.sort(rng.choice(cands, 4096, replace=False))
     g = [1]
     running = _p_alpha_factor(alpha, k / n)
     for _ in range(1, d):
         best_c, best, best_fac = None, np.inf, None
-        for start in range(0, len(cands), 128):
-            c = cands[start:start + 128]
+        for start in range(0, len(cands), min(block, 128)):
+            c = cands[start:start + min(block, 128)]
             fac = _p_alpha_factor(alpha, ((k[None, :] * c[:, None]) % n) / n)
             vals = (running[None, :] * fac).mean(axis=1)
             i = int(np.argmin(vals))
@@ -203,6 +239,9 @@ def lattice(n: int, d: int, *, generator=None) -> np.ndarray:
     """
     check_positive("n", n, integer=True)
     check_positive("d", d, integer=True)
+    if n * d > 3 * MAX_POINTS:
+        raise ParameterError(f"a lattice of n={n} points in d={d} dimensions exceeds "
+                             f"{3 * MAX_POINTS} coordinates; use fewer points")
     if d > 3:
         logger.warning("latent_dim=%d > 3: the lattice size needed grows exponentially with d", d)
     g = default_generator(int(n), int(d)) if generator is None else generator

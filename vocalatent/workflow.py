@@ -34,6 +34,8 @@ import xarray as xr
 
 from ._utils import DataError, ParameterError, VocalatentError, atomic_path, file_sha256, json_key
 from ._version import __version__
+from .config import defaults as config_defaults
+from .lattice import AUTO_SIZES
 from .data.rows import take_rows
 from .embedding import add_item_coords, heldout_attrs, read_embedding, write_embedding
 from .figures import domain_figures, eval_lattice_size, make_figures
@@ -51,52 +53,16 @@ __all__ = ["ANALYSIS_DEFAULTS", "AUTO_LATTICE", "JobResult", "MODEL_DEFAULTS", "
            "split_indices", "train", "train_job", "write_embedding", "write_run_anndata"]
 
 
-#: Defaults of the ``[model]`` table (QLVM constructor arguments plus ``validation``).
-MODEL_DEFAULTS: dict[str, Any] = {
-    "latent_dim": 2,
-    "likelihood": "gaussian",
-    "decoder": "auto",
-    "n_lattice": 0,            # 0: automatic by device, see AUTO_LATTICE
-    "batch_size": 256,
-    "max_epochs": 150,
-    "lr": 1e-3,
-    "patience": 20,
-    "n_harmonics": 1,
-    "n_eval_lattice": 0,       # 0: automatic by device, see AUTO_LATTICE
-    "n_eval_shifts": 0,        # 0: automatic by device (4 on CUDA, 2 on CPU)
-    "validation": 0.1,         # fraction held out for early stopping and the held-out score
-    "n_restarts": 1,           # trainings from different initialisations; the best held-out one is kept
-    "precision": "32",
-    "decoder_options": {},
-    "likelihood_options": {},
-}
+#: Defaults of the ``[model]`` table (QLVM constructor arguments plus ``validation``): the
+#: configuration schema's, which takes them from QLVM's signature (vocalatent.config.tables).
+MODEL_DEFAULTS: dict[str, Any] = config_defaults("model")
 
 #: Lattice sizes used when ``[model] n_lattice`` / ``n_eval_lattice`` are 0, by device type
-#: and latent dimension: (training m, evaluation m, evaluation shifts). A training step
-#: decodes m points and costs ~6·B·m·D flops in the likelihood, so on a CPU the job uses
-#: smaller lattices to finish a 128 x 128 spectrogram map in minutes (docs/method.md).
-AUTO_LATTICE = {
-    "cuda": {1: (256, 2048, 4), 2: (987, 6765, 4), 3: (2039, 8191, 4)},
-    "cpu": {1: (128, 1024, 2), 2: (377, 2584, 2), 3: (1021, 4093, 2)},
-}
+#: and latent dimension: the one table, :data:`vocalatent.lattice.AUTO_SIZES`.
+AUTO_LATTICE = AUTO_SIZES
 
-#: Defaults of the ``[analysis]`` table.
-ANALYSIS_DEFAULTS: dict[str, Any] = {
-    "clusters": True,
-    "jacobian": True,
-    "resolution": 0,           # 0: the default grid for the latent dimension
-    "bandwidth": 0.0,          # 0: chosen automatically (see bandwidth_scale)
-    "bandwidth_scale": 1.0,    # automatic bandwidth = this x the cross-validated KDE bandwidth
-    # clusters (docs/analysis.md; the old rule: "persistence", bandwidth_scale 2,
-    # min_persistence 0.5, min_relative_height 0.1)
-    "cluster_method": "significance",  # dips judged against sampling noise, or "persistence"
-    "significance": 2.5,       # a dip must exceed this many sampling-noise sds
-    "min_size": 5,             # a group alone in empty space needs this many items
-    "min_persistence": 0.0,    # peaks stay apart only if the density dips by this fraction
-    "min_relative_height": 0.0,  # peaks lower than this fraction of the highest are merged
-    "geodesic": True,
-    "figures": True,
-}
+#: Defaults of the ``[analysis]`` table (vocalatent.analysis.params.AnalysisParams).
+ANALYSIS_DEFAULTS: dict[str, Any] = config_defaults("analysis")
 
 #: Grid resolution of the analysis on CPU when ``[analysis] resolution = 0`` (GPU: the
 #: analysis module's own defaults, 512 / 128 / 48).
@@ -167,7 +133,7 @@ def make_model(cfg: Mapping, *, device="auto", seed=None, verbose: bool = True) 
 
     m = {**MODEL_DEFAULTS, **dict(cfg.get("model", {}))}
     kwargs = {k: m[k] for k in _MODEL_KEYS_TO_QLVM if k != "n_eval_shifts"}
-    auto = AUTO_LATTICE[resolve_device(device).type].get(int(m["latent_dim"]))
+    auto = AUTO_LATTICE.get(resolve_device(device).type, AUTO_LATTICE["cpu"]).get(int(m["latent_dim"]))
     kwargs["n_lattice"] = int(m["n_lattice"]) or (auto[0] if auto else None)
     kwargs["n_eval_lattice"] = int(m["n_eval_lattice"]) or (auto[1] if auto else None)
     kwargs["n_eval_shifts"] = int(m["n_eval_shifts"]) or (auto[2] if auto else 4)
@@ -653,7 +619,7 @@ def _write_config(cfg: Mapping, path: Path) -> None:
 
 
 def embed_job(path, out=None, *, pipeline=None, config=None, latent_dim: int | None = None,
-              device="auto", seed: int | None = None, n_jobs: int = 1, max_epochs: int | None = None,
+              device="auto", seed: int | None = None, n_jobs: int | None = None, max_epochs: int | None = None,
               overrides: Mapping | None = None, figures: bool | None = None, force: bool = False,
               verbose: bool = True) -> JobResult:
     """:func:`embed`, returning the :class:`JobResult` (what failed, the folder, the model)."""
@@ -673,7 +639,7 @@ def embed_job(path, out=None, *, pipeline=None, config=None, latent_dim: int | N
 
 
 def embed(path, out=None, *, pipeline=None, config=None, latent_dim: int | None = None,
-          device="auto", seed: int | None = None, n_jobs: int = 1, max_epochs: int | None = None,
+          device="auto", seed: int | None = None, n_jobs: int | None = None, max_epochs: int | None = None,
           overrides: Mapping | None = None, figures: bool | None = None, force: bool = False,
           verbose: bool = True) -> xr.Dataset:
     """Any input → prepared items → QLVM → embedding → analysis → figures.
@@ -731,7 +697,7 @@ def embed(path, out=None, *, pipeline=None, config=None, latent_dim: int | None 
 
 
 def train_job(path, out, *, pipeline=None, config=None, device="auto", seed: int | None = None,
-              n_jobs: int = 1, overrides: Mapping | None = None, force: bool = False,
+              n_jobs: int | None = None, overrides: Mapping | None = None, force: bool = False,
               verbose: bool = True) -> JobResult:
     """Prepare the input at ``path`` (any domain; a ``syllables.h5`` store is used as it is)
     and train a QLVM on it into ``out/model.pt`` (reused when up to date)."""
@@ -753,7 +719,7 @@ def train_job(path, out, *, pipeline=None, config=None, device="auto", seed: int
         return JobResult(None, out, model, prepared)
 
 
-def project_job(model_path, path, out, *, n_jobs: int = 1, device="auto",
+def project_job(model_path, path, out, *, n_jobs: int | None = None, device="auto",
                 metadata: Mapping | None = None, force: bool = False) -> JobResult:
     """Embed new data with an existing model, prepared the way its training data was (the
     preprocessing is stored in the model file); writes ``out/embedding.nc`` (and, for
@@ -793,7 +759,7 @@ def project_job(model_path, path, out, *, n_jobs: int = 1, device="auto",
         return JobResult(ds, out, model, prepared)
 
 
-def project_recordings(model_path, path, out, *, n_jobs: int = 1, device="auto",
+def project_recordings(model_path, path, out, *, n_jobs: int | None = None, device="auto",
                        metadata: Mapping | None = None, force: bool = False) -> xr.Dataset:
     """Embed new data with an existing model (see :func:`project_job`); returns the Dataset."""
     return project_job(model_path, path, out, n_jobs=n_jobs, device=device, metadata=metadata,

@@ -9,9 +9,8 @@ import click
 
 from .._utils import atomic_path, logger
 from ..audio.pipeline import build_store, report_lines, segment_paths
-from ..audio.segment import SegmentParams
-from ..audio.spectrogram import SpectrogramParams
 from ..config import resolve_config
+from ..config import table as config_table
 from .options import config_option, jobs_option, pipeline_option
 
 
@@ -39,10 +38,9 @@ def _settings(pipeline, config_file, jobs, annotations, channel, chunk_s):
     cfg = resolve_config(pipeline, config_file, overrides={
         "audio": {"annotations": annotations, "channel": channel_val, "chunk_s": chunk_s,
                   "jobs": jobs}})
-    audio = cfg.get("audio", {})
-    return cfg, {"annotations": audio.get("annotations", "auto"),
-                 "channel": audio.get("channel", 0), "n_jobs": audio.get("jobs", 1),
-                 "chunk_s": float(audio.get("chunk_s", 60.0))}
+    audio = config_table(cfg, "audio")
+    return cfg, {"annotations": audio.annotations, "channel": audio.channel,
+                 "n_jobs": audio.jobs, "chunk_s": float(audio.chunk_s)}
 
 
 def _write_csv(df, path: Path) -> None:
@@ -92,7 +90,7 @@ def segment(path, out_dir, pipeline, config_file, jobs, annotations, channel, ch
     """Segment the recordings under PATH; write OUT/segments.csv, OUT/report.csv (what each
     filter removed, per file) and OUT/errors.csv."""
     cfg, kw = _settings(pipeline, config_file, jobs, annotations, channel, chunk_s)
-    params = SegmentParams.from_dict(cfg.get("segment", {}))
+    params = config_table(cfg, "segment")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tol_s = tolerance_ms / 1000.0
@@ -174,8 +172,8 @@ def segment(path, out_dir, pipeline, config_file, jobs, annotations, channel, ch
 def spectrograms(path, out_dir, pipeline, config_file, jobs, annotations, channel, chunk_s, dtype):
     """Segment PATH and write OUT/segments.csv, OUT/syllables.h5 (the store), OUT/errors.csv."""
     cfg, kw = _settings(pipeline, config_file, jobs, annotations, channel, chunk_s)
-    seg_params = SegmentParams.from_dict(cfg.get("segment", {}))
-    spec_params = SpectrogramParams.from_dict(cfg.get("spectrogram", {}))
+    seg_params = config_table(cfg, "segment")
+    spec_params = config_table(cfg, "spectrogram")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     segments, seg_errors = segment_paths(path, params=seg_params, **kw)

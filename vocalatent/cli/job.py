@@ -10,7 +10,8 @@ from pathlib import Path
 import click
 
 from .._utils import READ_ERRORS, DataError, ParameterError
-from .options import config_option, device_option, jobs_option, pipeline_option, seed_option
+from .options import (config_option, device_option, jobs_option, pipeline_option, schema_option,
+                      seed_option)
 
 
 def _common(f):
@@ -18,14 +19,12 @@ def _common(f):
 
 
 def _model_flags(f):
-    f = click.option("--max-epochs", type=click.IntRange(min=1), default=None,
-                     help="Upper bound on training epochs (passes over the syllables); early stopping "
-                          "on the held-out log-likelihood usually ends sooner. Preset default: 300.")(f)
-    f = click.option("--n-lattice", type=click.IntRange(min=2), default=None,
-                     help="Training lattice size m (latent points decoded per step). Default by latent "
-                          "dim: 256 / 987 / 2039. Cost per step grows linearly with m.")(f)
-    f = click.option("--latent-dim", type=click.IntRange(1, 3), default=None,
-                     help="Dimension of the latent torus: 1 (ring), 2 (map, default) or 3.")(f)
+    f = schema_option("--max-epochs", table="model", key="max_epochs")(f)
+    f = schema_option("--n-lattice", table="model", key="n_lattice",
+                      text="Training lattice size m (latent points decoded per step; the cost "
+                           "of a step grows linearly with m)")(f)
+    f = schema_option("--latent-dim", table="model", key="latent_dim",
+                      text="Dimension of the latent torus: 1 (ring), 2 (map) or 3")(f)
     return f
 
 
@@ -39,7 +38,8 @@ def _overrides(latent_dim=None, n_lattice=None, max_epochs=None):
               help="Output folder (default: PATH_vocalatent beside PATH).")
 @_common
 @_model_flags
-@jobs_option(help="Processes for segmentation and spectrograms (-1: all cores).")
+@jobs_option(default=None, help="Processes for segmentation and spectrograms (-1: all cores). "
+                               "Default: [audio] jobs of the configuration (1).")
 @click.option("--no-figures", is_flag=True, help="Skip the PNG figures.")
 @click.option("--force", is_flag=True, help="Write into OUT even if it holds another run's results.")
 def embed(path, out, pipeline, config, device, seed, latent_dim, n_lattice, max_epochs, jobs,
@@ -84,7 +84,8 @@ def _finish(res, text: str) -> None:
 @click.option("-o", "--out", type=click.Path(file_okay=False), required=True, help="Output folder.")
 @_common
 @_model_flags
-@jobs_option(help="Processes for segmentation and spectrograms (-1: all cores).")
+@jobs_option(default=None, help="Processes for segmentation and spectrograms (-1: all cores). "
+                               "Default: [audio] jobs of the configuration (1).")
 @click.option("--force", is_flag=True, help="Write into OUT even if it holds another run's results.")
 def train(path, out, pipeline, config, device, seed, latent_dim, n_lattice, max_epochs, jobs, force):
     """Train a QLVM on PATH (recordings, a syllables.h5 store, a count matrix or neural data);
@@ -108,7 +109,8 @@ def train(path, out, pipeline, config, device, seed, latent_dim, n_lattice, max_
 @click.argument("path", type=click.Path(exists=True))
 @click.option("-o", "--out", type=click.Path(file_okay=False), required=True, help="Output folder.")
 @device_option
-@jobs_option(help="Processes for segmentation and spectrograms (-1: all cores).")
+@jobs_option(default=None, help="Processes for segmentation and spectrograms (-1: all cores). "
+                               "Default: [audio] jobs of the configuration (1).")
 @click.option("--force", is_flag=True, help="Write into OUT even if it holds another run's results.")
 def project(model, path, out, device, jobs, force):
     """Embed PATH with an existing MODEL, prepared as its training data was (same domain);
@@ -228,9 +230,9 @@ def pipelines():
 @pipeline_option
 def config(out, pipeline):
     """Write a commented TOML template of every setting (the preset's values filled in)."""
-    from ..workflow import config_template
+    from ..config.docs import template
 
-    text = config_template(pipeline=pipeline)
+    text = template(pipeline=pipeline)
     if out:
         if Path(out).exists():
             raise ParameterError(f"{out} exists; not overwriting it")

@@ -23,7 +23,7 @@ import click
 
 from .._utils import ParameterError, resolve_device, set_log_level
 
-__all__ = ["FlagError", "PIPELINE_HELP", "CONFIG_HELP", "DEVICE_HELP", "config_option", "device_option",
+__all__ = ["FlagError", "SchemaOption", "schema_option", "PIPELINE_HELP", "CONFIG_HELP", "DEVICE_HELP", "config_option", "device_option",
            "jobs_option", "pipeline_option", "seed_option", "set_verbosity", "verbosity_params"]
 
 PIPELINE_HELP = ("Preset name (see `vocalatent pipelines`) or a pipeline TOML file. "
@@ -122,3 +122,40 @@ def verbosity_params() -> list[click.Option]:
         click.Option(["-q", "--quiet"], is_flag=True, expose_value=False, is_eager=True,
                      callback=_quiet_cb, help="Only warnings and errors; no progress bars."),
     ]
+
+
+class SchemaOption(click.Option):
+    """A flag that sets one TOML key: its type, limits and help come from the configuration
+    schema (:mod:`vocalatent.config.schema`), so the flag and the TOML key cannot drift. The
+    help text is built when ``--help`` asks for it (the schema of ``[model]`` reads the
+    estimator, which imports torch)."""
+
+    def __init__(self, *args, table: str, key: str, text: str | None = None, **kwargs):
+        self.schema_table, self.schema_key, self.schema_text = table, key, text
+        kwargs.setdefault("type", int)
+        kwargs.setdefault("default", None)
+        super().__init__(*args, **kwargs)
+
+    def get_help_record(self, ctx):
+        if not self.help:
+            from ..config.docs import flag_help
+
+            self.help = flag_help(self.schema_table, self.schema_key, self.schema_text)
+        return super().get_help_record(ctx)
+
+    def process_value(self, ctx, value):
+        value = super().process_value(ctx, value)
+        if value is not None:
+            from ..config.schema import ConfigError, check_limit
+
+            try:
+                check_limit(self.schema_table, self.schema_key, value,
+                            source=f"option {self.opts[-1]}")
+            except ConfigError as exc:
+                raise FlagError(str(exc).split(": ", 1)[-1], ctx=ctx, param=self) from None
+        return value
+
+
+def schema_option(*decls: str, table: str, key: str, text: str | None = None, **kwargs):
+    """A click option that sets ``[table] key`` (see :class:`SchemaOption`)."""
+    return click.option(*decls, cls=SchemaOption, table=table, key=key, text=text, **kwargs)

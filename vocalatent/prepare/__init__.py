@@ -33,7 +33,7 @@ __all__ = ["COUNT_LIKELIHOODS", "DOMAINS", "NeuralParams", "Prepared", "SingleCe
 
 
 def prepare(path, out_dir=None, cfg: Mapping | None = None, *, domain: str | None = None,
-            features=None, n_jobs: int = 1) -> Prepared:
+            features=None, n_jobs: int | None = None) -> Prepared:
     """Read and preprocess the input at ``path`` per ``cfg``, for any domain.
 
     Parameters

@@ -27,6 +27,7 @@ import pandas as pd
 
 from .._utils import READ_ERRORS, DataError, ParameterError, check_option, check_positive, is_number, json_key
 from .._version import __version__
+from ..config import table as config_table
 from .base import COUNT_LIKELIHOODS, Prepared, files_digest, input_files
 from .detect import TABLE_EXT
 
@@ -34,20 +35,6 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["NeuralParams", "SingleCellParams", "check_count_support", "prepare_neural",
            "prepare_single_cell"]
-
-
-def _from_table(cls, table: Mapping | None, name: str):
-    table = dict(table or {})
-    valid = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(table) - set(valid))
-    if unknown:
-        raise ParameterError(f"unknown key(s) in [{name}]: {', '.join(unknown)}; valid: {', '.join(valid)}")
-    kwargs = {}
-    for k, v in table.items():
-        if isinstance(v, list):
-            v = tuple(v)
-        kwargs[k] = v
-    return cls(**kwargs)
 
 
 @dataclass(frozen=True)
@@ -216,7 +203,7 @@ def prepare_single_cell(path: Path, cfg: Mapping, *, features=None) -> Prepared:
     from ..data.single_cell import (filter_cells_genes, read_counts,
                                    select_highly_variable_genes)
 
-    p = _from_table(SingleCellParams, cfg.get("single_cell"), "single_cell")
+    p = config_table(cfg, "single_cell")
     likelihood = str(cfg.get("model", {}).get("likelihood", "multinomial"))
     kw: dict[str, Any] = {"allow_non_integer": p.allow_non_integer}
     base = path.name.lower().removesuffix(".gz")
@@ -322,7 +309,7 @@ def prepare_neural(path: Path, cfg: Mapping, *, features=None) -> Prepared:
     """
     from ..data.neural import bin_spikes, read_binned, read_nwb_units, read_spike_times
 
-    p = _from_table(NeuralParams, cfg.get("neural"), "neural")
+    p = config_table(cfg, "neural")
     likelihood = str(cfg.get("model", {}).get("likelihood", "poisson"))
     fmt = _neural_format(path, p)
     if fmt == "binned":

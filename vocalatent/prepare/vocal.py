@@ -11,6 +11,7 @@ from typing import Mapping
 import pandas as pd
 
 from .._utils import DataError, atomic_path, file_sha256, json_key
+from ..config import table as config_table
 from .base import Prepared, input_files
 
 logger = logging.getLogger(__name__)
@@ -89,7 +90,7 @@ def store_key(store, inputs: str | None = None) -> str:
     return json_key({"params": store.params, "n": len(store), "inputs": inputs})
 
 
-def build_syllable_store(path, out_dir, cfg: Mapping, *, n_jobs: int = 1):
+def build_syllable_store(path, out_dir, cfg: Mapping, *, n_jobs: int | None = None):
     """Segment the recordings under ``path`` (or read their annotations) and write the store.
 
     Writes ``out_dir/syllables.h5``, ``out_dir/segments.csv``, ``out_dir/errors.csv``,
@@ -121,12 +122,13 @@ def build_syllable_store(path, out_dir, cfg: Mapping, *, n_jobs: int = 1):
         reason = _unreadable(store_path)
     if reason is not None:
         record.unlink(missing_ok=True)   # a crash while rebuilding must not leave a stale record
-    audio = dict(cfg.get("audio", {}))
+    audio = config_table(cfg, "audio")
     store, errors = build_store(
         path, store_path,
         segment_params=cfg.get("segment", {}), spectrogram_params=cfg.get("spectrogram", {}),
-        annotations=audio.get("annotations", "auto"), channel=audio.get("channel", 0),
-        n_jobs=n_jobs, chunk_s=float(audio.get("chunk_s", 60.0)), reuse=reason is None)
+        annotations=audio.annotations, channel=audio.channel,
+        n_jobs=audio.jobs if n_jobs is None else n_jobs, chunk_s=float(audio.chunk_s),
+        reuse=reason is None)
     with atomic_path(record) as tmp:
         tmp.write_text(json.dumps({"key": inputs, "files": digests}, indent=1))
     with atomic_path(out_dir / "segments.csv") as tmp:
@@ -180,7 +182,7 @@ def prepared_from_store(store, *, errors: pd.DataFrame | None = None, inputs: st
         extra={"store": store})
 
 
-def prepare_vocal(path, out_dir, cfg: Mapping, *, n_jobs: int = 1) -> Prepared:
+def prepare_vocal(path, out_dir, cfg: Mapping, *, n_jobs: int | None = None) -> Prepared:
     """Recordings under ``path`` → the syllable store in ``out_dir`` → :class:`Prepared`.
 
     ``path`` may also be a syllable store (``.h5``) written by an earlier run, used as it is.

@@ -1,13 +1,18 @@
-"""Declarative pipelines: TOML presets in ``pipelines/`` and how they merge with user settings.
+"""Configuration: the TOML presets in ``pipelines/``, how they merge with user settings, and
+the one schema every setting is checked against (:mod:`vocalatent.config.schema`).
 
 A pipeline file has a ``[pipeline]`` table (``name``, ``domain`` = "vocal" | "single_cell" |
 "neural", ``description``, ``source`` — where its numbers come from — and optionally
 ``extends`` = the name of another pipeline it starts from) and one table per stage
-(``[audio]``, ``[segment]``, ``[spectrogram]``, ``[model]``, ``[analysis]``, ...). Tables this
-module does not know are passed through untouched.
+(``[audio]``, ``[segment]``, ``[spectrogram]``, ``[model]``, ``[analysis]``, ...; the list is
+:data:`~vocalatent.config.schema.TABLES`). Every source is validated when it is read: an
+unknown table or key (with a did-you-mean), a wrong type or a value out of its limits is a
+one-line :class:`~vocalatent.config.schema.ConfigError` naming the file, the table, the key and
+what is allowed.
 
 Precedence (:func:`resolve_config`): preset ← user TOML file ← explicit overrides (flags);
-an override whose value is None does not override anything.
+an override whose value is None does not override anything. :func:`table` turns a table of
+the result into its typed dataclass, with the schema's defaults for absent keys.
 """
 
 from __future__ import annotations
@@ -18,15 +23,18 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping
 
-from ._utils import DataError, ParameterError
-from .resources import pipelines_dir
+from .._utils import DataError, ParameterError
+from ..resources import pipelines_dir
+from .schema import (TABLES, ConfigError, canonical, check_combined, check_document, check_limit,
+                     defaults, table)
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["PIPELINES_DIR", "deep_merge", "list_pipelines", "load_pipeline", "resolve_config"]
+__all__ = ["PIPELINES_DIR", "TABLES", "ConfigError", "check_limit", "deep_merge", "defaults",
+           "list_pipelines", "load_pipeline", "resolve_config", "table"]
 
 #: Directory of the shipped pipeline presets (package data; see :mod:`vocalatent.resources`).
 PIPELINES_DIR = pipelines_dir()
@@ -101,9 +109,9 @@ def load_pipeline(name_or_path: str | os.PathLike, *, _seen: tuple[str, ...] = (
     if key in _seen:
         raise ParameterError(f"pipeline 'extends' chain has a cycle through {path}")
     cfg = _read_toml(path)
+    check_document(cfg, source=str(path))
+    cfg = canonical(cfg)
     meta = cfg.setdefault("pipeline", {})
-    if not isinstance(meta, dict):
-        raise DataError("[pipeline] must be a table", path=path)
     meta.setdefault("name", path.stem)
     parent = meta.get("extends")
     if parent:
@@ -120,6 +128,7 @@ def load_pipeline(name_or_path: str | os.PathLike, *, _seen: tuple[str, ...] = (
         raise ParameterError(f"pipeline domain must be one of {DOMAINS}; got {domain!r} in {path}")
     cfg["pipeline"]["domain"] = domain
     cfg["pipeline"]["file"] = str(path)
+    check_combined(cfg, source=str(path))
     return cfg
 
 
@@ -169,13 +178,19 @@ def resolve_config(pipeline: str | os.PathLike | None = None,
     if config_file is not None and not Path(config_file).is_file():
         raise DataError("no such config file", path=config_file)
     user = _read_toml(Path(config_file)) if config_file is not None else {}
+    if user:
+        check_document(user, source=str(config_file))
     if pipeline is None:
         pipeline = user.get("pipeline", {}).get("extends") or DEFAULT_PIPELINE
     cfg = load_pipeline(pipeline)
     if user:
-        user = copy.deepcopy(user)
+        user = canonical(copy.deepcopy(user))
         user.get("pipeline", {}).pop("extends", None)
         cfg = deep_merge(cfg, user)
+        check_combined(cfg, source=str(config_file))
     if overrides:
-        cfg = deep_merge(cfg, _drop_none(overrides))
+        flags = _drop_none(overrides)
+        check_document(flags, source="overrides")
+        cfg = deep_merge(cfg, canonical(flags))
+        check_combined(cfg, source="overrides")
     return cfg

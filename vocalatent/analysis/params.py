@@ -1,0 +1,48 @@
+"""The ``[analysis]`` table: what the job computes on an embedding and draws.
+
+A frozen dataclass whose defaults are the only defaults of these settings; the configuration
+schema (:data:`vocalatent.config.schema.TABLES`) validates TOML files against it (types, and
+the ``range`` / ``choices`` / ``zero`` of each field's metadata) and generates the template,
+help texts and docs/config.md from it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["AnalysisParams"]
+
+
+def _f(default, help: str, **limits):
+    return field(default=default, metadata={"help": help, **limits})
+
+
+@dataclass(frozen=True)
+class AnalysisParams:
+    """``[analysis]``: density, clusters, Jacobian map, geodesic and figures of a run."""
+
+    clusters: bool = _f(True, "find clusters by mode seeking on the periodic density")
+    jacobian: bool = _f(True, "compute the decoder Jacobian map and syllable boundaries")
+    resolution: int = _f(0, "grid cells per latent axis", range=(8, 4096),
+                         zero="the default grid for the latent dimension and device")
+    bandwidth: float = _f(0.0, "KDE bandwidth in torus turns", range=(1e-4, 0.5),
+                          zero="automatic, bandwidth_scale x the cross-validated one")
+    bandwidth_scale: float = _f(1.0, "automatic bandwidth = this x the likelihood-cross-"
+                                     "validated KDE bandwidth", range=(0.1, 20.0))
+    cluster_method: str = _f("significance", "\"significance\": density dips judged against "
+                                             "sampling noise; \"persistence\": fixed "
+                                             "thresholds (the old rule)",
+                             choices=("significance", "persistence"))
+    significance: float = _f(2.5, "two density peaks stay separate clusters when the dip "
+                                  "between them exceeds this many sampling-noise standard "
+                                  "deviations", range=(0.0, 100.0))
+    min_size: int = _f(5, "a group of items alone in empty space is a cluster when it has at "
+                          "least this many items", range=(1, None))
+    min_persistence: float = _f(0.0, "two density peaks stay separate clusters only if the "
+                                     "density between them dips by this fraction",
+                                range=(0.0, 1.0))
+    min_relative_height: float = _f(0.0, "density peaks lower than this fraction of the "
+                                         "highest peak are merged into a neighbour",
+                                    range=(0.0, 1.0))
+    geodesic: bool = _f(True, "draw a geodesic between the two largest clusters")
+    figures: bool = _f(True, "write PNG figures to OUT/figures")
