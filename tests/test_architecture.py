@@ -174,6 +174,69 @@ def test_no_import_cycle_and_no_private_name_across_modules():
     assert not private, "private names imported across modules: " + "; ".join(private)
 
 
+# ----------------------------------------------------------------------------- the layers
+
+#: The layers of docs/architecture.md, lowest first; a module may import its own layer and the
+#: layers below. A module is placed by its longest listed prefix; a top-level module that is
+#: not listed counts as a job (the most permissive layer below the CLI).
+LAYERS: dict[str, list[str]] = {
+    "base": ["vocalatent._utils", "vocalatent._version", "vocalatent.resources", "vocalatent.locks"],
+    "io": ["vocalatent.data", "vocalatent.audio.io", "vocalatent.audio.annotations"],
+    "prepare": ["vocalatent.audio", "vocalatent.items", "vocalatent.data.simulate",
+                "vocalatent.data.repertoire", "vocalatent.analysis.torus"],
+    "nn": ["vocalatent.nn", "vocalatent.lattice", "vocalatent.embedding"],
+    "models": ["vocalatent.training", "vocalatent.schedules", "vocalatent.model",
+               "vocalatent.baselines"],
+    "analysis": ["vocalatent.analysis"],
+    "plot": ["vocalatent.plot", "vocalatent.accessor", "vocalatent.audio.figures",
+             "vocalatent.interactive", "vocalatent.analysis._demo"],
+    "config": ["vocalatent.config"],
+    "jobs": [],
+    "cli": ["vocalatent.cli", "vocalatent.__main__"],
+}
+
+
+def layer_of(module: str) -> str:
+    best, best_len = "jobs", 0
+    for name, prefixes in LAYERS.items():
+        for p in prefixes:
+            if (module == p or module.startswith(p + ".")) and len(p) > best_len:
+                best, best_len = name, len(p)
+    return best
+
+
+def layer_violations(graph: dict[str, set[str]]) -> list[str]:
+    order = list(LAYERS)
+    out = []
+    for a in sorted(graph):
+        if a == "vocalatent":       # the package's lazy top-level API may reach any layer
+            continue
+        for b in sorted(graph[a]):
+            if b == "vocalatent":
+                continue
+            la, lb = layer_of(a), layer_of(b)
+            if order.index(lb) > order.index(la):
+                out.append(f"{a} ({la}) imports {b} ({lb})")
+    return out
+
+
+def test_layer_rule_on_known_cases():
+    assert layer_of("vocalatent.audio.segment") == "prepare"
+    assert layer_of("vocalatent.audio.io") == "io"
+    assert layer_of("vocalatent.analysis.torus") == "prepare"
+    assert layer_of("vocalatent.workflow") == "jobs"
+    graph = {"vocalatent.model": {"vocalatent.workflow", "vocalatent.nn.qlvm"},
+             "vocalatent.workflow": {"vocalatent.model"}}
+    assert layer_violations(graph) == [
+        "vocalatent.model (models) imports vocalatent.workflow (jobs)"]
+
+
+def test_imports_go_down_the_layers():
+    graph, _ = import_graph()
+    bad = layer_violations(graph)
+    assert not bad, "imports against the layers of docs/architecture.md: " + "; ".join(bad)
+
+
 # ----------------------------------------------------------------------------- package data
 
 def test_presets_and_manifests_are_package_data_with_one_source():
