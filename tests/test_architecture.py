@@ -165,8 +165,6 @@ def test_import_graph_on_a_known_package(tmp_path):
     assert "vocalatent._utils" in graph["vocalatent.resources"]
 
 
-@pytest.mark.xfail(strict=False, reason="other helpers are removing the remaining cycles and "
-                   "private cross-module imports in their areas; made strict at the end")
 def test_no_import_cycle_and_no_private_name_across_modules():
     graph, private = import_graph()
     cycles = import_cycles(graph)
@@ -180,17 +178,20 @@ def test_no_import_cycle_and_no_private_name_across_modules():
 #: layers below. A module is placed by its longest listed prefix; a top-level module that is
 #: not listed counts as a job (the most permissive layer below the CLI).
 LAYERS: dict[str, list[str]] = {
-    "base": ["vocalatent._utils", "vocalatent._version", "vocalatent.resources", "vocalatent.locks"],
+    "base": ["vocalatent._utils", "vocalatent._version", "vocalatent.resources", "vocalatent.locks",
+             "vocalatent.outdir"],
+    # config imports only base when imported; it reaches the estimator (for [model] defaults)
+    # and the owners' dataclasses by name at run time, so every layer may import it
+    "config": ["vocalatent.config"],
     "io": ["vocalatent.data", "vocalatent.audio.io", "vocalatent.audio.annotations"],
-    "prepare": ["vocalatent.audio", "vocalatent.items", "vocalatent.data.simulate",
+    "prepare": ["vocalatent.prepare", "vocalatent.audio", "vocalatent.items", "vocalatent.data.simulate",
                 "vocalatent.data.repertoire", "vocalatent.analysis.torus"],
     "nn": ["vocalatent.nn", "vocalatent.lattice", "vocalatent.embedding"],
     "models": ["vocalatent.training", "vocalatent.schedules", "vocalatent.model",
                "vocalatent.baselines"],
     "analysis": ["vocalatent.analysis"],
-    "plot": ["vocalatent.plot", "vocalatent.accessor", "vocalatent.audio.figures",
+    "plot": ["vocalatent.plot", "vocalatent.figures", "vocalatent.accessor", "vocalatent.audio.figures",
              "vocalatent.interactive", "vocalatent.analysis._demo"],
-    "config": ["vocalatent.config"],
     "jobs": [],
     "cli": ["vocalatent.cli", "vocalatent.__main__"],
 }
