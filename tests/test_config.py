@@ -58,16 +58,16 @@ from vocalatent.config.docs import markdown, template  # noqa: E402
 @pytest.mark.parametrize("text,needle", [
     ("[segmnet]\nf_min = 300.0\n", r"unknown table \[segmnet\] \(did you mean \[segment\]\?\)"),
     ("[segment]\nf_mn = 300.0\n", r"\[segment\]: unknown key 'f_mn' \(did you mean 'f_min'\?\); known keys: mode"),
-    ('[model]\nlatent_dim = "two"\n', r"\[model\] latent_dim: must be an integer from 1 to 3; got \"two\""),
-    ("[model]\nlatent_dim = 7\n", r"\[model\] latent_dim: must be an integer from 1 to 3; got 7"),
+    ('[model]\nlatent_dim = "two"\n', r"\[model\] latent_dim must be an integer from 1 to 3; got \"two\""),
+    ("[model]\nlatent_dim = 7\n", r"\[model\] latent_dim must be an integer from 1 to 3; got 7"),
     ("model = 3\n", r"\[model\]: must be a table"),
-    ("[audio]\njobs = 0\n", r"\[audio\] jobs: must be an integer >= 1, or -1; got 0"),
-    ("[audio]\nchannel = -1\n", r"\[audio\] channel: must be an integer >= 0, or \"all\""),
-    ("[analysis]\nmin_persistence = 1.5\n", r"\[analysis\] min_persistence: must be a number from 0.0 to 1.0"),
+    ("[audio]\njobs = 0\n", r"\[audio\] jobs must be an integer >= 1, or -1; got 0"),
+    ("[audio]\nchannel = -1\n", r"\[audio\] channel must be an integer >= 0, or \"all\""),
+    ("[analysis]\nmin_persistence = 1.5\n", r"\[analysis\] min_persistence must be a number from 0.0 to 1.0"),
     ('[model]\nlikelihood = "gausian"\n', r"did you mean \"gaussian\""),
     ("[segment]\nf_min = 20000.0\n", r"\[segment\]: f_min must be < f_max"),
     ("[neural]\nbin_s = 0\n", r"\[neural\]: bin_s must be > 0"),
-    ("[single_cell]\nmin_cells = 1.5\n", r"\[single_cell\] min_cells: must be an integer"),
+    ("[single_cell]\nmin_cells = 1.5\n", r"\[single_cell\] min_cells must be an integer"),
     ("segment = 3\n", r"\[segment\]: must be a table"),
     ("f_min = 3\n", r"unknown top-level key 'f_min'.*settings belong in tables"),
 ])
@@ -89,7 +89,7 @@ def test_presets_are_checked_too(tmp_path):
 
 
 def test_overrides_from_python_are_checked_like_toml():
-    with pytest.raises(ConfigError, match=r"overrides: \[model\] latent_dim: must be an integer "
+    with pytest.raises(ConfigError, match=r"overrides: \[model\] latent_dim must be an integer "
                                           r"from 1 to 3; got 7"):
         resolve_config(overrides={"model": {"latent_dim": 7}})
     assert check_limit("model", "latent_dim", 3) == 3

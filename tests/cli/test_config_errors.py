@@ -59,7 +59,7 @@ def test_toml_latent_dim_7_is_refused_before_preprocessing(tmp_path, recordings)
     assert r.returncode == 1, r.stderr
     assert "Traceback" not in r.stderr
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
-    assert lines == [f"Error: {user}: [model] latent_dim: must be an integer from 1 to 3; "
+    assert lines == [f"Error: {user}: [model] latent_dim must be an integer from 1 to 3; "
                      "got 7 (an integer)"]
     assert not (out / "syllables.h5").exists() and not (out / "model.pt").exists()
     flag = CliRunner().invoke(main, ["embed", str(recordings), "--latent-dim", "7", "-o", str(out)])
@@ -71,6 +71,6 @@ def test_python_api_gets_the_same_limit(tmp_path, recordings):
     from vocalatent.config import ConfigError
     from vocalatent.workflow import embed
 
-    with pytest.raises(ConfigError, match=r"\[model\] latent_dim: must be an integer from 1 to 3"):
+    with pytest.raises(ConfigError, match=r"\[model\] latent_dim must be an integer from 1 to 3"):
         embed(recordings, tmp_path / "out", overrides={"model": {"latent_dim": 7}})
     assert not (tmp_path / "out" / "syllables.h5").exists()

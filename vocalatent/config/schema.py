@@ -57,8 +57,9 @@ class ConfigError(ParameterError):
                  key: str | None = None):
         self.source, self.table, self.key = source, table, key
         where = f"[{table}]" if table else ""
-        if key:
-            where = f"{where} {key}" if where else key
+        if key:  # "[model] latent_dim must be ..." reads as a sentence
+            message = f"{where + ' ' if where else ''}{key} {message}"
+            where = ""
         parts = [p for p in (source, where) if p]
         super().__init__(": ".join(parts + [message]))
 
