@@ -100,3 +100,15 @@ def test_workers_is_a_hidden_alias_of_jobs(tmp_path, monkeypatch):
     r = CliRunner().invoke(main, ["batch", str(m), "-o", str(tmp_path / "o"), "-j", "2", "-w", "3"])
     assert r.exit_code == 2 and "-j/--jobs" in r.output
     assert "--workers" not in CliRunner().invoke(main, ["batch", "--help"]).output
+
+
+def test_project_is_also_predict_and_transform():
+    from click.testing import CliRunner
+
+    from vocalatent.cli import main
+
+    listing = CliRunner().invoke(main, ["--help"]).output
+    assert "(also: predict, transform)" in listing
+    for alias in ("predict", "transform"):
+        r = CliRunner().invoke(main, [alias, "--help"])
+        assert r.exit_code == 0 and "project [OPTIONS] MODEL PATH" in r.output

@@ -39,8 +39,20 @@ COMMAND_MODULES = [
 ]
 
 
+#: other names a command answers to (scikit-learn's words for applying a fitted model)
+ALIASES = {"predict": "project", "transform": "project"}
+
+
 class _Group(click.Group):
-    """A group whose package errors become clean one-line messages."""
+    """A group whose package errors become clean one-line messages, with command aliases."""
+
+    def get_command(self, ctx, cmd_name):
+        return super().get_command(ctx, ALIASES.get(cmd_name, cmd_name))
+
+    def resolve_command(self, ctx, args):
+        # report the canonical name (so `predict --help` shows `project`'s usage line)
+        _, cmd, rest = super().resolve_command(ctx, args)
+        return (cmd.name if cmd else None), cmd, rest
 
     def invoke(self, ctx):
         try:

@@ -104,7 +104,7 @@ def train(path, out, pipeline, config, device, seed, latent_dim, n_lattice, max_
             + f"\nwrote {Path(out) / 'model.pt'}")
 
 
-@click.command()
+@click.command(short_help="Embed PATH with a trained MODEL (also: predict, transform).")
 @click.argument("model", type=click.Path(exists=True, dir_okay=False))
 @click.argument("path", type=click.Path(exists=True))
 @click.option("-o", "--out", type=click.Path(file_okay=False), required=True, help="Output folder.")
@@ -113,9 +113,10 @@ def train(path, out, pipeline, config, device, seed, latent_dim, n_lattice, max_
                                "Default: [audio] jobs of the configuration (1).")
 @click.option("--force", is_flag=True, help="Write into OUT even if it holds another run's results.")
 def project(model, path, out, device, jobs, force):
-    """Embed PATH with an existing MODEL, prepared as its training data was (same domain);
-    writes OUT/embedding.nc (and OUT/syllables.h5 for recordings). Exits 1 when any input
-    file failed."""
+    """Embed PATH with a trained MODEL (also: predict, transform).
+
+    PATH is prepared as the model's training data was (same domain); writes OUT/embedding.nc
+    (and OUT/syllables.h5 for recordings). Exits 1 when any input file failed."""
     from ..workflow import project_job
 
     res = project_job(model, path, out, n_jobs=jobs, device=device, force=force)
