@@ -205,6 +205,23 @@ def _nwb(folder: Path) -> Path:
     return path
 
 
+def _checkpoint(folder: Path) -> Path:
+    from vocalatent import QLVM
+
+    rng = np.random.default_rng(0)
+    X = rng.random((40, 12)).astype(np.float32)
+    np.save(folder / "data.npy", X)
+    model = QLVM(2, n_lattice=55, n_eval_lattice=89, n_eval_shifts=1, max_epochs=1, batch_size=40,
+                 random_state=0, verbose=False).fit(X)
+    path = folder / "model.pt"
+    model.save(path)
+    return path
+
+
+def _cmd_evaluate(path: Path, out: Path, cfg: Path) -> list[str]:
+    return ["evaluate", str(path), str(path.parent / "data.npy"), "--n-lattice", "89"]
+
+
 def _toml(folder: Path) -> Path:
     path = folder / "user.toml"
     path.write_text(FAST_TOML)
@@ -237,6 +254,7 @@ FORMATS = {
     "npz": (_npz, _cmd_embed, False),
     "nwb": (_nwb, _cmd_embed, False),
     "toml": (_toml, _cmd_embed_audio_with_config, True),
+    "checkpoint": (_checkpoint, _cmd_evaluate, False),
 }
 
 
@@ -283,7 +301,7 @@ def test_corrupted_inputs_fail_cleanly_many(fmt, tmp_path):
     assert sum(outcomes.values()) == 25
 
 
-@pytest.mark.parametrize("fmt", ["wav", "h5ad", "csv", "npz"])
+@pytest.mark.parametrize("fmt", ["wav", "h5ad", "csv", "npz", "checkpoint"])
 def test_valid_seed_runs(fmt, tmp_path):
     """The seeds themselves are valid: the uncorrupted file gives exit 0 (so the fuzz test
     exercises damage, not a seed that never worked)."""
