@@ -231,3 +231,11 @@ def test_grasshopper_spike_times(real_data):
     rate = nc.counts.sum(1) / 10.0
     assert np.all((rate > 70) & (rate < 110))
     np.testing.assert_allclose(nc.time[:2], [0.025, 0.075])
+
+
+def test_a_damaged_far_time_stamp_is_an_error_not_a_huge_allocation():
+    from vocalatent.data.neural import bin_spikes
+
+    trains = {"u0": np.array([0.1, 0.5, 1e12]), "u1": np.array([0.2, 0.3])}
+    with pytest.raises(DataError, match=r"span .* GiB .*larger \[neural\] bin_s"):
+        bin_spikes(trains, bin_s=0.01)

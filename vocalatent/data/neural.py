@@ -121,6 +121,11 @@ class NeuralCounts:
 # Binning
 # --------------------------------------------------------------------------------------------
 
+#: Largest binned count matrix :func:`bin_spikes` builds (bytes, int64); a damaged time stamp
+#: far in the future would otherwise ask for terabytes.
+MAX_COUNT_BYTES = 8 * 2**30
+
+
 def _check_units(spike_times, unit_names, path):
     if isinstance(spike_times, Mapping):
         names = [str(k) for k in spike_times.keys()]
@@ -221,6 +226,12 @@ def bin_spikes(spike_times: Sequence[np.ndarray] | Mapping[str, np.ndarray], *, 
     span = (t_stop - t_start) / bin_s
     n_bins = (max(int(np.ceil(span - _EDGE_TOL)), 1) if explicit_stop
               else int(np.floor(span + _EDGE_TOL)) + 1)
+    if not np.isfinite(span) or len(trains) * float(n_bins) * 8 > MAX_COUNT_BYTES:
+        raise DataError(f"the spike times span {t_stop - t_start:g} s: {len(trains)} units x "
+                        f"{n_bins:.4g} bins of {bin_s:g} s would need "
+                        f"{len(trains) * float(n_bins) * 8 / 2**30:.3g} GiB (limit "
+                        f"{MAX_COUNT_BYTES / 2**30:g} GiB); check the file for a damaged time, "
+                        "or use a larger [neural] bin_s", path=source)
     counts = np.zeros((len(trains), n_bins), dtype=np.int64)
     dropped = 0
     for u, (name, t) in enumerate(zip(names, trains)):
