@@ -27,7 +27,6 @@ Cells that cannot be modelled (no counts in the selected genes) keep their row a
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import numpy as np
@@ -36,6 +35,7 @@ from scipy import sparse
 
 from ._utils import DataError, ParameterError, logger
 from ._version import __version__
+from .embedding import to_jsonable
 
 __all__ = ["annotate", "qlvm", "torus_coordinates"]
 
@@ -70,10 +70,6 @@ def _cluster_colors(n: int) -> list[str]:
 
     cmap = colormaps["tab20" if n > 10 else "tab10"]
     return [to_hex(cmap(k % cmap.N)) for k in range(n)]
-
-
-def _jsonable(params: dict) -> dict:
-    return json.loads(json.dumps(params, default=str))
 
 
 def annotate(adata, ds, *, rows=None, key_added: str = "qlvm", uns: dict | None = None) -> None:
@@ -242,7 +238,7 @@ def qlvm(adata, *, layer: str | None = None, model=None, key_added: str = "qlvm"
         else:
             model.fit(X)
         model.metadata_ = {**(getattr(model, "metadata_", None) or {}), "features": genes,
-                           "domain": "single_cell", "heldout": _jsonable(heldout) if heldout else None}
+                           "domain": "single_cell", "heldout": to_jsonable(heldout) if heldout else None}
     ds = model.transform_dataset(X)
     heldout = (getattr(model, "metadata_", None) or {}).get("heldout")
     if heldout:
@@ -253,5 +249,5 @@ def qlvm(adata, *, layer: str | None = None, model=None, key_added: str = "qlvm"
 
         ds = ds.vl.clusters()
     annotate(adata, ds, rows=rows, key_added=key_added,
-             uns={"params": _jsonable(model.get_params()), "genes": genes, "layer": layer or "X"})
+             uns={"params": to_jsonable(model.get_params()), "genes": genes, "layer": layer or "X"})
     return model
