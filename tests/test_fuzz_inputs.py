@@ -34,6 +34,14 @@ from vocalatent.audio.synthetic import synthetic_song
 from vocalatent.cli import main
 from vocalatent.data.simulate import simulate_cell_types
 
+
+@pytest.fixture(autouse=True)
+def short_hdf5_probe(monkeypatch):
+    """A damaged HDF5 file that makes libhdf5 loop is refused by the probe
+    (vocalatent.data.hdf5_probe) after this many seconds instead of the default 60."""
+    monkeypatch.setenv("VOCALATENT_HDF5_PROBE_TIMEOUT", "10")
+
+
 FAST_TOML = """
 [model]
 max_epochs = 1

@@ -34,6 +34,7 @@ import xarray as xr
 
 from ._utils import DataError, ParameterError, VocalatentError, atomic_path, file_sha256, json_key
 from ._version import __version__
+from .data.hdf5_probe import check_hdf5
 from .config import defaults as config_defaults
 from .lattice import AUTO_SIZES
 from .data.rows import take_rows
@@ -399,6 +400,7 @@ def _user_anndata(prepared: Prepared):
     src = Path(prepared.source)
     name = src.name.lower()
     if name.endswith(".h5ad"):
+        check_hdf5(src)
         return anndata.read_h5ad(src), True
     if name.endswith(".zarr") or (src.is_dir() and (src / ".zgroup").exists()):
         return anndata.read_zarr(src), True

@@ -32,6 +32,7 @@ from typing import Literal, Mapping, Sequence
 import numpy as np
 
 from .._utils import READ_ERRORS, DataError, ParameterError, check_option, check_positive, logger
+from .hdf5_probe import check_hdf5
 
 __all__ = [
     "NeuralCounts",
@@ -323,6 +324,7 @@ def read_spike_times(path, *, time_unit: Literal["s", "ms", "us"] = "s",
     elif ext in (".h5", ".hdf5"):
         import h5py
 
+        check_hdf5(path)
         try:
             f = h5py.File(path, "r")
         except OSError as exc:
@@ -373,6 +375,7 @@ def read_nwb_units(path, *, backend: Literal["pynwb", "h5py"] = "pynwb") -> dict
     path = Path(path)
     if not path.is_file():
         raise DataError("no such file", path=path)
+    check_hdf5(path)
     if backend == "pynwb":
         try:
             from pynwb import NWBHDF5IO
@@ -525,6 +528,7 @@ def read_binned(path, *, counts_key: str = "counts", time_key: str = "time",
     elif ext in (".h5", ".hdf5"):
         import h5py
 
+        check_hdf5(path)
         try:
             with h5py.File(path, "r") as f:
                 if counts_key not in f:

@@ -35,6 +35,7 @@ from scipy import io as spio
 from scipy import sparse
 
 from .._utils import READ_ERRORS, DataError, ParameterError, check_option, check_positive, logger
+from .hdf5_probe import check_hdf5
 from .sparse import check_sparse, sparse_from_arrays
 
 __all__ = [
@@ -457,6 +458,7 @@ def read_h5ad(path, *, layer: str | None = None, allow_non_integer: bool = False
     path = Path(path)
     if not path.is_file():
         raise DataError("no such file", path=path)
+    check_hdf5(path)
     if backend == "anndata" or (backend == "auto" and anndata_available()):
         return _read_with_anndata(path, layer=layer, allow_non_integer=allow_non_integer)
     try:
@@ -612,6 +614,7 @@ def read_10x_h5(path, *, gene_expression_only: bool = True, gene_names: Literal[
     path = Path(path)
     if not path.is_file():
         raise DataError("no such file", path=path)
+    check_hdf5(path)
     try:
         f = h5py.File(path, "r")
     except OSError as exc:

@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 
 from .._utils import DataError, ParameterError, check_option, logger, temp_path
+from .hdf5_probe import check_hdf5
 from .rows import LazyRows
 from .._version import __version__
 
@@ -144,6 +145,7 @@ class SyllableStore:
             shutil.copy2(self.path, self._tmp)
             src = self._tmp
         try:
+            check_hdf5(src)
             self._h5 = h5py.File(src, "r" if mode == "r" else "r+")
         except OSError as exc:
             self._discard()

@@ -29,6 +29,7 @@ import gzip
 from pathlib import Path
 
 from .._utils import READ_ERRORS, DataError, is_number
+from ..data.hdf5_probe import check_hdf5
 from .base import DOMAINS
 
 __all__ = ["DOMAINS", "NEURAL_EXT", "SINGLE_CELL_EXT", "TABLE_EXT", "detect_domain", "pipeline_domain"]
@@ -80,6 +81,7 @@ def _table_domain(path: Path) -> str:
 def _h5_domain(path: Path) -> str:
     import h5py
 
+    check_hdf5(path)
     try:
         with h5py.File(path, "r") as f:
             if f.attrs.get("format") == "vocalatent-syllable-store":

@@ -28,6 +28,7 @@ import pandas as pd
 from .._utils import READ_ERRORS, DataError, ParameterError, check_option, check_positive, is_number, json_key
 from .._version import __version__
 from ..config import table as config_table
+from ..data.hdf5_probe import check_hdf5
 from .base import COUNT_LIKELIHOODS, Prepared, files_digest, input_files
 from .detect import TABLE_EXT
 
@@ -275,6 +276,7 @@ def _neural_format(path: Path, p: NeuralParams) -> str:
         if base.endswith((".h5", ".hdf5")):
             import h5py
 
+            check_hdf5(path)
             with h5py.File(path, "r") as f:
                 return "binned" if p.counts_key in f and isinstance(f[p.counts_key], h5py.Dataset) else "spikes"
         first_fields = None
