@@ -61,3 +61,23 @@ def test_evaluate_cli_reports_and_names_missing_labels(labelled):
     assert r.exit_code != 0 and "no 'cell_type' item variable" in r.output
     r = CliRunner().invoke(main, ["-q", "evaluate", str(out / "embedding.nc")])
     assert r.exit_code != 0 and "give the DATA" in r.output
+
+
+def test_evaluate_takes_the_folder_lock(labelled):
+    """evaluate OUT writes agreement.json and figures into the run folder: it goes through the
+    folder guard, so it waits for no one and refuses while another command writes the folder."""
+    import os
+
+    from vocalatent.locks import OutputLockedError, output_lock
+
+    out, _ = labelled
+    with output_lock(out, what="vocalatent analyze"):
+        with pytest.raises(OutputLockedError, match=f"pid {os.getpid()}"):
+            evaluate_run(out, figures=False)
+        r = CliRunner().invoke(main, ["-q", "evaluate", str(out), "--no-figures"])
+        assert r.exit_code != 0 and "Traceback" not in r.output
+        assert len([ln for ln in r.output.splitlines() if ln.startswith("Error:")]) == 1
+    stale = out / ".agreement.json.vltmp.abcd1234"    # a killed evaluate's temporary file
+    stale.write_text("{")
+    evaluate_run(out, figures=False)
+    assert not stale.exists()

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ._utils import DataError, atomic_path, logger
+from .outdir import output_folder
 from .analysis.agreement import AgreementReport, label_agreement, labelled_mask
 
 __all__ = ["evaluate_run"]
@@ -45,30 +46,31 @@ def evaluate_run(out, *, labels: str = "label", k=(1, 5), figures: bool = True) 
     from .embedding import read_embedding
 
     out = Path(out)
-    path = out / "embedding.nc"
-    if not path.is_file():
-        raise DataError("no embedding.nc in the run folder (run vocalatent embed first)", path=out)
-    ds = read_embedding(path)
-    if labels not in ds.variables:
-        items = sorted(str(n) for n, v in ds.variables.items() if v.dims == ("item",))
-        raise DataError(f"the embedding has no {labels!r} item variable to compare with; "
-                        f"item variables: {items}", path=path)
-    lab = np.asarray(ds[labels].values, dtype=object)
-    if labelled_mask(lab).sum() < 2:
-        raise DataError(f"fewer than 2 items carry a {labels!r} (annotation files give the "
-                        "segments their labels)", path=path)
-    if "cluster" not in ds.variables:
-        logger.info("%s has no clusters; finding them with the default rule", path)
-        ds = ds.vl.clusters()
-    report = label_agreement(ds.vl.embedding, lab, clusters=ds["cluster"].values, k=k)
-    payload = {"run": str(out), "labels": labels,
-               "cluster_rule": {k_: v for k_, v in ds["cluster"].attrs.items() if k_ != "long_name"},
-               **report.to_dict()}
-    with atomic_path(out / "agreement.json") as tmp:
-        tmp.write_text(json.dumps(_jsonable(payload), indent=2))
-    if figures:
-        _figures(ds, lab, report, out / "figures")
-    return report
+    with output_folder(out, command="evaluate"):   # the lock: no analyze rewrites it meanwhile
+        path = out / "embedding.nc"
+        if not path.is_file():
+            raise DataError("no embedding.nc in the run folder (run vocalatent embed first)", path=out)
+        ds = read_embedding(path)
+        if labels not in ds.variables:
+            items = sorted(str(n) for n, v in ds.variables.items() if v.dims == ("item",))
+            raise DataError(f"the embedding has no {labels!r} item variable to compare with; "
+                            f"item variables: {items}", path=path)
+        lab = np.asarray(ds[labels].values, dtype=object)
+        if labelled_mask(lab).sum() < 2:
+            raise DataError(f"fewer than 2 items carry a {labels!r} (annotation files give the "
+                            "segments their labels)", path=path)
+        if "cluster" not in ds.variables:
+            logger.info("%s has no clusters; finding them with the default rule", path)
+            ds = ds.vl.clusters()
+        report = label_agreement(ds.vl.embedding, lab, clusters=ds["cluster"].values, k=k)
+        payload = {"run": str(out), "labels": labels,
+                   "cluster_rule": {k_: v for k_, v in ds["cluster"].attrs.items() if k_ != "long_name"},
+                   **report.to_dict()}
+        with atomic_path(out / "agreement.json") as tmp:
+            tmp.write_text(json.dumps(_jsonable(payload), indent=2))
+        if figures:
+            _figures(ds, lab, report, out / "figures")
+        return report
 
 
 def _jsonable(v):

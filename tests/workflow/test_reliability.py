@@ -74,6 +74,55 @@ def _keys(out: Path):
 
 
 # ------------------------------------------------------------------ content-keyed caches
+def test_unchanged_inputs_are_not_reread_and_a_same_size_edit_with_old_mtime_is_seen(copy, monkeypatch):
+    import vocalatent.prepare.vocal as vocal
+
+    rec, cfg, out = copy
+    monkeypatch.setattr(vocal, "RACY_NS", 0)      # the test's files are only seconds old
+    r = _cli("embed", rec, "-o", out, "--config", cfg, "--no-figures")
+    assert r.exit_code == 0, r.output
+    before = _keys(out)
+    hashed = []
+    real = vocal.file_sha256
+    monkeypatch.setattr(vocal, "file_sha256", lambda p: hashed.append(Path(p).name) or real(p))
+    r = _cli("embed", rec, "-o", out, "--config", cfg, "--no-figures")
+    assert r.exit_code == 0, r.output
+    assert hashed == [] and _keys(out) == before          # nothing re-read, nothing rebuilt
+    # same size, other bytes, modification time put back: the change time still moves
+    path = rec / "song_000.wav"
+    st = path.stat()
+    data = bytearray(path.read_bytes())
+    data[-200] ^= 0xFF
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert path.stat().st_mtime_ns == st.st_mtime_ns and path.stat().st_size == st.st_size
+    r = _cli("embed", rec, "-o", out, "--config", cfg, "--no-figures")
+    assert r.exit_code == 0, r.output
+    assert hashed == ["song_000.wav"]
+    assert _keys(out)[2] != before[2]
+
+
+def test_digest_reuse_rule(tmp_path):
+    """A recorded digest is reused only for the same size, times and inode, taken more than
+    RACY_NS after the file last changed."""
+    import time
+
+    from vocalatent._utils import file_sha256
+    from vocalatent.prepare.vocal import _digests
+
+    f = tmp_path / "a.wav"
+    f.write_bytes(b"abc")
+    ident = [f.stat().st_size, f.stat().st_mtime_ns, f.stat().st_ctime_ns, f.stat().st_ino]
+    rec = {"files": {"a.wav": "recorded"}, "stat": {"a.wav": ident}}
+    late = dict(rec, written_ns=time.time_ns() + 10**10)
+    assert _digests([f], tmp_path, late) == ({"a.wav": "recorded"}, {"a.wav": ident}, 1)
+    racy = dict(rec, written_ns=time.time_ns())            # taken right after the last change
+    assert _digests([f], tmp_path, racy)[0] == {"a.wav": file_sha256(f)}
+    other = dict(late, stat={"a.wav": [ident[0] + 1] + ident[1:]})
+    assert _digests([f], tmp_path, other)[0] == {"a.wav": file_sha256(f)}
+    assert _digests([f], tmp_path, None)[2] == 0
+
+
 def test_gain_edit_and_replaced_annotated_audio_rebuild_everything(copy, caplog):
     rec, cfg, out = copy
     before = _keys(out)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Mapping
 
@@ -41,17 +42,50 @@ def recording_files(path, cfg: Mapping | None = None) -> list[Path]:
     return sorted(files)
 
 
-def _digests(files, root: Path) -> dict[str, str]:
-    out = {}
+#: A file modified less than this long before its digest was recorded is hashed again next
+#: time even when its size, times and inode match (a same-size edit within the file system's
+#: timestamp resolution would otherwise go unseen; git's index treats such entries the same way).
+RACY_NS = 2_000_000_000
+
+
+def _identity(p: Path) -> list[int]:
+    st = p.stat()
+    return [int(st.st_size), int(st.st_mtime_ns), int(st.st_ctime_ns), int(st.st_ino)]
+
+
+def _digests(files, root: Path, record: dict | None = None) -> tuple[dict[str, str], dict[str, list[int]], int]:
+    """sha256 of every input file, reusing the digest in ``record`` (an earlier inputs.json) for
+    a file whose size, modification time, change time and inode are those recorded with it.
+
+    The change time (ctime) cannot be set back by the tools that edit files, so an edit that
+    restores the modification time is still seen. Returns ``(digests, identities, n_reused)``.
+    """
+    record = record or {}
+    old_files = record.get("files") if isinstance(record.get("files"), dict) else {}
+    old_stat = record.get("stat") if isinstance(record.get("stat"), dict) else {}
+    written = record.get("written_ns")     # when the identities were taken
+    written = int(written) if isinstance(written, int) else 0
+    digests, identities, reused = {}, {}, 0
     for p in files:
         name = p.relative_to(root).as_posix() if p.is_relative_to(root) else str(p)
-        out[name] = file_sha256(p)
-    return out
+        ident = _identity(p)
+        identities[name] = ident
+        if (name in old_files and old_stat.get(name) == ident
+                and ident[1] < written - RACY_NS and ident[2] < written - RACY_NS):
+            digests[name] = str(old_files[name])
+            reused += 1
+        else:
+            digests[name] = file_sha256(p)
+    return digests, identities, reused
 
 
 def _read_inputs(path: Path) -> dict | None:
     try:
-        return dict(json.loads(path.read_text())["files"])
+        record = json.loads(path.read_text())
+        if not isinstance(record, dict):
+            raise TypeError("not a JSON object")
+        dict(record["files"])
+        return record
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -95,8 +129,10 @@ def build_syllable_store(path, out_dir, cfg: Mapping, *, n_jobs: int | None = No
 
     Writes ``out_dir/syllables.h5``, ``out_dir/segments.csv``, ``out_dir/errors.csv``,
     ``out_dir/segment_report.json`` (what segmentation's filters removed) and
-    ``out_dir/inputs.json`` (the sha256 of every input file). An existing store is reused only
-    when it was made with the same settings from input files of the same content.
+    ``out_dir/inputs.json`` (the sha256 of every input file, with the size, times and inode it
+    was taken at, so an unchanged file is not read again: see :func:`_digests`). An existing
+    store is reused only when it was made with the same settings from input files of the same
+    content.
 
     Returns
     -------
@@ -111,11 +147,16 @@ def build_syllable_store(path, out_dir, cfg: Mapping, *, n_jobs: int | None = No
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     root = path.parent if path.is_file() else path
-    digests = _digests(recording_files(path, cfg), root)
-    inputs = json_key(digests)
     record = out_dir / INPUTS_FILE
+    old_record = _read_inputs(record)
+    captured_ns = time.time_ns()        # before the files are looked at (see RACY_NS)
+    digests, identities, n_reused = _digests(recording_files(path, cfg), root, old_record)
+    if n_reused:
+        logger.info("%d of %d input file(s) unchanged since %s (size, times, inode); not re-read",
+                    n_reused, len(digests), record)
+    inputs = json_key(digests)
     store_path = out_dir / "syllables.h5"
-    reason = _changed(_read_inputs(record), digests)
+    reason = _changed(None if old_record is None else dict(old_record["files"]), digests)
     if reason is not None and store_path.exists():
         logger.warning("%s: %s; rebuilding it", store_path, reason)
     elif store_path.exists():
@@ -130,7 +171,8 @@ def build_syllable_store(path, out_dir, cfg: Mapping, *, n_jobs: int | None = No
         n_jobs=audio.jobs if n_jobs is None else n_jobs, chunk_s=float(audio.chunk_s),
         reuse=reason is None)
     with atomic_path(record) as tmp:
-        tmp.write_text(json.dumps({"key": inputs, "files": digests}, indent=1))
+        tmp.write_text(json.dumps({"key": inputs, "files": digests, "stat": identities,
+                                   "written_ns": captured_ns}, indent=1))
     with atomic_path(out_dir / "segments.csv") as tmp:
         store.segments.to_csv(tmp, index=False)
     with atomic_path(out_dir / "errors.csv") as tmp:
