@@ -62,6 +62,34 @@ def test_dangling_symlinks_are_counted_and_reported(rec, caplog):
     assert "gone.wav" in lines[0] and "sub/lost.flac" in lines[0]
 
 
+def test_dangling_links_to_other_files_are_reported_not_skipped(rec, caplog):
+    """A dangling link where an annotation belongs fails that recording (segmenting it by
+    amplitude instead would be a silent guess); a dangling link to any other file is named."""
+    (rec / "song_000.txt").symlink_to(rec / "labels_moved.txt")
+    (rec / "notes.pdf").symlink_to("/nonexistent/notes.pdf")
+    with caplog.at_level(logging.WARNING, logger="vocalatent"):
+        seg, err = segment_paths(rec, n_jobs=1)
+    assert err["source"].tolist() == ["song_000.wav"] and seg.empty
+    msg = err["error"].iloc[0]
+    assert "song_000.txt is a dangling symbolic link" in msg and "labels_moved.txt" in msg
+    assert 'annotations = "ignore"' in msg
+    lines = [r.getMessage() for r in caplog.records if "to other files not read" in r.getMessage()]
+    assert len(lines) == 1 and "2 dangling" in lines[0] and "notes.pdf" in lines[0]
+    seg, err = segment_paths(rec, n_jobs=1, annotations="ignore")     # the way out it names
+    assert err.empty and len(seg) > 0
+
+
+def test_dangling_links_in_a_matrix_folder_are_named(tmp_path, caplog):
+    from vocalatent.prepare.base import input_files
+
+    (tmp_path / "matrix.mtx").write_text("%%MatrixMarket matrix coordinate integer general\n1 1 0\n")
+    (tmp_path / "barcodes.tsv").symlink_to(tmp_path / "elsewhere.tsv")
+    with caplog.at_level(logging.WARNING, logger="vocalatent"):
+        files = input_files(tmp_path)
+    assert [f.name for f in files] == ["matrix.mtx"]
+    assert "1 dangling symbolic link(s) not read" in caplog.text and "barcodes.tsv" in caplog.text
+
+
 @pytest.mark.parametrize("sr,hint", [(500_000, True), (32_000, False)])
 def test_nothing_found_far_above_the_band_names_sample_rate_and_pipelines(tmp_path, sr, hint):
     import numpy as np

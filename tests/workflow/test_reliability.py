@@ -305,6 +305,37 @@ def test_read_only_out_is_one_line_naming_the_folder(base, tmp_path):
         assert str(out) in r.output and "cannot write the output folder" in r.output
 
 
+def test_default_out_beside_read_only_data_is_one_line(base, tmp_path, monkeypatch):
+    """No -o: the default folder <data>_vocalatent sits beside the data; when that place is
+    read-only the error names the folder and the flag that moves it."""
+    import pathlib
+
+    rec, cfg, _ = base
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    shutil.copytree(rec, ro / "rec")
+    if os.geteuid() == 0:       # root ignores permissions: refuse like a read-only file system
+        real_mkdir = pathlib.Path.mkdir
+
+        def mkdir(self, *args, **kwargs):
+            if self.resolve().parent == ro.resolve():
+                raise PermissionError(13, "Permission denied", str(self))
+            return real_mkdir(self, *args, **kwargs)
+
+        monkeypatch.setattr(pathlib.Path, "mkdir", mkdir)
+    else:
+        ro.chmod(0o555)
+    try:
+        r = _cli("embed", ro / "rec", "--config", cfg, "--no-figures")
+    finally:
+        ro.chmod(0o755)
+    assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+    assert len(r.output.strip().splitlines()) == 1
+    default = (ro / "rec_vocalatent").resolve()
+    assert str(default) in r.output and "cannot write the output folder" in r.output
+    assert "-o/--out" in r.output and not default.exists()
+
+
 def test_syllable_store_has_ordinary_permissions(base):
     _, _, out = base
     old = os.umask(0o022)

@@ -499,6 +499,10 @@ def _not_an_annotation(path: Path) -> str | None:
 def _usable_candidate(audio_path: Path, directory) -> Path | None:
     """The first candidate annotation file that looks like one; the others get a notice."""
     for cand in annotation_candidates(audio_path, directory=directory):
+        if cand.is_symlink() and not cand.exists():
+            raise DataError(f"its annotation {cand.name} is a dangling symbolic link (the target "
+                            f"{os.readlink(cand)} does not exist); restore the target, remove the "
+                            f"link, or never look for annotations: {_OFF}", path=audio_path)
         if not cand.is_file():
             continue
         why = _not_an_annotation(cand)

@@ -123,22 +123,30 @@ def find_audio(root: str | os.PathLike, *, recursive: bool = True) -> list[Path]
         more = f" and {len(dangling) - 5} more" if len(dangling) > 5 else ""
         logger.warning("%s: %d dangling symbolic link(s) to audio skipped (their targets do "
                        "not exist): %s%s", root, len(dangling), names, more)
+    other = [p for p in dangling_links(root, recursive=recursive, audio=False) if p not in dangling]
+    if other:
+        names = ", ".join(p.relative_to(root).as_posix() for p in other[:5])
+        more = f" and {len(other) - 5} more" if len(other) > 5 else ""
+        logger.warning("%s: %d dangling symbolic link(s) to other files not read (their targets "
+                       "do not exist): %s%s", root, len(other), names, more)
     return sorted(found)
 
 
-def dangling_links(root: str | os.PathLike, *, recursive: bool = True) -> list[Path]:
-    """Symbolic links to audio under ``root`` whose targets do not exist, sorted.
+def dangling_links(root: str | os.PathLike, *, recursive: bool = True,
+                   audio: bool = True) -> list[Path]:
+    """Symbolic links under ``root`` whose targets do not exist, sorted: links to audio
+    (``audio=True``) or links of any name (``audio=False``).
 
     :func:`find_audio` leaves them out and logs one warning line naming them; the pipeline
-    reports each as a failed file.
+    reports each link to audio as a failed file.
     """
     root = Path(root)
     if not root.is_dir():
         return []
     pattern = "**/*" if recursive else "*"
     return sorted(p for p in root.glob(pattern)
-                  if p.is_symlink() and not p.exists() and p.suffix.lower() in AUDIO_EXTENSIONS
-                  and not p.name.startswith("."))
+                  if p.is_symlink() and not p.exists() and not p.name.startswith(".")
+                  and (not audio or p.suffix.lower() in AUDIO_EXTENSIONS))
 
 
 def _check_extension(path: Path) -> None:

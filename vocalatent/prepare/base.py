@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .._utils import ParameterError, check_option, file_sha256, json_key
+from .._utils import ParameterError, check_option, file_sha256, json_key, logger
 
 __all__ = ["COUNT_LIKELIHOODS", "DOMAINS", "ERROR_COLUMNS", "Prepared", "files_digest",
            "input_files"]
@@ -94,13 +94,20 @@ def input_files(path: Path, *, exclude: Path | None = None) -> list[Path]:
     if not path.is_dir():
         return [path]
     exclude = None if exclude is None else Path(exclude).resolve()
-    files = []
+    files, dangling = [], []
     for p in sorted(path.rglob("*")):
         if not p.is_file():
+            if p.is_symlink() and not p.exists():
+                dangling.append(p)
             continue
         if exclude is not None and p.resolve().is_relative_to(exclude):
             continue
         files.append(p)
+    if dangling:
+        names = ", ".join(p.relative_to(path).as_posix() for p in dangling[:5])
+        more = f" and {len(dangling) - 5} more" if len(dangling) > 5 else ""
+        logger.warning("%s: %d dangling symbolic link(s) not read (their targets do not exist): "
+                       "%s%s", path, len(dangling), names, more)
     return files
 
 
