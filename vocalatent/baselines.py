@@ -420,7 +420,7 @@ class EncoderModel(LatentModel):
         return self._stream_bound(self._data(X), "iwae", int(k), seed=seed)
 
     def score_samples(self, X, *, n_lattice: int | str | None = None, n_shifts: int | None = None,
-                      random_state=None, return_diagnostics: bool = False):
+                      random_state=None, return_diagnostics: bool = False, refine: bool = False):
         """Per-item log p(x) of the decoder in nats by the shifted lattice through the inverse
         normal CDF (the yardstick shared with the QLVM), with the same diagnostics; see
         :meth:`QLVM.score_samples`."""
@@ -428,7 +428,7 @@ class EncoderModel(LatentModel):
             logger.warning("lattice scoring with latent_dim=%d samples the prior and is a loose lower "
                            "bound; iwae_bound(X, k=1000) is tighter", int(self.latent_dim))
         return super().score_samples(X, n_lattice=n_lattice, n_shifts=n_shifts, random_state=random_state,
-                                     return_diagnostics=return_diagnostics)
+                                     return_diagnostics=return_diagnostics, refine=refine)
 
     def evaluate(self, X, *, n_lattice: int | str | None = None, n_shifts: int | None = None,
                  random_state=None, n_bound_samples: int = 16, **lattice_options) -> dict:
@@ -491,7 +491,8 @@ class EncoderModel(LatentModel):
         return self.encode(X)[0]
 
     def transform_dataset(self, X, *, score: bool = True, n_lattice: int | None = None,
-                          n_shifts: int | None = None, random_state=None, coords: dict | None = None):
+                          n_shifts: int | None = None, random_state=None, coords: dict | None = None,
+                          refine: bool = True):
         """Embed items at their encoder mean, as a Dataset.
 
         Parameters
@@ -499,7 +500,8 @@ class EncoderModel(LatentModel):
         X : array-like [shape=(N, D) or (N, F, T)]
         score : bool, default True
             Add the lattice estimate of log p(x) per item (``n_lattice``, ``n_shifts``,
-            ``random_state`` as in :meth:`score_samples`).
+            ``random_state`` and ``refine`` as in :meth:`score_samples`; refined by default,
+            as the QLVM's embedding) with its ``converged`` flag and ``refined``.
         coords : dict or DataFrame, optional
             Per-item metadata added as ``item`` coordinates.
 
@@ -521,9 +523,14 @@ class EncoderModel(LatentModel):
                         coords={"item": np.arange(len(loc)), "latent": [f"z{i + 1}" for i in range(d)]})
         ds["embedding"].attrs.update(long_name="encoder posterior mean", units="latent (prior N(0, 1))")
         if score:
-            ll = self.score_samples(X, n_lattice=n_lattice, n_shifts=n_shifts, random_state=random_state)
+            ll, diag = self.score_samples(X, n_lattice=n_lattice, n_shifts=n_shifts, random_state=random_state,
+                                          refine=refine, return_diagnostics=True)
             ds["log_likelihood"] = ("item", ll)
             ds["log_likelihood"].attrs.update(long_name="log p(x) lattice estimate", units="nats")
+            ds["converged"] = ("item", np.asarray(diag["converged"], dtype=bool))
+            ds["refined"] = ("item", np.asarray(diag.get("refined", np.zeros(len(ll), dtype=bool)), dtype=bool))
+            ds.attrs.update(converged_fraction=float(np.mean(diag["converged"])),
+                            convergence_criterion=str(diag["criterion"]))
         if coords is not None:
             ds = add_item_coords(ds, coords)
         ds.attrs.update(vocalatent_version=__version__, latent_dim=d, seed=int(self.seed_),

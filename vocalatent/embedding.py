@@ -10,6 +10,8 @@ Layout (written as NetCDF with h5netcdf; readable with plain ``xarray.open_datas
 - ``posterior_entropy`` (item): nats; ``log_likelihood`` (item): held-out log p(x) in nats;
 - ``ess``, ``shift_sd``, ``converged`` (item): how far to trust ``log_likelihood`` (ESS of the
   lattice posterior, spread of the per-shift estimates, the criterion in the attrs);
+  ``refined`` (item): the estimate was refined locally (attrs ``refined_items``,
+  ``refine_sizes``), for the items the lattice alone left unconverged;
 - item metadata as coordinates on ``item`` (``source``, ``onset_s``, ...);
 - attrs: ``vocalatent_version``, ``latent_dim``, ``seed``, ``lattice`` (JSON), ``model``
   (JSON of the estimator's parameters), plus what the caller adds (``config``, held-out score).
@@ -72,6 +74,11 @@ def build_embedding(result: dict, *, model, n_lattice: int, n_shifts: int,
         ds["converged"].attrs.update(long_name="log p(x) estimate converged", criterion=str(result.get("criterion", "")))
         ds.attrs.update(convergence_criterion=str(result.get("criterion", "")),
                         converged_fraction=float(np.mean(result["converged"])))
+    if "refined" in result:  # local refinement of the unconverged items (vocalatent.nn.refine)
+        ds["refined"] = ("item", np.asarray(result["refined"], dtype=bool))
+        ds["refined"].attrs.update(long_name="log p(x) refined in a local box around the posterior mode")
+        ds.attrs.update(refined_items=int(np.sum(result["refined"])),
+                        refine_sizes=json.dumps([int(m) for m in result.get("refine_sizes", [])]))
     if coords is not None:
         ds = add_item_coords(ds, coords)
     ds.attrs.update(

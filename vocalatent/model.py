@@ -15,6 +15,7 @@ are siblings on it; each supplies its parameters and its training objective.
 
 from __future__ import annotations
 
+import bisect
 import inspect
 import json
 import logging
@@ -407,9 +408,15 @@ class LatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         module = self.module_
         module.eval()
         d = int(self.latent_dim)
-        points = torch.as_tensor(_lattice.lattice(n_lattice, d), dtype=torch.float32, device=self.device_)
+        # a Gaussian prior's points go through the inverse normal CDF in float64 without the
+        # lattice map's clip at |z| = 3.7: clipped, the items whose posterior lies in the
+        # prior's tails were integrated on the clip's boundary and came out biased by up to
+        # tens of nats while looking converged (docs/method.md section 7.4)
+        exact = self._prior != "uniform"
+        dtype = torch.float64 if exact else torch.float32
+        points = torch.as_tensor(_lattice.lattice(n_lattice, d), dtype=dtype, device=self.device_)
         shift_rng = np.random.default_rng(seed)
-        shifts = [torch.as_tensor(shift_rng.random(d), dtype=torch.float32, device=self.device_)
+        shifts = [torch.as_tensor(shift_rng.random(d), dtype=dtype, device=self.device_)
                   for _ in range(n_shifts)]
         budget = self.memory_budget_mb * 2**20
         n_params = module.likelihood.n_params
@@ -434,8 +441,12 @@ class LatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
             for s, shift in enumerate(shifts):
                 for c0 in range(0, n_lattice, chunk):
                     u = _frac(points[c0:c0 + chunk] + shift)
-                    with self._autocast():
-                        params = module.params(u)
+                    if exact:
+                        params = self._latent_params(_refine.to_latent(u, self._prior))
+                        u = u.float()
+                    else:
+                        with self._autocast():
+                            params = module.params(u)
                     for r0 in range(0, len(idx), sub):
                         rows = slice(r0, r0 + sub)
                         ll = module.likelihood.log_prob_matrix(x[rows], params)
@@ -468,109 +479,163 @@ class LatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
     def _score(self, data: _Data, n_lattice, n_shifts: int, *, seed: int, stats: bool = False,
                desc: str | None = None, tol: float = _estimate.DEFAULT_TOL,
                max_seconds: float | None = 300.0, refine: bool = False) -> dict:
-        """Stream one lattice size, or grow it along the lattice sequence for ``"auto"`` (and,
-        with ``refine``, refine the items the global lattice leaves unconverged)."""
+        """Stream one lattice size, or grow it along the lattice sequence for ``"auto"``; with
+        ``refine``, refine the items the global lattice leaves unconverged."""
         if n_lattice != "auto":
-            return self._stream(data, int(n_lattice), n_shifts, seed=seed, stats=stats, desc=desc)
-        d = int(self.latent_dim)
-        start = int(getattr(self, "n_lattice_", None) or self._n_train())
-        sizes = _lattice.lattice_sequence(d, start=start)
+            res = self._stream(data, int(n_lattice), n_shifts, seed=seed, stats=stats, desc=desc)
+        else:
+            d = int(self.latent_dim)
+            start = int(getattr(self, "n_lattice_", None) or self._n_train())
+            sizes = _lattice.lattice_sequence(d, start=start)
 
-        def at(m):
-            res = self._stream(data, m, n_shifts, seed=seed, stats=stats, desc=f"{desc or 'QLVM'} m={m}")
-            res["converged_fraction"] = float(np.mean(res["converged"]))
-            return res
+            def at(m):
+                res = self._stream(data, m, n_shifts, seed=seed, stats=stats, desc=f"{desc or 'QLVM'} m={m}")
+                res["converged_fraction"] = float(np.mean(res["converged"]))
+                return res
 
-        # with refinement available, stop growing a lattice that leaves most items collapsed
-        give_up = (lambda res: res["converged_fraction"] < 0.5) if refine else None
-        res = _estimate.adaptive_lattice(at, sizes, tol=tol, max_seconds=max_seconds,
-                                         min_converged=_estimate.MIN_CONVERGED_FRACTION, give_up=give_up)
-        if refine and res["converged_fraction"] < 1.0:
+            # with refinement available, stop growing a lattice that leaves most items collapsed
+            give_up = (lambda res: res["converged_fraction"] < 0.5) if refine else None
+            res = _estimate.adaptive_lattice(at, sizes, tol=tol, max_seconds=max_seconds,
+                                             min_converged=_estimate.MIN_CONVERGED_FRACTION, give_up=give_up)
+        if refine and not np.all(res["converged"]):
             res = self._refine_items(data, res, n_shifts=n_shifts, seed=seed + 17, tol=tol)
         return res
+
+    def _latent_params(self, w: torch.Tensor) -> torch.Tensor:
+        """Likelihood parameters at points ``w`` of the prior's coordinates (the torus, or R^d
+        for a Gaussian prior: decoded directly, without the clip of the lattice map)."""
+        module = self.module_
+        with self._autocast():
+            if self._prior == "uniform":
+                return module.params(w.float())
+            return module.decoder(w.float()).float()
+
+    def _place_box(self, x1: torch.Tensor, start_u: np.ndarray):
+        """The refinement box of one item (``x1`` (1, D)) from its best lattice point
+        ``start_u`` (unit cube), or None where none fits (:func:`vocalatent.nn.refine.laplace_box`)."""
+        prior, like = self._prior, self.module_.likelihood
+
+        def loglik(w):
+            ll = like.log_prob_matrix(x1, self._latent_params(w[None])).double()[0, 0]
+            return ll + _refine.log_prior(w[None], prior)[0]
+
+        z0 = _refine.to_latent(torch.as_tensor(np.asarray(start_u, dtype=np.float64), device=self.device_), prior)
+        with torch.enable_grad():
+            return _refine.laplace_box(loglik, z0, newton_steps=_refine.NEWTON_STEPS[prior],
+                                       max_side=_refine.MAX_SIDE[prior])
 
     @torch.no_grad()
     def _refine_items(self, data: _Data, res: dict, *, n_shifts: int, seed: int, tol: float) -> dict:
         """Local refinement (:mod:`vocalatent.nn.refine`) of the items ``res`` leaves unconverged:
-        a box around each one's posterior mode with its own lattice, at two sizes ~4x apart."""
-        module, d = self.module_, int(self.latent_dim)
-        periodic = self._prior == "uniform"
-        todo = np.nonzero(~res["converged"])[0]
+        a box around each one's posterior mode with its own lattice, at two local sizes ~4x
+        apart sharing the global part (outside the boxes) of each shift.
+
+        The boxes are placed from ``res["map_point"]`` when ``res`` has it (a lattice pass with
+        other shifts than the refinement's, so the boxes are independent of the estimate), else
+        from a pilot pass of one shift. Items are processed in blocks read within
+        ``memory_budget_mb``. Cost on the unconverged items: the pilot (one shift of the global
+        lattice, only without ``map_point``), ``NEWTON_STEPS + 1`` Hessians of ``log p(x | z)``
+        per item, ``n_shifts`` passes of the global lattice, and ``n_shifts * (m_1 + m_2)``
+        decoder points of each item's own box (``REFINE_SIZES``).
+
+        A refined item is converged when the larger local size meets the usual criterion *and*
+        the two local sizes agree within ``MAX_SHIFT_SD`` nats; items without a box keep their
+        global estimate and its flag. Adds ``refined`` (N,) bool, ``refine_delta`` (N,) (the
+        larger local size minus the smaller, NaN where not refined), ``refined_items``,
+        ``refine_sizes``, ``refine_change`` (mean over all items of ``refine_delta``) and,
+        as the local sizes now decide, ``change`` and ``tol_met``.
+        """
+        d = int(self.latent_dim)
+        todo = np.nonzero(~np.asarray(res["converged"], dtype=bool))[0]
         m_g = int(res["n_lattice"])
-        sub = data.subset(todo)
-        x = torch.as_tensor(sub.read(np.arange(len(todo)), module.likelihood), device=self.device_)
-        pilot = self._stream(sub, m_g, 1, seed=seed, stats=True, show_progress=False)
-        boxes = []
-        for i in range(len(todo)):
-            xi = x[i:i + 1]
-
-            def loglik(z, xi=xi):
-                return module.likelihood.log_prob_matrix(xi, module.params(z[None].float())).double()[0, 0]
-
-            with torch.enable_grad():
-                box = _refine.laplace_box(loglik, torch.as_tensor(pilot["map_point"][i], device=self.device_),
-                                          unit_cube=not periodic)
-            boxes.append(box)
-        has_box = np.array([b is not None for b in boxes])
-        out = dict(res)
-        out["refined_items"] = int(has_box.sum())
-        if not has_box.any():
-            return out
         sizes = _refine.REFINE_SIZES.get(d, (256, 1024))
-        ests = [self._boxed_estimate(x, boxes, m_g, m_l, n_shifts, seed=seed + 1 + k, periodic=periodic)
-                for k, m_l in enumerate(sizes)]
-        sel = todo[has_box]
-        for key in ("log_likelihood", "ess", "min_ess", "shift_sd", "converged"):
+        out = dict(res)
+        for key in ("log_likelihood", "ess", "min_ess", "shift_sd", "converged", "per_shift", "ess_per_shift"):
             out[key] = np.array(res[key], copy=True)
-            out[key][sel] = ests[-1][key][has_box]
-        for key in ("per_shift", "ess_per_shift"):
-            out[key] = np.array(res[key], copy=True)
-            out[key][:, sel] = ests[-1][key][:, has_box]
-        change = float(np.sum(ests[1]["log_likelihood"][has_box] - ests[0]["log_likelihood"][has_box]) / data.n)
-        out.update(converged_fraction=float(np.mean(out["converged"])), refine_sizes=[int(m) for m in sizes],
-                   refine_change=change, change=change, tol_met=bool(abs(change) < tol),
-                   stopped_by=f"{res.get('stopped_by', 'fixed lattice')}; refined {int(has_box.sum())} item(s)")
+        refined = np.zeros(data.n, dtype=bool)
+        delta = np.full(data.n, np.nan)
+        rng = np.random.default_rng(seed)
+        g_shifts = rng.random((n_shifts, d))
+        l_shifts = rng.random((n_shifts, len(sizes), d))
+        block = int(max(1, min(len(todo) or 1, self.memory_budget_mb * 2**20 // (4 * 4 * self.n_features_))))
+        like = self.module_.likelihood
+        for b0 in range(0, len(todo), block):
+            rows = todo[b0:b0 + block]
+            sub = data.subset(rows)
+            x = torch.as_tensor(sub.read(np.arange(len(rows)), like), device=self.device_)
+            if "map_point" in res:
+                starts = np.asarray(res["map_point"])[rows]
+            else:
+                starts = self._stream(sub, m_g, 1, seed=seed + 1 + b0, stats=True, show_progress=False)["map_point"]
+            boxes = [self._place_box(x[i:i + 1], starts[i]) for i in range(len(rows))]
+            has_box = np.array([b is not None for b in boxes])
+            if not has_box.any():
+                continue
+            ests = self._boxed_estimate(x, boxes, m_g, sizes, g_shifts, l_shifts)
+            sel = rows[has_box]
+            big, small = ests[-1], ests[0]
+            for key in ("log_likelihood", "ess", "min_ess", "shift_sd", "converged"):
+                out[key][sel] = big[key][has_box]
+            for key in ("per_shift", "ess_per_shift"):
+                out[key][:, sel] = big[key][:, has_box]
+            delta[sel] = big["log_likelihood"][has_box] - small["log_likelihood"][has_box]
+            out["converged"][sel] &= np.abs(delta[sel]) <= _estimate.MAX_SHIFT_SD
+            refined[sel] = True
+        change = float(np.nansum(delta) / data.n)
+        out.update(refined=refined, refine_delta=delta, refined_items=int(refined.sum()),
+                   refine_sizes=[int(m) for m in sizes], converged_fraction=float(np.mean(out["converged"])))
+        if refined.any():
+            out.update(refine_change=change, change=change, tol_met=bool(abs(change) < tol),
+                       stopped_by=f"{res.get('stopped_by', 'fixed lattice')}; refined {int(refined.sum())} item(s)")
         return out
 
-    def _boxed_estimate(self, x, boxes, m_g: int, m_l: int, n_shifts: int, *, seed: int, periodic: bool) -> dict:
-        """Per shift: the global lattice outside each item's box plus the box's own lattice."""
-        module, d, dev = self.module_, int(self.latent_dim), self.device_
-        n = len(boxes)
-        G = torch.as_tensor(_lattice.lattice(m_g, d), dtype=torch.float32, device=dev)
-        T = torch.as_tensor(_lattice.lattice(m_l, d), dtype=torch.float64, device=dev)
+    def _boxed_estimate(self, x: torch.Tensor, boxes: list, m_g: int, sizes, g_shifts: np.ndarray,
+                        l_shifts: np.ndarray) -> list[dict]:
+        """Per shift and local size: the global lattice outside each item's box (computed once
+        per shift) plus the box's own lattice inside it; one diagnostics dict per local size."""
+        module, d, dev, prior = self.module_, int(self.latent_dim), self.device_, self._prior
+        torus = prior == "uniform"
+        n, n_shifts = len(boxes), len(g_shifts)
+        G = torch.as_tensor(_lattice.lattice(m_g, d), dtype=torch.float64, device=dev)
         budget = self.memory_budget_mb * 2**20
-        chunk = int(max(1, min(max(m_g, m_l), budget // (4 * 4 * module.likelihood.n_params * self.n_features_))))
-        rng = np.random.default_rng(seed)
-        per_shift, ess_shift, states = np.empty((n_shifts, n)), np.empty((n_shifts, n)), []
+        chunk = int(max(1, min(max(m_g, *sizes), budget // (4 * 4 * module.likelihood.n_params * self.n_features_))))
+        sub = int(max(1, min(4096, budget // (8 * 4 * chunk))))
         boxed = [(i, tuple(t.to(dev) for t in b)) for i, b in enumerate(boxes) if b is not None]
+        firsts = [i for i, _ in boxed]
+        per_shift = [np.empty((n_shifts, n)) for _ in sizes]
+        ess_shift = [np.empty((n_shifts, n)) for _ in sizes]
+        states = [[] for _ in sizes]
         for s in range(n_shifts):
-            g_shift = torch.as_tensor(rng.random(d), dtype=torch.float32, device=dev)
-            l_shift = torch.as_tensor(rng.random(d), dtype=torch.float64, device=dev)
+            g_shift = torch.as_tensor(g_shifts[s], dtype=torch.float64, device=dev)
             acc = _refine.WeightSum(n, dev)
             for c0 in range(0, m_g, chunk):
-                u = _frac(G[c0:c0 + chunk] + g_shift)
-                with self._autocast():
-                    params = module.params(u)
-                logw = module.likelihood.log_prob_matrix(x, params).double() - math.log(m_g)
+                w = _refine.to_latent(torch.remainder(G[c0:c0 + chunk] + g_shift, 1.0), prior)
+                params = self._latent_params(w)
+                for r0 in range(0, n, sub):
+                    logw = module.likelihood.log_prob_matrix(x[r0:r0 + sub], params).double() - math.log(m_g)
+                    for i, (c, R, h) in boxed[bisect.bisect_left(firsts, r0):bisect.bisect_left(firsts, r0 + sub)]:
+                        logw[i - r0, _refine.in_box(w, c, R, h, periodic=torus)] = -math.inf
+                    acc.update(logw, slice(r0, r0 + sub))
+            for k, m_l in enumerate(sizes):
+                T = torch.as_tensor(_lattice.lattice(m_l, d), dtype=torch.float64, device=dev)
+                t = torch.remainder(T + torch.as_tensor(l_shifts[s, k], dtype=torch.float64, device=dev), 1.0)
+                a = acc.copy()
                 for i, (c, R, h) in boxed:
-                    logw[i, _refine.in_box(u.double(), c, R, h, periodic=periodic)] = -math.inf
-                acc.update(logw, slice(None))
-            t = _frac(T + l_shift)
-            for i, (c, R, h) in boxed:
-                u = _refine.box_points(t, c, R, h)
-                u = (_frac(u) if periodic else u).float()
-                log_vol = float(torch.log(h).sum())
-                for c0 in range(0, m_l, chunk):
-                    with self._autocast():
-                        params = module.params(u[c0:c0 + chunk])
-                    ll = module.likelihood.log_prob_matrix(x[i:i + 1], params).double()
-                    acc.update(ll + log_vol - math.log(m_l), slice(i, i + 1))
-            per_shift[s] = acc.log_total().cpu().numpy()
-            ess_shift[s] = acc.ess().cpu().numpy()
-            states.append(acc.state())
-        pooled = pool_shifts(states)
-        out = item_diagnostics(per_shift, ess_shift, pooled["ess"])
-        out.update(log_likelihood=pooled["log_likelihood"], per_shift=per_shift)
+                    w = _refine.box_points(t, c, R, h)
+                    w = torch.remainder(w, 1.0) if torus else w
+                    base = _refine.log_prior(w, prior) + float(torch.log(h).sum()) - math.log(m_l)
+                    for c0 in range(0, m_l, chunk):
+                        ll = module.likelihood.log_prob_matrix(x[i:i + 1], self._latent_params(w[c0:c0 + chunk]))
+                        a.update(ll.double() + base[c0:c0 + chunk], slice(i, i + 1))
+                per_shift[k][s] = a.log_total().cpu().numpy()
+                ess_shift[k][s] = a.ess().cpu().numpy()
+                states[k].append(a.state())
+        out = []
+        for k in range(len(sizes)):
+            pooled = pool_shifts(states[k])
+            diag = item_diagnostics(per_shift[k], ess_shift[k], pooled["ess"])
+            diag.update(log_likelihood=pooled["log_likelihood"], per_shift=per_shift[k])
+            out.append(diag)
         return out
 
     def _floor(self) -> float | None:
@@ -586,7 +651,7 @@ class LatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
                            _estimate.advice(info, floor=self._floor()))
 
     def score_samples(self, X, *, n_lattice: int | str | None = None, n_shifts: int | None = None,
-                      random_state=None, return_diagnostics: bool = False):
+                      random_state=None, return_diagnostics: bool = False, refine: bool = False):
         """Per-item held-out log p(x) in nats (the lattice estimate, with its − log m term).
 
         Every call also computes per-item diagnostics (ESS of the lattice posterior per shift
@@ -605,24 +670,30 @@ class LatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
             Seeds the shifts (default: derived from the model's seed).
         return_diagnostics : bool, default False
             Also return the diagnostics.
+        refine : bool, default False
+            Refine the items the lattice leaves unconverged locally, as :meth:`evaluate` does
+            (off by default: ``score_samples`` is the plain lattice rule at ``n_lattice``).
 
         Returns
         -------
         log_likelihood : np.ndarray [shape=(N,), dtype=float64]
         diagnostics : dict, only with ``return_diagnostics``
             ``ess`` (N,), ``ess_per_shift`` (S, N), ``min_ess`` (N,), ``shift_sd`` (N,),
-            ``converged`` (N,) bool, ``criterion`` (str), ``n_lattice``, ``n_shifts``.
+            ``converged`` (N,) bool, ``criterion`` (str), ``n_lattice``, ``n_shifts``; with
+            ``refine`` also ``refined`` (N,) bool and ``refine_delta`` (N,) (the two local
+            sizes' difference, NaN where not refined).
         """
         self._check_fitted()
         data = self._data(X)
         seed = self.seed_ + 2 if random_state is None else int(random_state)
         n_shifts = n_shifts or self.n_eval_shifts
-        res = self._score(data, self._n_eval(n_lattice, allow_auto=True), n_shifts, seed=seed, desc="QLVM score")
+        res = self._score(data, self._n_eval(n_lattice, allow_auto=True), n_shifts, seed=seed, desc="QLVM score",
+                          refine=refine)
         self._warn_unconverged(res, "score_samples")
         if not return_diagnostics:
             return res["log_likelihood"]
         diag = {k: res[k] for k in ("ess", "ess_per_shift", "min_ess", "shift_sd", "converged",
-                                    "n_lattice", "n_shifts")}
+                                    "n_lattice", "n_shifts", "refined", "refine_delta") if k in res}
         diag["criterion"] = _estimate.criterion_text()
         return res["log_likelihood"], diag
 
@@ -653,10 +724,11 @@ class LatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         max_seconds : float or None, default 300
             Time budget of the adaptive lattice.
         refine : bool, default True
-            With ``"auto"``: items the global lattice leaves unconverged (posteriors narrower
-            than its spacing) get a local box around their posterior mode with its own lattice
-            (:mod:`vocalatent.nn.refine`; still an unbiased estimate of p(x)), at two local
-            sizes about 4x apart (``refine_sizes``) whose means must agree within ``tol``.
+            Items the global lattice leaves unconverged (posteriors narrower than its spacing,
+            or in a Gaussian prior's far tails) get a local box around their posterior mode
+            with its own lattice (:mod:`vocalatent.nn.refine`; still an unbiased estimate of
+            p(x)), at two local sizes about 4x apart (``refine_sizes``) whose means must agree
+            within ``tol`` (and each refined item's within 0.1 nats to count as converged).
 
         Returns
         -------
@@ -720,7 +792,7 @@ class LatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
                                       random_state=random_state)["embedding"].values
 
     def transform_dataset(self, X, *, n_lattice: int | str | None = None, n_shifts: int | None = None,
-                          random_state=None, coords: dict | None = None):
+                          random_state=None, coords: dict | None = None, refine: bool = True):
         """Embed items: posterior circular mean, MAP point, spread and log p(x), as a Dataset.
 
         Parameters
@@ -730,6 +802,10 @@ class LatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
             As in :meth:`score_samples`; the posterior statistics use the union of the shifts.
         coords : dict or None
             Per-item metadata (e.g. a DataFrame's columns) added as ``item`` coordinates.
+        refine : bool, default True
+            Refine the ``log_likelihood`` of the items the lattice leaves unconverged locally,
+            as :meth:`evaluate` does (the posterior statistics stay the lattice's); the
+            ``refined`` variable and the ``refined_items`` / ``refine_sizes`` attrs say which.
 
         Returns
         -------
@@ -748,7 +824,10 @@ class LatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         n = self._n_eval(n_lattice, allow_auto=True)
         n_shifts = n_shifts or self.n_eval_shifts
         seed = self.seed_ + 3 if random_state is None else int(random_state)
-        res = self._score(data, n, n_shifts, seed=seed, stats=True, desc="QLVM transform")
+        res = self._score(data, n, n_shifts, seed=seed, stats=True, desc="QLVM transform", refine=refine)
+        if refine and "refined" not in res:  # every item converged on the lattice: nothing refined
+            res.update(refined=np.zeros(data.n, dtype=bool), refine_sizes=list(
+                _refine.REFINE_SIZES.get(int(self.latent_dim), (256, 1024))))
         self._warn_unconverged(res, "transform")
         res["criterion"] = _estimate.criterion_text()
         return build_embedding(res, model=self, n_lattice=int(res["n_lattice"]), n_shifts=n_shifts, coords=coords)

@@ -222,7 +222,8 @@ def train(X, cfg: Mapping, *, out_dir=None, device="auto", seed=None, data_key: 
 
 
 _RESERVED = {"item", "latent", "embedding", "map_point", "spread", "posterior_entropy",
-             "log_likelihood", "cluster", "density", "cluster_mode", "jacobian_norm", "boundary"}
+             "log_likelihood", "ess", "shift_sd", "converged", "refined", "cluster", "density",
+             "cluster_mode", "jacobian_norm", "boundary"}
 
 
 def _safe_coords(coords: pd.DataFrame) -> pd.DataFrame:

@@ -19,9 +19,15 @@ lattice would need ~10^6 points to put a few of them inside it. Instead, for suc
    ``p̂`` is an unbiased estimate of ``p(x)`` whatever the box; the box only decides how small
    the error is. The same diagnostics apply (ESS of the combined weights, spread over shifts).
 
+The box lives in the prior's own coordinates: the unit torus for the QLVM (uniform prior,
+periodic), and R^d for a standard normal prior (the VAE/IWAE baselines), where the integrand is
+``p(x | z) N(z; 0, I)`` and the global lattice's points are mapped by the inverse normal CDF
+without the clip of :func:`vocalatent.lattice.to_gaussian` (:func:`to_latent`). A box in the
+unit cube of a Gaussian prior could not reach the items whose posterior sits in the prior's
+tails (|z| > 3.7, beyond the clip), which were the baselines' never-converging items.
+
 Boxes are used only where they fit: the Hessian negative definite and every side at most
-``max_side`` of the torus (for a Gaussian prior the box must also lie inside the unit cube,
-which is not periodic).
+``max_side`` (:data:`MAX_SIDE`: a quarter of the torus; 12 prior standard deviations in R^d).
 """
 
 from __future__ import annotations
@@ -31,7 +37,8 @@ import math
 
 import torch
 
-__all__ = ["BOX_SD", "REFINE_SIZES", "WeightSum", "box_points", "in_box", "laplace_box"]
+__all__ = ["BOX_SD", "MAX_SIDE", "NEWTON_STEPS", "REFINE_SIZES", "WeightSum", "box_points", "in_box",
+           "laplace_box", "log_prior", "to_latent"]
 
 
 def box_points(t: torch.Tensor, center: torch.Tensor, rot: torch.Tensor, sides: torch.Tensor) -> torch.Tensor:
@@ -51,6 +58,30 @@ def in_box(u: torch.Tensor, center: torch.Tensor, rot: torch.Tensor, sides: torc
 
 #: Half-side of a refinement box, in posterior standard deviations (Laplace's approximation).
 BOX_SD = 6.0
+#: Largest side of a box per prior: a quarter of the torus (so a box never wraps onto
+#: itself), 12 prior standard deviations in R^d (a posterior that wide needs no box).
+MAX_SIDE = {"uniform": 0.25, "gaussian": 12.0}
+#: Newton steps from the best lattice point: more for the Gaussian prior, whose far-tail
+#: posteriors start from a lattice point up to ~1 prior sd away from their mode.
+NEWTON_STEPS = {"uniform": 3, "gaussian": 8}
+#: The inverse normal CDF of a refinement clips only at this (|z| <= 7.9).
+LATENT_CLIP = 1e-15
+
+
+def to_latent(u: torch.Tensor, prior: str) -> torch.Tensor:
+    """Points ``u`` of the unit cube (float64) in the prior's coordinates: ``u`` itself on the
+    torus, ``ndtri(u)`` (clipped only at :data:`LATENT_CLIP`) for a Gaussian prior."""
+    if prior == "uniform":
+        return u
+    return torch.special.ndtri(u.to(torch.float64).clamp(LATENT_CLIP, 1 - LATENT_CLIP))
+
+
+def log_prior(w: torch.Tensor, prior: str) -> torch.Tensor:
+    """Log prior density at points ``w`` (m, d) of the prior's coordinates (0 on the torus)."""
+    if prior == "uniform":
+        return torch.zeros(w.shape[0], dtype=torch.float64, device=w.device)
+    w = w.to(torch.float64)
+    return -0.5 * (w * w).sum(dim=1) - 0.5 * w.shape[1] * math.log(2 * math.pi)
 
 
 def laplace_box(loglik, z0: torch.Tensor, *, box_sd: float | None = None, newton_steps: int = 3,
@@ -153,6 +184,12 @@ class WeightSum:
 
     def ess(self) -> torch.Tensor:
         return self.s * self.s / self.s2
+
+    def copy(self) -> "WeightSum":
+        """An independent copy of the running sums."""
+        other = WeightSum.__new__(WeightSum)
+        other.m, other.s, other.s2 = self.m.clone(), self.s.clone(), self.s2.clone()
+        return other
 
     def state(self) -> dict:
         """As :meth:`PosteriorAccumulator.state`, with ``count`` 1 (the weights are normalised)."""
