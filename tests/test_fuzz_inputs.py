@@ -129,12 +129,42 @@ def _song(folder: Path, fmt: str, subtype: str) -> Path:
     return path
 
 
-def _annotated(folder: Path) -> Path:
+def _annotated(folder: Path, fmt: str = "audacity") -> Path:
+    """A recording with its annotation file beside it, in one of the annotation formats."""
+    from vocalatent.audio.annotations import write_raven, write_segments
+
     y, sr, truth = synthetic_song(n_syllables=6, random_state=1)
     sf.write(folder / "song.wav", y, sr, subtype="PCM_16")
-    path = folder / "song.txt"      # an Audacity label track beside the recording
-    path.write_text("".join(f"{a:.6f}\t{b:.6f}\t{lab}\n" for a, b, lab in
-                            zip(truth["onset_s"], truth["offset_s"], truth["label"])))
+    rows = list(zip(truth["onset_s"], truth["offset_s"], truth["label"]))
+    if fmt == "audacity":
+        path = folder / "song.txt"
+        path.write_text("".join(f"{a:.6f}\t{b:.6f}\t{lab}\n" for a, b, lab in rows))
+    elif fmt == "csv":
+        path = write_segments(truth[["onset_s", "offset_s", "label"]], folder / "song.csv")
+    elif fmt == "raven":
+        path = write_raven(truth[["onset_s", "offset_s", "label"]], folder / "song.Table.1.selections.txt")
+    elif fmt == "textgrid":
+        bounds = [0.0]
+        cells = []
+        for a, b, lab in rows:
+            cells += [(bounds[-1], a, ""), (a, b, str(lab))]
+            bounds.append(b)
+        cells.append((bounds[-1], len(y) / sr, ""))
+        body = "".join(f"        intervals [{i}]:\n            xmin = {a}\n            xmax = {b}\n"
+                       f'            text = "{t}"\n' for i, (a, b, t) in enumerate(cells, 1))
+        path = folder / "song.TextGrid"
+        path.write_text('File type = "ooTextFile"\nObject class = "TextGrid"\n\n'
+                        f"xmin = 0\nxmax = {len(y) / sr}\ntiers? <exists>\nsize = 1\nitem []:\n"
+                        f'    item [1]:\n        class = "IntervalTier"\n        name = "syllables"\n'
+                        f"        xmin = 0\n        xmax = {len(y) / sr}\n"
+                        f"        intervals: size = {len(cells)}\n" + body)
+    else:                           # evsonganaly .not.mat: times in ms, labels one string
+        path = folder / "song.wav.not.mat"
+        spio.savemat(path, {"onsets": np.array([a for a, _, _ in rows]) * 1000,
+                            "offsets": np.array([b for _, b, _ in rows]) * 1000,
+                            "labels": "".join(str(lab)[0] for _, _, lab in rows),
+                            "Fs": float(sr), "fname": "song.wav", "min_int": 5.0, "min_dur": 20.0,
+                            "threshold": 1000.0, "sm_win": 2.0})
     return path
 
 
@@ -256,6 +286,10 @@ FORMATS = {
     "wav_float": (lambda d: _song(d, "wav", "FLOAT"), _cmd_segment, False),
     "flac": (lambda d: _song(d, "flac", "PCM_24"), _cmd_segment, False),
     "audacity_labels": (_annotated, _cmd_segment, True),
+    "csv_annotation": (lambda d: _annotated(d, "csv"), _cmd_segment, True),
+    "raven_table": (lambda d: _annotated(d, "raven"), _cmd_segment, True),
+    "textgrid": (lambda d: _annotated(d, "textgrid"), _cmd_segment, True),
+    "notmat": (lambda d: _annotated(d, "notmat"), _cmd_segment, False),
     "h5ad": (_h5ad, _cmd_embed, False),
     "10x_h5": (_tenx, _cmd_embed, False),
     "mtx": (_mtx, _cmd_embed, False),
@@ -299,6 +333,9 @@ def _fuzz(fmt: str, n_variants: int, tmp_path: Path) -> dict:
     return outcomes
 
 
+ANNOTATION_SEEDS = ("audacity_labels", "csv_annotation", "raven_table", "textgrid", "notmat")
+
+
 @pytest.mark.parametrize("fmt", sorted(FORMATS))
 def test_corrupted_inputs_fail_cleanly(fmt, tmp_path):
     outcomes = _fuzz(fmt, 3, tmp_path)
@@ -312,7 +349,8 @@ def test_corrupted_inputs_fail_cleanly_many(fmt, tmp_path):
     assert sum(outcomes.values()) == 25
 
 
-@pytest.mark.parametrize("fmt", ["wav", "h5ad", "csv", "npz", "checkpoint"])
+@pytest.mark.parametrize("fmt", ["wav", "h5ad", "csv", "npz", "checkpoint", "csv_annotation",
+                                 "raven_table", "textgrid", "notmat"])
 def test_valid_seed_runs(fmt, tmp_path):
     """The seeds themselves are valid: the uncorrupted file gives exit 0 (so the fuzz test
     exercises damage, not a seed that never worked)."""
@@ -324,3 +362,6 @@ def test_valid_seed_runs(fmt, tmp_path):
     result = CliRunner().invoke(main, command(path, out, _toml(tmp_path)), catch_exceptions=True)
     assert result.exit_code == 0, result.output[-2000:]
     assert _check_run(result, out, [path.name]) == "ok"
+    if fmt in ANNOTATION_SEEDS:     # the annotation was read, not replaced by segmentation
+        segs = pd.read_csv(out / "segments.csv")
+        assert len(segs) == 6 and (segs["segmented_by"] == path.name).all(), segs.head()
