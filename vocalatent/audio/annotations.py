@@ -44,6 +44,7 @@ import numpy as np
 import pandas as pd
 
 from .._utils import DataError, ParameterError, atomic_path, check_option, is_number, logger
+from ..data.matfile import check_mat_file
 from .io import audio_info
 
 __all__ = [
@@ -198,6 +199,7 @@ def _read_textgrid(path: Path, tier=None) -> pd.DataFrame:
 def _read_notmat(path: Path) -> pd.DataFrame:
     import crowsetta
 
+    check_mat_file(path)        # scipy's MAT reader crashes the process on some damaged files
     try:
         nm = crowsetta.formats.by_name("notmat").from_file(path)
     except Exception as exc:  # scipy.io / crowsetta raise many types on malformed files
