@@ -26,6 +26,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -52,11 +53,19 @@ SETTINGS = {
         method="persistence", bandwidth_scale=2.0, min_persistence=0.5, min_relative_height=0.1),
     "new (LCV bw, dip > 2.5 noise sd)": dict(method="significance", bandwidth_scale=1.0, significance=2.5),
 }
+#: Settings that need the fitted model (qlvm part only).
+MODEL_SETTINGS = {
+    "new + decoder merge (index < 6)": dict(
+        method="significance", bandwidth_scale=1.0, significance=2.5, needs_model=True,
+        separation=6.0),
+}
 
 
-def cluster(z, setting: dict, resolution: int):
+def cluster(z, setting: dict, resolution: int, *, model=None, X=None):
     s = dict(setting)
     scale = s.pop("bandwidth_scale")
+    if s.pop("needs_model", False):
+        s["decoder"], s["data"] = model.mean_function(), X
     bw = select_bandwidth(z) * scale
     return find_clusters(z, bandwidth=bw, resolution=resolution, **s)
 
@@ -86,33 +95,76 @@ def run_latents(specs, resolution, settings):
     return rows
 
 
-def run_qlvm(specs, resolution, settings, epochs, seed):
+#: Fit settings of the qlvm part, all explicit (training defaults may change elsewhere).
+FIT = dict(decoder="mlp", decoder_options={"hidden": [256, 256]}, n_lattice=377, n_eval_lattice=2584,
+           batch_size=128, lr=1e-3, schedule="none", n_restarts=1, device="cpu", verbose=False)
+#: Silent gaps between syllables (s): "context" (the generator's 30-90 ms: neighbours show in
+#: the 0.3 s window) or "isolated" (150-250 ms: the window holds one syllable only).
+GAPS = {"context": (0.03, 0.09), "isolated": (0.15, 0.25)}
+#: Spectrograms of the qlvm part: small images, per-recording level normalisation.
+SPEC = dict(f_min=500.0, f_max=11000.0, time_mode="window", window_dur_s=0.3, level="recording")
+
+
+def fit_one(job: dict) -> str:
+    """Render, fit and embed one repertoire; cache z, types, images and the model (a worker)."""
     import torch
 
     from vocalatent import QLVM
     from vocalatent.audio.spectrogram import SpectrogramParams
 
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
-    params = SpectrogramParams(n_freq=32, n_time=32, f_min=500.0, f_max=11000.0,
-                               time_mode="window", window_dur_s=0.3, level="recording")
+    torch.set_num_threads(1)
+    path = job["cache"]
+    if os.path.exists(path + ".npz") and os.path.exists(path + ".pt"):
+        return path
+    spec = job["spec"]
+    rep = make_repertoire(spec)
+    audio, seg = repertoire_recordings(rep, gap_s=GAPS[job["gaps"]])
+    params = SpectrogramParams(n_freq=job["size"], n_time=job["size"], **SPEC)
+    X = repertoire_spectrograms(audio, seg, params, level="recording")
+    t0 = time.perf_counter()
+    model = QLVM(2, max_epochs=job["epochs"], random_state=job["seed"], **FIT).fit(X)
+    z = np.asarray(model.transform(X))
+    fit_s = time.perf_counter() - t0
+    model.save(path + ".pt")
+    tmp = path + ".tmp.npz"
+    np.savez(tmp, z=z, X=X, types=seg["type"].to_numpy(), bird=seg["bird"].to_numpy(),
+             labels=seg["label"].to_numpy().astype(str), fit_s=fit_s)
+    os.replace(tmp, path + ".npz")
+    print(f"fitted {os.path.basename(path)}: {spec.n_types} types, {fit_s:.0f} s", file=sys.stderr, flush=True)
+    return path
+
+
+def run_qlvm(specs, resolution, settings, *, epochs, seed, size, cache, jobs, gaps="context"):
+    """Fit (or read from ``cache``) one QLVM per repertoire, then cluster its map per setting."""
+    from concurrent.futures import ProcessPoolExecutor
+    import multiprocessing as mp
+
+    os.makedirs(cache, exist_ok=True)
+    key = (lambda s: (s, size, epochs, seed, FIT, SPEC) if gaps == "context"
+           else (s, size, epochs, seed, FIT, SPEC, GAPS[gaps]))
+    work = [dict(spec=s, epochs=epochs, seed=seed, size=size, gaps=gaps,
+                 cache=os.path.join(cache, "rep_" + hashlib.md5(repr(key(s)).encode())
+                                    .hexdigest()[:12]))
+            for s in specs]
+    if jobs > 1:
+        with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as ex:
+            paths = list(ex.map(fit_one, work))
+    else:
+        paths = [fit_one(w) for w in work]
     rows = []
-    for i, spec in enumerate(specs):
-        rep = make_repertoire(spec)
-        audio, seg = repertoire_recordings(rep)
-        X = repertoire_spectrograms(audio, seg, params, level="recording")
-        t0 = time.perf_counter()
-        model = QLVM(2, n_lattice=377, n_eval_lattice=2584, max_epochs=epochs, batch_size=128,
-                     random_state=seed, verbose=False, device="cpu").fit(X)
-        z = np.asarray(model.transform(X))
-        fit_s = time.perf_counter() - t0
-        types = seg["type"].to_numpy()
+    for i, (spec, path) in enumerate(zip(specs, paths)):
+        data = np.load(path + ".npz", allow_pickle=False)
+        z, types = data["z"], data["types"]
+        model = None
         for name, setting in settings.items():
-            res = cluster(z, setting, resolution)
+            if setting.get("needs_model") and model is None:
+                from vocalatent import QLVM
+                model = QLVM.load(path + ".pt", device="cpu")
+            res = cluster(z, setting, resolution, model=model, X=data["X"])
             rows.append({"repertoire": i, "n_types": spec.n_types, "ratio": spec.abundance_ratio,
                          "n_subtle": spec.n_subtle, "n_birds": spec.n_birds, "n_items": len(z),
-                         "setting": name, "fit_s": round(fit_s, 1),
-                         **score(z, types, seg["label"].to_numpy(), res)})
-        print(f"repertoire {i}: {spec.n_types} types, fit {fit_s:.0f} s", file=sys.stderr, flush=True)
+                         "setting": name, "fit_s": round(float(data["fit_s"]), 1),
+                         **score(z, types, data["labels"], res)})
     return rows
 
 
@@ -144,23 +196,39 @@ def main(argv=None) -> int:
     ap.add_argument("--part", choices=["latents", "qlvm"], default="latents")
     ap.add_argument("--n", type=int, default=12, help="repertoires (default 12)")
     ap.add_argument("--resolution", type=int, default=128, help="cluster grid (default 128)")
-    ap.add_argument("--epochs", type=int, default=60, help="QLVM epochs (qlvm part)")
+    ap.add_argument("--epochs", type=int, default=300, help="QLVM epochs (qlvm part)")
+    ap.add_argument("--size", type=int, default=24, help="spectrogram side in pixels (qlvm part)")
+    ap.add_argument("--gaps", choices=sorted(GAPS), default="context",
+                    help="gaps between syllables (qlvm part): context = 30-90 ms, isolated = 150-250 ms")
+    ap.add_argument("--jobs", type=int, default=2, help="fits in parallel, 1 thread each (qlvm part)")
+    ap.add_argument("--cache", default=".cache/bench_repertoire",
+                    help="fitted maps are kept here and reused (qlvm part)")
     ap.add_argument("--seed", type=int, default=0, help="QLVM seed (qlvm part)")
     ap.add_argument("--spec-seed", type=int, default=0,
                     help="seed of the drawn repertoires (benchmark_repertoires)")
+    ap.add_argument("--no-corners", action="store_true",
+                    help="all repertoires drawn from --spec-seed (no fixed corners): a choosing set")
     ap.add_argument("--significance", type=float, nargs="*", default=None,
                     help="extra new-rule rows with these noise-sd thresholds")
+    ap.add_argument("--separation", type=float, nargs="*", default=None,
+                    help="extra decoder-merge rows with these thresholds (qlvm part)")
     ap.add_argument("--out", default=None, help="write the markdown table here")
     ap.add_argument("--json", default=None, help="write the rows as JSON here")
     args = ap.parse_args(argv)
     settings = dict(SETTINGS)
+    if args.part == "qlvm":
+        settings.update(MODEL_SETTINGS)
+        for sep in args.separation or []:
+            settings[f"decoder merge index < {sep:g}"] = dict(
+                method="significance", bandwidth_scale=1.0, significance=2.5, needs_model=True,
+                separation=sep)
     for sig in args.significance or []:
         settings[f"dip > {sig:g} sd"] = dict(method="significance", bandwidth_scale=1.0, significance=sig)
-    specs = benchmark_repertoires(args.n, n_syllables=600 if args.part == "latents" else 500,
-                                  seed=args.spec_seed)
+    specs = benchmark_repertoires(args.n, n_syllables=600, seed=args.spec_seed, corners=not args.no_corners)
     t0 = time.perf_counter()
     rows = (run_latents(specs, args.resolution, settings) if args.part == "latents"
-            else run_qlvm(specs, args.resolution, settings, args.epochs, args.seed))
+            else run_qlvm(specs, args.resolution, settings, epochs=args.epochs, seed=args.seed,
+                          size=args.size, cache=args.cache, jobs=args.jobs, gaps=args.gaps))
     text = table(rows) + f"\n({args.part}; {time.perf_counter() - t0:.0f} s)\n"
     print(text)
     if args.out:

@@ -26,7 +26,7 @@ from . import plot as _plot
 from ._utils import ParameterError
 from .analysis._decoder import model_decoder
 from .analysis.agreement import label_agreement
-from .analysis.clusters import METHOD_DEFAULTS, find_clusters
+from .analysis.clusters import DEFAULT_SEPARATION, METHOD_DEFAULTS, find_clusters
 from .analysis.density import GridKDE, default_resolution, periodic_kde
 from .analysis.geodesic import geodesic as _geodesic
 from .analysis.boundary_lines import BoundaryLines, boundary_lines
@@ -172,8 +172,13 @@ class VocalatentAccessor:
     def clusters(self, *, method: str = "significance", bandwidth=None, resolution: int | None = None,
                  weights=None, significance: float | None = None, min_persistence: float | None = None,
                  min_relative_height: float | None = None, min_size: int = 5, posterior=None,
-                 lattice_z=None, noise_density: float | None = None) -> xr.Dataset:
+                 lattice_z=None, noise_density: float | None = None, model=None, data=None,
+                 separation: float | None = None) -> xr.Dataset:
         """Cluster the items by periodic mode seeking; adds ``cluster`` and friends.
+
+        With ``model`` (anything with ``mean_function()``) and ``data`` (the items it was fitted
+        to), clusters that the decoder says are one type are joined
+        (:func:`vocalatent.analysis.clusters.merge_by_decoder`, separation index < ``separation``).
 
         Reuses the Dataset's ``density`` when present and no bandwidth/weights are given.
         See :func:`vocalatent.analysis.clusters.find_clusters` for the parameters (default
@@ -200,7 +205,9 @@ class VocalatentAccessor:
                                bandwidth=bandwidth, resolution=res, significance=significance,
                                min_persistence=min_persistence, min_relative_height=min_relative_height,
                                min_size=min_size, posterior=posterior, lattice_z=lattice_z,
-                               noise_density=noise_density, kde=kde)
+                               noise_density=noise_density, kde=kde,
+                               decoder=None if model is None else model.mean_function(), data=data,
+                               separation=DEFAULT_SEPARATION if separation is None else separation)
         ds = self._with_density(result.kde)
         k = result.n_clusters
         sizes = np.bincount(result.labels[result.labels >= 0], minlength=k)
@@ -208,7 +215,10 @@ class VocalatentAccessor:
             ("significance", significance), ("min_persistence", min_persistence),
             ("min_relative_height", min_relative_height)) if v is not None}}
         params = {"method": method, **{k: float(v) for k, v in chosen.items()}, "min_size": int(min_size),
-                  "posterior_weighted": int(posterior is not None)}
+                  "posterior_weighted": int(posterior is not None),
+                  "decoder_merge": int(model is not None)}
+        if model is not None:
+            params["separation"] = float(DEFAULT_SEPARATION if separation is None else separation)
         return ds.assign(
             cluster=xr.DataArray(result.labels, dims="item",
                                  attrs={"long_name": "cluster (periodic mode seeking; -1 = none)", **params}),

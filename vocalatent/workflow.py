@@ -271,9 +271,10 @@ def project(model: QLVM, items, *, metadata: Mapping | None = None) -> xr.Datase
     return ds
 
 
-def analyze(ds: xr.Dataset, model: QLVM | None, cfg: Mapping) -> xr.Dataset:
+def analyze(ds: xr.Dataset, model: QLVM | None, cfg: Mapping, *, data=None) -> xr.Dataset:
     """Density and clusters (always), Jacobian map and boundaries (with a model), per
-    ``cfg["analysis"]``; returns a new Dataset with the grid products added."""
+    ``cfg["analysis"]``; returns a new Dataset with the grid products added. With the model
+    and its items ``data`` the clusters get the decoder merge (``decoder_merge``)."""
     import vocalatent.accessor  # noqa: F401  (registers ds.vl)
 
     a = {**ANALYSIS_DEFAULTS, **dict(cfg.get("analysis", {}))}
@@ -295,10 +296,16 @@ def analyze(ds: xr.Dataset, model: QLVM | None, cfg: Mapping) -> xr.Dataset:
     ds = ds.drop_dims(stale_dims)
     ds = ds.drop_vars([v for v in ("cluster", "boundary") if v in ds.variables])
     if a["clusters"]:
+        merge = bool(a["decoder_merge"]) and model is not None and data is not None
+        if bool(a["decoder_merge"]) and not merge:
+            logger.info("clusters without the decoder merge (%s)",
+                        "no model" if model is None else "the items are not at hand")
         ds = ds.vl.clusters(method=str(a["cluster_method"]), bandwidth=bw, resolution=res,
                             significance=float(a["significance"]), min_size=int(a["min_size"]),
                             min_persistence=float(a["min_persistence"]),
-                            min_relative_height=float(a["min_relative_height"]))
+                            min_relative_height=float(a["min_relative_height"]),
+                            model=model if merge else None, data=data if merge else None,
+                            separation=float(a["separation"]))
     else:
         ds = ds.vl.density(bandwidth=bw, resolution=res)
     if a["jacobian"] and model is not None:
@@ -566,7 +573,7 @@ def run(prepared: Prepared, cfg: Mapping, out, *, device="auto", seed: int | Non
     ds = cached_embedding(emb_path, stage_key)
     if ds is None:
         ds = project(model, prepared)
-        ds = analyze(ds, model, cfg)
+        ds = analyze(ds, model, cfg, data=prepared.X)
         ds.attrs["config"] = json.dumps(cfg, default=str)
         ds.attrs["stage_key"] = stage_key
         ds.attrs["input"] = str(prepared.source)
@@ -901,6 +908,8 @@ _COMMENTS = {
     "analysis.min_size": "a group of items alone in empty space is a cluster when it has at least this many items",
     "analysis.min_persistence": "two density peaks stay separate clusters only if the density between them dips by this fraction",
     "analysis.min_relative_height": "density peaks lower than this fraction of the highest peak are merged into a neighbour",
+    "analysis.decoder_merge": "join clusters whose items do not separate along the decoder's direction between them",
+    "analysis.separation": "with decoder_merge: two clusters stay apart when their items' medians along the decoder's direction are this many sds (of the tighter cluster) apart",
     "analysis.figures": "write PNG figures to OUT/figures",
 }
 

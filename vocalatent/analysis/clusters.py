@@ -13,6 +13,9 @@ Algorithm (a grid version of mean shift with topological merging, cf. ToMATo):
    when ``p`` is below ``min_relative_height`` times the highest peak.
 4. Each item takes the label of its nearest grid node; with a lattice posterior it takes the
    cluster that holds most of its posterior mass instead (posterior-weighted assignment).
+5. With the model's decoder and the items' data (:func:`merge_by_decoder`), clusters whose
+   data do not separate along the decoder's direction between them (medians fewer than
+   ``separation`` sds of the tighter cluster apart) are joined: one type that a fitted map laid out as several lumps.
 
 Labels are 0..k-1 ordered by the number of items (largest first); -1 marks items below
 ``noise_density`` when that option is used.
@@ -29,7 +32,12 @@ from .._utils import DataError, ParameterError, check_option, check_positive
 from .density import GridKDE, interpolate_grid, kde_sampling_sd, periodic_kde, wrapped_gaussian
 from .torus import as_latent, wrap
 
-__all__ = ["METHOD_DEFAULTS", "ClusterResult", "find_clusters", "grid_basins", "nearest_node"]
+__all__ = ["DEFAULT_SEPARATION", "METHOD_DEFAULTS", "ClusterResult", "decoder_separation", "find_clusters", "grid_basins",
+           "merge_by_decoder", "nearest_node", "separation_index"]
+
+#: Default :func:`separation_index` (along the decoder's direction) below which
+#: :func:`merge_by_decoder` joins two clusters: medians fewer than 6 sds of the tighter apart.
+DEFAULT_SEPARATION = 6.0
 
 #: Defaults of each ``find_clusters`` method (``None`` arguments take these).
 METHOD_DEFAULTS = {
@@ -217,7 +225,8 @@ def find_clusters(z, *, method: str = "significance", weights=None, bandwidth=No
                   resolution: int | None = None, significance: float | None = None,
                   min_persistence: float | None = None, min_relative_height: float | None = None,
                   min_size: int = 5, posterior=None, lattice_z=None,
-                  noise_density: float | None = None, kde: GridKDE | None = None) -> ClusterResult:
+                  noise_density: float | None = None, kde: GridKDE | None = None, decoder=None,
+                  data=None, separation: float = DEFAULT_SEPARATION) -> ClusterResult:
     """Cluster points on the torus by periodic mode seeking on the grid KDE.
 
     Parameters
@@ -264,6 +273,17 @@ def find_clusters(z, *, method: str = "significance", weights=None, bandwidth=No
     kde : GridKDE, optional
         A density already computed for ``z`` (then ``weights``/``bandwidth``/``resolution`` are
         not used).
+    decoder : callable, optional
+        The model's decoder mean ``f(z: torch.Tensor[n, d]) -> torch.Tensor[n, D]``
+        (``QLVM.mean_function()``). With ``data``, the density clusters are then joined where
+        the decoder says they are one type (:func:`merge_by_decoder`): a fitted map that lays
+        one type out as several lumps gets one cluster for it.
+    data : np.ndarray [shape=(n, D) or (n, *item_shape)], optional
+        The items the model was fitted to (required with ``decoder``).
+    separation : float
+        :func:`separation_index` (along the decoder's direction) below which
+        :func:`merge_by_decoder` joins two clusters (default 6: medians fewer than 6 sds of
+        the tighter cluster apart).
 
     Returns
     -------
@@ -331,8 +351,15 @@ def find_clusters(z, *, method: str = "significance", weights=None, bandwidth=No
     if noise_density is not None:
         check_positive("noise_density", noise_density, allow_zero=True)
         labels = np.where(interpolate_grid(f, pts) < noise_density * f.max(), -1, labels)
-    return ClusterResult(labels=labels.astype(np.int64), modes=modes, mode_density=heights,
-                         grid_labels=grid_labels, kde=kde)
+    result = ClusterResult(labels=labels.astype(np.int64), modes=modes, mode_density=heights,
+                           grid_labels=grid_labels, kde=kde)
+    if (decoder is None) != (data is None):
+        raise ParameterError("decoder and data go together: the decoder merge needs both "
+                             f"(got decoder={'set' if decoder is not None else None}, "
+                             f"data={'set' if data is not None else None})")
+    if decoder is not None:
+        result = merge_by_decoder(result, pts, decoder=decoder, data=data, separation=separation)
+    return result
 
 
 def _posterior_labels(posterior, lattice_z, grid_labels, k, n):
@@ -348,3 +375,219 @@ def _posterior_labels(posterior, lattice_z, grid_labels, k, n):
     onehot[np.arange(lz.shape[0]), lattice_labels] = 1.0
     return np.argmax(w @ onehot, axis=1)
 
+
+
+def _projections(data, means: np.ndarray, n: int, *, chunk: int = 1024) -> np.ndarray:
+    """``x @ means.T`` (n, k) for the items ``data`` (an array or lazily read rows), in chunks
+    (memory: one chunk of items at a time)."""
+    if len(data) != n:
+        raise ParameterError(f"data has {len(data)} items but z has {n} points")
+    out = np.empty((n, means.shape[0]))
+    for c0 in range(0, n, chunk):
+        x = np.asarray(data[c0:c0 + chunk], dtype=np.float64).reshape(min(chunk, n - c0), -1)
+        if x.shape[1] != means.shape[1]:
+            raise ParameterError(f"the decoder gives {means.shape[1]} values per item but data has "
+                                 f"{x.shape[1]}")
+        out[c0:c0 + chunk] = x @ means.T
+    return out
+
+
+def _decoded_means(decoder, z: np.ndarray, labels: np.ndarray, k: int, *, chunk: int = 1024):
+    """Mean decoded image of each cluster's items, ``(k, D)`` float64, and the counts."""
+    import torch
+
+    sums, counts = None, np.bincount(labels[labels >= 0], minlength=k).astype(float)
+    with torch.no_grad():
+        for c0 in range(0, len(z), chunk):
+            lab = labels[c0:c0 + chunk]
+            out = decoder(torch.as_tensor(z[c0:c0 + chunk], dtype=torch.float32))
+            out = out.detach().double().cpu().numpy().reshape(len(lab), -1)
+            if sums is None:
+                sums = np.zeros((k, out.shape[1]))
+            keep = lab >= 0
+            np.add.at(sums, lab[keep], out[keep])
+    return sums / np.maximum(counts, 1)[:, None], counts
+
+
+def separation_index(values, groups) -> float:
+    """How far apart two groups of 1-D values are, in sds of the tighter group.
+
+    ``|m_1 - m_2| / min(sd_1, sd_2)`` with each group's median ``m`` and MAD-based standard
+    deviation ``sd = 1.4826 MAD`` (robust to a few misassigned items). The tighter group's
+    spread is the yardstick, so a group that mixes several types (a wide spread) does not make
+    its neighbours look close; for two Gaussians of equal sd it is Ashman's D / sqrt(2)
+    (Ashman, Bird & Zepf 1994, AJ 108, 2348: D > 2, i.e. an index above sqrt(2), is needed for
+    the mixture to be bimodal at all).
+
+    Parameters
+    ----------
+    values : np.ndarray [shape=(n,)]
+    groups : np.ndarray [shape=(n,), bool]
+        True for the items of the first group (each group needs 2 or more items).
+
+    Returns
+    -------
+    float >= 0
+        ``inf`` when a group has zero spread and the medians differ.
+    """
+    v = np.asarray(values, dtype=float)
+    g = np.asarray(groups, dtype=bool)
+    if g.sum() < 2 or (~g).sum() < 2:
+        raise ParameterError(f"each group needs 2 or more values; got {int(g.sum())} and {int((~g).sum())}")
+    stats = []
+    for part in (v[g], v[~g]):
+        med = float(np.median(part))
+        stats.append((med, 1.4826 * float(np.median(np.abs(part - med)))))
+    (m1, s1), (m2, s2) = stats
+    scale = min(s1, s2)
+    if scale == 0:
+        return 0.0 if m1 == m2 else float("inf")
+    return float(abs(m1 - m2) / scale)
+
+
+def decoder_separation(z, *, decoder, data, labels) -> np.ndarray:
+    """How clearly the data of every pair of clusters separate along the decoder's direction.
+
+    For clusters a and b, ``u`` is the direction between the mean decoded images
+    ``mean_i f(z_i)`` of their items: the direction in data space along which the model says the
+    two differ. Every item of a or b is projected onto it with its *data*, ``s_i = <x_i, u>``
+    (not its decoded image, so within-type variation and observation noise are in it), and the
+    value is :func:`separation_index` of the two clusters' ``s_i``: how many sds of the
+    tighter cluster their medians are apart along the only direction in which the model
+    tells them apart. Two syllable types differ by many times their
+    within-type spread; two lumps that one type was laid out as (by its birds, its context,
+    or a fold of the map) overlap or nearly touch along it.
+
+    Parameters
+    ----------
+    z : np.ndarray [shape=(n, d), range [0, 1)]
+    decoder : callable
+        ``f(z: torch.Tensor[n, d]) -> torch.Tensor[n, D]``, e.g. ``QLVM.mean_function()``.
+    data : array-like [shape=(n, D) or (n, *item_shape)]
+        The items, in the space of the decoder's mean (an array or lazily read rows; read in
+        chunks).
+    labels : np.ndarray [shape=(n,), int, range -1..k-1]
+
+    Returns
+    -------
+    np.ndarray [shape=(k, k)]
+        Symmetric; ``inf`` on the diagonal and where a cluster has fewer than 2 items.
+    """
+    pts = as_latent(z)
+    lab = np.asarray(labels, dtype=np.int64)
+    if lab.shape != (len(pts),):
+        raise ParameterError(f"labels must have one value per item ({len(pts)}); got shape {lab.shape}")
+    k = int(lab.max()) + 1 if np.any(lab >= 0) else 0
+    means, counts = _decoded_means(decoder, pts, lab, k)
+    return _separation_matrix(_projections(data, means, len(pts)), means, lab, counts)
+
+
+def _separation_matrix(proj, means, lab, counts) -> np.ndarray:
+    """Pairwise :func:`separation_index` from the projections ``proj = x @ means.T`` (n, k)."""
+    k = means.shape[0]
+    out = np.full((k, k), np.inf)
+    members = [np.flatnonzero(lab == c) for c in range(k)]
+    for a in range(k):
+        for b in range(a + 1, k):
+            if counts[a] < 2 or counts[b] < 2:
+                continue
+            both = np.r_[members[a], members[b]]
+            s = proj[both, a] - proj[both, b]
+            out[a, b] = out[b, a] = separation_index(s, np.arange(both.size) < members[a].size)
+    return out
+
+
+def merge_by_decoder(result: ClusterResult, z, *, decoder, data,
+                     separation: float = DEFAULT_SEPARATION) -> ClusterResult:
+    """Join clusters that the decoder says are one type laid out as several lumps.
+
+    A fitted map can split one type into two or more density peaks (it spends part of the
+    torus on the type's within-type variation, or folds it twice). Repeatedly, the pair of
+    clusters whose data separate least along the decoder's direction between them
+    (:func:`decoder_separation`) is merged while its separation index is below ``separation``; a merged cluster's decoded mean is the count-weighted mean of its parts, and its
+    pairs are tested again. Pairs need not touch on the torus (a type folded into two places
+    is joined too). The merged cluster keeps the mode and basin of its highest part.
+
+    Parameters
+    ----------
+    result : ClusterResult
+        Clusters from :func:`find_clusters`.
+    z : np.ndarray [shape=(n, d), range [0, 1)]
+        The embedding they were found on.
+    decoder : callable
+        ``f(z: torch.Tensor[n, d]) -> torch.Tensor[n, D]``, e.g. ``QLVM.mean_function()``.
+    data : array-like [shape=(n, D) or (n, *item_shape)]
+        The items in the space of the decoder's mean (the spectrograms the model was fitted to;
+        an array or lazily read rows, read in chunks).
+    separation : float > 0
+        :func:`separation_index` two clusters need along the decoder's direction to stay
+        apart (default 6: medians 6 sds of the tighter cluster apart; chosen among 3-10 on
+        fitted maps of repertoires that are not the reported ones,
+        ``benchmarks/bench_repertoire.py``). A piece of one type's continuum of variation is
+        narrower than the type, so the yardstick is a piece's spread: hence a large value.
+
+    Returns
+    -------
+    ClusterResult
+        With fewer (or as many) clusters; labels 0..k-1 by decreasing size again.
+    """
+    check_positive("separation", separation)
+    pts = as_latent(z)
+    lab = np.asarray(result.labels, dtype=np.int64).copy()
+    k = result.n_clusters
+    if lab.shape != (len(pts),):
+        raise ParameterError(f"result has {lab.shape[0]} labels but z has {len(pts)} points")
+    means, counts = _decoded_means(decoder, pts, lab, k)
+    proj = _projections(data, means, len(pts))
+    height = np.asarray(result.mode_density, dtype=float).copy()
+    target = np.arange(k)  # original cluster -> the cluster it now belongs to
+    alive = set(range(k))
+
+    def sep(a, b):
+        ia, ib = np.flatnonzero(lab == a), np.flatnonzero(lab == b)
+        if ia.size < 2 or ib.size < 2:
+            return np.inf
+        both = np.r_[ia, ib]
+        return separation_index(proj[both, a] - proj[both, b], np.arange(both.size) < ia.size)
+
+    cache = {(a, b): sep(a, b) for a in range(k) for b in range(a + 1, k)}
+    while cache:
+        (a, b), val = min(cache.items(), key=lambda kv: kv[1])
+        if not val < separation:
+            break
+        keep, drop = (a, b) if height[a] >= height[b] else (b, a)
+        w = counts[[keep, drop]]
+        means[keep] = (w[0] * means[keep] + w[1] * means[drop]) / w.sum()
+        proj[:, keep] = (w[0] * proj[:, keep] + w[1] * proj[:, drop]) / w.sum()
+        counts[keep] = w.sum()
+        lab[lab == drop] = keep
+        target[target == drop] = keep
+        alive.discard(drop)
+        cache = {pq: v for pq, v in cache.items() if drop not in pq and keep not in pq}
+        for c in alive - {keep}:
+            cache[(min(c, keep), max(c, keep))] = sep(min(c, keep), max(c, keep))
+    return _relabel(result, lab, target, sorted(alive))
+
+
+def _compact(lab: np.ndarray, alive: list) -> np.ndarray:
+    """Labels re-indexed to positions in ``alive`` (others -1)."""
+    lut = np.full(max(alive) + 2, -1, dtype=np.int64)
+    lut[np.asarray(alive)] = np.arange(len(alive))
+    out = np.full_like(lab, -1)
+    ok = lab >= 0
+    out[ok] = lut[lab[ok]]
+    return out
+
+
+def _relabel(result: ClusterResult, lab: np.ndarray, target: np.ndarray, alive: list) -> ClusterResult:
+    """A ClusterResult with the merged labels, ordered by size (then mode height)."""
+    alive = np.asarray(alive)
+    counts = np.array([np.sum(lab == c) for c in alive])
+    heights = np.asarray(result.mode_density)[alive]
+    order = np.lexsort((-heights, -counts))
+    new_of = np.full(result.n_clusters, -1, dtype=np.int64)
+    new_of[alive[order]] = np.arange(len(alive))
+    item = np.where(lab >= 0, new_of[np.maximum(lab, 0)], -1)
+    grid = new_of[target[result.grid_labels]]
+    return ClusterResult(labels=item, modes=result.modes[alive[order]],
+                         mode_density=heights[order], grid_labels=grid, kde=result.kde)

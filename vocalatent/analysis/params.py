@@ -44,5 +44,10 @@ class AnalysisParams:
     min_relative_height: float = _f(0.0, "density peaks lower than this fraction of the "
                                          "highest peak are merged into a neighbour",
                                     range=(0.0, 1.0))
+    decoder_merge: bool = _f(True, "join clusters whose items do not separate along the decoder's "
+                                   "direction between them (one type laid out as several lumps)")
+    separation: float = _f(6.0, "with decoder_merge: two clusters stay apart when their items' "
+                                "medians along the decoder's direction are this many sds (of "
+                                "the tighter cluster) apart", range=(0.0, 100.0))
     geodesic: bool = _f(True, "draw a geodesic between the two largest clusters")
     figures: bool = _f(True, "write PNG figures to OUT/figures")

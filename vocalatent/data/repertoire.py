@@ -233,12 +233,15 @@ def _render(t: SyllableType, *, f0_scale: float, dur: float, amp_jitter, sr: int
 
 
 def repertoire_recordings(rep: Repertoire, *, n_recordings: int = 4, sr: int = 24000,
-                          gain_db=(0.0, 13.0), noise_db=(-70.0, -50.0), random_state=None):
+                          gain_db=(0.0, 13.0), noise_db=(-70.0, -50.0), gap_s=(0.03, 0.09),
+                          random_state=None):
     """Render the songs of a repertoire as recordings with their ground truth.
 
     Recording ``i`` belongs to bird ``i % n_birds``; its gain and noise floor are drawn
     uniformly from ``gain_db`` and ``noise_db`` (give equal bounds to fix them). Syllables peak
-    at ``-12 dBFS + gain`` and are separated by 30-90 ms gaps.
+    at ``-12 dBFS + gain`` and are separated by gaps drawn uniformly from ``gap_s`` (30-90 ms:
+    with ``time_mode="window"`` spectrograms the neighbours then show in each window, so the
+    image of a syllable depends on its context).
 
     Parameters
     ----------
@@ -249,6 +252,8 @@ def repertoire_recordings(rep: Repertoire, *, n_recordings: int = 4, sr: int = 2
         Range of the per-recording gain (dB).
     noise_db : (float, float)
         Range of the per-recording white-noise level (RMS, dBFS).
+    gap_s : (float, float)
+        Range of the silent gap between syllables (s).
     random_state : int or numpy Generator, optional
         Default: the repertoire's seed + 1.
 
@@ -259,7 +264,8 @@ def repertoire_recordings(rep: Repertoire, *, n_recordings: int = 4, sr: int = 2
     segments : pandas.DataFrame
         One row per syllable: ``source``, ``channel``, ``onset_s``, ``offset_s``,
         ``duration_s``, ``sample_rate``, ``label`` (type name), ``type`` (index), ``bird``,
-        ``gain_db``, ``noise_db``.
+        ``gain_db``, ``noise_db``, ``f0_scale`` (the rendition's fundamental / the type's,
+        bird shift and jitter together).
     """
     check_positive("n_recordings", n_recordings, integer=True)
     rng = check_random_state(rep.spec.seed + 1 if random_state is None else random_state)
@@ -286,8 +292,8 @@ def repertoire_recordings(rep: Repertoire, *, n_recordings: int = 4, sr: int = 2
             rows.append({"source": source, "channel": 0, "onset_s": t_now,
                          "offset_s": t_now + y.size / sr, "duration_s": y.size / sr,
                          "sample_rate": sr, "label": t.name, "type": int(ti), "bird": bird,
-                         "gain_db": gain, "noise_db": noise})
-            gap = int(rng.uniform(0.03, 0.09) * sr)
+                         "gain_db": gain, "noise_db": noise, "f0_scale": float(f0s)})
+            gap = int(rng.uniform(*gap_s) * sr)
             pieces += [y, np.zeros(gap)]
             t_now += (y.size + gap) / sr
         sig = np.concatenate(pieces + [np.zeros(int(0.05 * sr))])
@@ -397,13 +403,25 @@ def repertoire_latents(rep: Repertoire, *, spread: float = 0.018, bird_offset: f
     return wrap(z), seq, birds
 
 
-def benchmark_repertoires(n: int = 12, *, n_syllables: int = 600, seed: int = 0) -> list[RepertoireSpec]:
+def benchmark_repertoires(n: int = 12, *, n_syllables: int = 600, seed: int = 0,
+                          corners: bool = True) -> list[RepertoireSpec]:
     """The repertoires of the benchmark: 3-30 types, abundance ratios 1-50, subtle types.
 
     The first four are fixed corners (3 equal types; 30 types at 1:50; 8 types with 3 subtle
     ones at 1:10; 12 types at 1:50 with 2 subtle ones); the rest are drawn from ``seed``:
     ``n_types`` log-uniform in 3..30, ``abundance_ratio`` log-uniform in 1..50, up to a quarter
-    of the types subtle, 1-3 birds.
+    of the types subtle, 1-3 birds. Each drawn repertoire's own seed is
+    ``100 + 1000 * seed + i``, so different ``seed`` give different repertoires.
+
+    Parameters
+    ----------
+    n : int
+    n_syllables : int
+        Syllables per repertoire (at least ``40 * n_types``; 1200 for the 30-type corner).
+    seed : int
+    corners : bool
+        Start with the four fixed corners (``False``: all ``n`` drawn, e.g. a set for
+        choosing a setting that shares nothing with the reported one).
 
     Returns
     -------
@@ -415,11 +433,14 @@ def benchmark_repertoires(n: int = 12, *, n_syllables: int = 600, seed: int = 0)
                             seed=2),
              RepertoireSpec(n_types=8, abundance_ratio=10.0, n_subtle=3, n_syllables=n_syllables, seed=3),
              RepertoireSpec(n_types=12, abundance_ratio=50.0, n_subtle=2, n_syllables=n_syllables, seed=4)]
+    if not corners:
+        specs = []
     while len(specs) < n:
         k = int(round(np.exp(rng.uniform(np.log(3), np.log(30)))))
         ratio = float(np.round(np.exp(rng.uniform(0.0, np.log(50.0))), 1))
         specs.append(RepertoireSpec(n_types=k, abundance_ratio=max(ratio, 1.0),
                                     n_subtle=int(rng.integers(0, k // 4 + 1)),
                                     n_birds=int(rng.integers(1, 4)),
-                                    n_syllables=max(n_syllables, 40 * k), seed=100 + len(specs)))
+                                    n_syllables=max(n_syllables, 40 * k),
+                                    seed=100 + 1000 * int(seed) + len(specs)))
     return specs[:n]

@@ -1,0 +1,143 @@
+"""The decoder merge of clusters (analysis/clusters.py: merge_by_decoder): known answers on a
+synthetic map where one type is laid out as two lumps, and a control where the second lump is
+a type of its own."""
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import adjusted_rand_score
+
+from vocalatent import ParameterError
+from vocalatent.analysis.clusters import decoder_separation, find_clusters, merge_by_decoder, separation_index
+from vocalatent.analysis.torus import wrap
+
+from .decoders import von_mises_bump
+
+D = 40
+SPREAD = 0.3  # within-type sd along the type's own axis of variation (data units)
+NOISE = 0.05  # pixel noise
+
+
+class LumpDecoder:
+    """Softly piecewise-constant decoder over lumps on the 2-D torus: near lump j it decodes
+    ``images[j]``; the weights are normalised von Mises bumps round the lump centres."""
+
+    def __init__(self, centres, images):
+        self.centres = torch.as_tensor(np.asarray(centres), dtype=torch.float32)
+        self.images = torch.as_tensor(np.asarray(images), dtype=torch.float32)
+
+    def __call__(self, z):
+        z = torch.as_tensor(z, dtype=torch.float32)
+        w = torch.stack([von_mises_bump(z[:, 0] - c[0], 8.0) * von_mises_bump(z[:, 1] - c[1], 8.0)
+                         for c in self.centres], 1) + 1e-12
+        return (w / w.sum(1, keepdim=True)) @ self.images
+
+
+def _split_map(rng, *, second_is_a_type: bool, n=400, n_rare=0):
+    """Items of type A (its within-type variation along ``v``) laid out as two lumps by the
+    sign of that variation, a distinct type B, and optionally a rare type R near B.
+
+    With ``second_is_a_type``, the second lump's items are a type of their own instead: the
+    same map, but their images are ``a + 2 v`` (6.7 within-type sds from A)."""
+    a, b, r, v = rng.normal(0, 1, (4, D))
+    v /= np.linalg.norm(v)
+    centres = np.array([[0.2, 0.2], [0.2, 0.55], [0.7, 0.4], [0.7, 0.4 + 8 * 0.02]])
+    s = SPREAD * rng.standard_normal(2 * n)
+    lump = (s > 0).astype(int)  # the map chops A's continuum of variation into two lumps
+    x_a = a + s[:, None] * v
+    truth = np.zeros(2 * n, int)
+    if second_is_a_type:
+        x_a[lump == 1] = a + (2.0 + np.abs(s[lump == 1]))[:, None] * v
+        truth[lump == 1] = 1
+    x_b = b + SPREAD * rng.standard_normal((n, 1)) * v
+    x_r = r + SPREAD * rng.standard_normal((n_rare, 1)) * v
+    x = np.concatenate([x_a, x_b, x_r]) + NOISE * rng.standard_normal((2 * n + n + n_rare, D))
+    where = np.r_[lump, np.full(n, 2), np.full(n_rare, 3)]
+    truth = np.r_[truth, np.full(n, 2), np.full(n_rare, 3)]
+    z = wrap(centres[where] + 0.02 * rng.standard_normal((where.size, 2)))
+    images = np.stack([x[where == j].mean(0) for j in range(4 if n_rare else 3)])
+    return z, x, truth, LumpDecoder(centres[:len(images)], images)
+
+
+def test_one_type_in_two_lumps_is_merged():
+    rng = np.random.default_rng(0)
+    z, x, truth, f = _split_map(rng, second_is_a_type=False)
+    dens = find_clusters(z, resolution=128)
+    assert dens.n_clusters == 3  # the density sees three lumps
+    merged = find_clusters(z, resolution=128, decoder=f, data=x)
+    assert merged.n_clusters == 2
+    assert adjusted_rand_score(truth, merged.labels) == pytest.approx(1.0)
+    # the separation of the two lumps of A is small, that of A and B large
+    sep = decoder_separation(z, decoder=f, data=x, labels=dens.labels)
+    lumps = [np.bincount(dens.labels[(truth == 0) & (z[:, 1] < 0.4)]).argmax(),
+             np.bincount(dens.labels[(truth == 0) & (z[:, 1] > 0.4)]).argmax()]
+    other = np.bincount(dens.labels[truth == 2]).argmax()
+    assert sep[lumps[0], lumps[1]] < 4.0
+    assert sep[lumps[0], other] > 50.0 and sep[lumps[1], other] > 50.0
+
+
+def test_two_real_types_on_the_same_map_stay_apart_and_a_rare_type_survives():
+    rng = np.random.default_rng(1)
+    z, x, truth, f = _split_map(rng, second_is_a_type=True, n_rare=20)
+    merged = find_clusters(z, resolution=128, decoder=f, data=x)
+    assert merged.n_clusters == 4
+    assert adjusted_rand_score(truth, merged.labels) > 0.99
+    # a looser threshold than the default would merge them: the answer is the threshold's
+    assert find_clusters(z, resolution=128, decoder=f, data=x, separation=40.0).n_clusters < 4
+
+
+def test_merge_result_is_consistent():
+    rng = np.random.default_rng(2)
+    z, x, truth, f = _split_map(rng, second_is_a_type=False)
+    dens = find_clusters(z, resolution=128)
+    merged = merge_by_decoder(dens, z, decoder=f, data=x.reshape(len(z), 4, 10))  # item shape kept
+    counts = np.bincount(merged.labels)
+    assert np.all(np.diff(counts) <= 0)  # 0 = largest
+    assert merged.modes.shape == (merged.n_clusters, 2)
+    # every grid node keeps the merged cluster of its basin: items' labels follow their node
+    from vocalatent.analysis.clusters import nearest_node
+
+    assert np.array_equal(merged.grid_labels[nearest_node(z, 128)], merged.labels)
+    with pytest.raises(ParameterError, match="decoder and data"):
+        find_clusters(z, resolution=128, decoder=f)
+    with pytest.raises(ParameterError, match="values per item"):
+        merge_by_decoder(dens, z, decoder=f, data=x[:, :10])
+
+
+def test_separation_index_known_answers():
+    rng = np.random.default_rng(3)
+    n = 20000
+    g = np.arange(2 * n) < n
+    v = np.r_[rng.normal(0, 1, n), rng.normal(4, 1, n)]
+    assert separation_index(v, g) == pytest.approx(4.0, abs=0.08)
+    # the tighter group is the yardstick: 3 / min(1, 2)
+    v = np.r_[rng.normal(0, 1, n), rng.normal(3, 2, n)]
+    assert separation_index(v, g) == pytest.approx(3.0, abs=0.08)
+    assert separation_index(v, ~g) == pytest.approx(3.0, abs=0.08)  # symmetric
+    # robust: 5 % of wild items in one group barely move it
+    v = np.r_[rng.normal(0, 1, n), rng.normal(4, 1, n)]
+    v[:n // 20] = 50.0
+    assert separation_index(v, g) == pytest.approx(4.0, abs=0.4)
+    with pytest.raises(ParameterError, match="2 or more"):
+        separation_index([0.0, 1.0, 2.0], [True, False, False])
+
+
+def test_accessor_clusters_with_a_model_merge_the_lumps():
+    import xarray as xr
+
+    import vocalatent.accessor  # noqa: F401  (registers ds.vl)
+
+    rng = np.random.default_rng(0)
+    z, x, truth, f = _split_map(rng, second_is_a_type=False)
+
+    class Model:  # anything with mean_function()
+        def mean_function(self):
+            return f
+
+    ds = xr.Dataset({"embedding": (("item", "latent"), z)})
+    plain = ds.vl.clusters(resolution=128)
+    merged = ds.vl.clusters(resolution=128, model=Model(), data=x)
+    assert plain.sizes["cluster_id"] == 3 and merged.sizes["cluster_id"] == 2
+    assert adjusted_rand_score(truth, merged["cluster"].values) == pytest.approx(1.0)
+    assert merged["cluster"].attrs["decoder_merge"] == 1 and plain["cluster"].attrs["decoder_merge"] == 0
+    assert merged["cluster"].attrs["separation"] == pytest.approx(6.0)
