@@ -5,9 +5,13 @@ and runs five stages; the embarrassingly parallel ones run as Dask tasks (a loca
 processes by default, an existing scheduler, or a SLURM/PBS cluster through dask-jobqueue):
 
 1. **segment** (one task per audio file) → ``OUT/sessions/<id>/segments.csv``;
-2. **calibrate** the spectrogram clipping range once for the whole batch (a fixed sample of
-   syllables drawn over the reference sessions; skipped when the range is given) → every
-   session's spectrograms share one scale, so one map can hold them all;
+2. **calibrate** the spectrogram clipping range once for the whole batch, from a seeded sample
+   of every reference recording's syllables (skipped when the range is given). With
+   ``[spectrogram] level = "auto"`` (default) the recordings' own peaks decide, as in a single
+   run (:func:`vocalatent.audio.spectrogram.level_ranges`): when they spread over more than
+   ``level_auto_db`` the batch takes per-recording ranges of one common width ``W`` (each file,
+   in every session, clipped ``W`` dB below its own peak), else one shared range — so one map
+   holds all sessions, recorded at whatever gain;
 3. **spectrograms** (one task per session) → ``OUT/sessions/<id>/syllables.h5`` and
    ``errors.csv``;
 4. **train** one QLVM on the driver on all sessions (or the reference subset), reading the
@@ -261,8 +265,9 @@ def _finish_time_chunks(path: Path, source: str, parts: list, seg_params, channe
     return df.to_dict("records"), []
 
 
-def _calibration_task(task: dict) -> list[np.ndarray]:
-    """Unclipped dB spectrograms of a few segments of one session (for the shared range)."""
+def _calibration_task(task: dict) -> list[tuple[str, np.ndarray]]:
+    """Unclipped dB spectrograms of a few segments of one session, with the file each came
+    from (for the level choice and the clipping range)."""
     from .audio.pipeline import spectrogram_task, spectrogram_tasks
 
     seg = pd.DataFrame(task["segments"])
@@ -272,7 +277,7 @@ def _calibration_task(task: dict) -> list[np.ndarray]:
     for t in tasks:
         _, x, err = spectrogram_task(t)
         if x is not None:
-            out.append(x)
+            out.append((t["source"], x))
     return out
 
 
@@ -907,17 +912,23 @@ def _ensure_segment_keys(run: BatchRun) -> None:
 
 
 def calibrate_stage(run: BatchRun) -> None:
-    """Calibrate the spectrogram clipping range once, from up to ``calib_syllables`` syllables
-    drawn (seeded) over the reference sessions; skipped when the range is fixed (a given
-    model or the configuration) or ``calibration.json`` matches. Sets ``run.spec_params``."""
-    from .audio.spectrogram import SpectrogramParams, calibrate_spectrogram_params
+    """Calibrate the spectrogram clipping range once, from a seeded sample of the reference
+    sessions' syllables: ``calib_syllables`` spread over their files, at least 4 from each file
+    (the level choice needs every file's own peak and floor). ``level_ranges`` then chooses a
+    shared range or per-recording ranges of one width ``W`` (``[spectrogram] level``); with
+    per-recording ranges ``run.spec_params`` carries ``level="recording"`` and ``W``, and the
+    spectrogram stage clips each file of every session ``W`` dB below its own peak. Skipped when
+    the range is fixed (a given model or the configuration) or ``calibration.json`` matches.
+    Sets ``run.spec_params``."""
+    from .audio.spectrogram import SpectrogramParams, level_ranges, resolve_level_params
 
     if run.spec_params.calibrated:
         return
     _ensure_segment_keys(run)
     spec = run.spec_params
     key = json_key({"segments": [run.sessions[r].segment_key for r in run.reference],
-                    "seed": run.seed, "n": run.calib_syllables, "spectrogram": spec.to_dict()})
+                    "seed": run.seed, "n": run.calib_syllables, "spectrogram": spec.to_dict(),
+                    "sampling": "per-file"})
     m = _read_json(run.out / "calibration.json")
     if m and m.get("key") == key:
         run.spec_params = SpectrogramParams.from_dict(m["spectrogram"])
@@ -934,26 +945,40 @@ def calibrate_stage(run: BatchRun) -> None:
                         f"({', '.join(run.reference)}), so the spectrogram range cannot be "
                         "calibrated")
     rng = np.random.default_rng(run.seed)
-    pick = np.sort(rng.choice(total, size=min(run.calib_syllables, total), replace=False))
-    offsets = np.concatenate([[0], np.cumsum(counts)])
+    groups = {r: list(segments[r].groupby("source", sort=True).indices.values())
+              for r in run.reference if len(segments[r])}
+    per_file = max(4, run.calib_syllables // max(sum(len(g) for g in groups.values()), 1))
     tasks = {}
-    for k, sid in enumerate(run.reference):
-        local = pick[(pick >= offsets[k]) & (pick < offsets[k + 1])] - offsets[k]
-        if len(local) == 0:
+    for sid in run.reference:
+        if sid not in groups:
             continue
+        local = np.sort(np.concatenate([
+            g if g.size <= per_file else rng.choice(g, size=per_file, replace=False)
+            for g in groups[sid]]))
         tasks[sid] = (_calibration_task,
                       {"segments": segments[sid].iloc[local].to_dict("records"),
                        "base": str(run.sessions[sid].session.base),
                        "spectrogram": spec.to_dict()},
                       run._key("calibrate", sid))
     results = _run_tasks(run.client, tasks, "calibrating")
-    dbs = [x for sid in run.reference if sid in results and results[sid][0] is not None
-           for x in results[sid][0]]
-    if not dbs:
+    by_file: dict = {}
+    for sid in run.reference:
+        if sid in results and results[sid][0] is not None:
+            for source, x in results[sid][0]:
+                by_file.setdefault(f"{sid}/{source}", []).append(x)
+    if not by_file:
         raise DataError("no calibration syllable could be read from the reference sessions; "
                         "see the warnings above")
-    run.spec_params = calibrate_spectrogram_params(dbs, spec)
-    _write_json({"key": key, "spectrogram": run.spec_params.to_dict()},
+    ranges, chosen = level_ranges(by_file, spec)
+    run.spec_params = resolve_level_params(spec, ranges, chosen)
+    peaks = [hi for _, hi in ranges.values()]
+    if chosen == "recording":
+        logger.info("spectrogram levels: the %d reference recordings' peaks spread over %.1f dB "
+                    "(%.1f to %.1f dBFS); each file is clipped %.1f dB below its own peak",
+                    len(ranges), max(peaks) - min(peaks), min(peaks), max(peaks),
+                    run.spec_params.level_width_db)
+    _write_json({"key": key, "spectrogram": run.spec_params.to_dict(), "level": chosen,
+                 "reference_ranges": {k: list(v) for k, v in ranges.items()}},
                 run.out / "calibration.json")
 
 
