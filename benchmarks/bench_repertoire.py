@@ -7,10 +7,15 @@ Two parts (docs/analysis.md, "Clusters whose number is chosen by the data"):
   the repertoire's structure (:func:`~vocalatent.data.repertoire.repertoire_latents`: one blob
   per type, one sub-blob per bird, subtle types next to their sibling, 1 % uniform outliers).
   It measures the cluster criterion alone, on maps whose types are separable by construction.
-* ``--part qlvm`` (about a minute per repertoire on 2 loaded cores): the repertoire's songs
-  rendered as recordings at different gains and noise floors, 32 x 32 syllable spectrograms
-  (per-recording level normalisation), a small QLVM fitted for ``--epochs`` epochs, and the
-  clusters of its embedding. It measures map and criterion together.
+* ``--part qlvm`` (1-3 min per repertoire on 2 loaded cores, two fits at a time, one thread
+  each): the repertoire's songs rendered as recordings at different gains and noise floors,
+  24 x 24 syllable spectrograms in a 0.3 s window (per-recording level normalisation), a QLVM
+  with an MLP decoder fitted for ``--epochs`` (300) epochs with every training setting given
+  explicitly (``FIT``), and the clusters of its embedding, also with the decoder merge (which
+  needs the model and the images). Fits are cached under ``--cache`` (keyed on the spec and
+  every setting) so settings can be compared without refitting. ``--gaps context`` keeps the
+  generator's 30-90 ms gaps (neighbours show in the window); ``--gaps isolated`` leaves
+  150-250 ms so that each window holds one syllable. It measures map and criterion together.
 
 For each repertoire and setting: number of clusters k, ARI of clusters vs true types, and the
 purity of the rarest type's main cluster (1 = the rare type has a cluster of its own; low = it
@@ -20,7 +25,8 @@ map and the rarest type's item count. Outliers are left out of the scores.
 Usage::
 
     python benchmarks/bench_repertoire.py --part latents [--n 12] [--out table.md]
-    python benchmarks/bench_repertoire.py --part qlvm --n 4 --epochs 60
+    python benchmarks/bench_repertoire.py --part qlvm --n 12 [--gaps isolated] [--separation 5 7]
+    python benchmarks/bench_repertoire.py --part qlvm --n 12 --spec-seed 7 --no-corners  # choosing set
 """
 
 from __future__ import annotations
