@@ -221,7 +221,7 @@ def test_refinement_that_cannot_converge_keeps_the_flags_honest(digits, digits_2
     ds = sharp.transform_dataset(items, n_lattice=2584, n_shifts=2)
     assert ds["refined"].values.all() and not ds["converged"].values.any()
     assert ds.attrs["converged_fraction"] == 0.0 and ds.attrs["refine_sizes"] == "[1, 2]"
-    monkeypatch.setitem(refine.REFINE_SIZES, 2, (233, 987))
+    monkeypatch.setitem(refine.REFINE_SIZES, 2, (55, 233, 987, 4181))
     real = refine.laplace_box
     calls = []
 
@@ -389,7 +389,7 @@ def test_embedding_log_likelihood_is_refined_to_the_fine_reference(digits, digit
     assert todo.sum() >= 20
     np.testing.assert_array_equal(ds["refined"].values, todo)
     assert ds["converged"].values.all() and ds.attrs["converged_fraction"] == 1.0
-    assert ds.attrs["refined_items"] == todo.sum() and ds.attrs["refine_sizes"] == "[233, 987]"
+    assert ds.attrs["refined_items"] == todo.sum() and ds.attrs["refine_sizes"] == "[55, 233, 987, 4181]"
     np.testing.assert_allclose(ds["log_likelihood"].values[todo], fine["log_likelihood"][todo], atol=0.02)
     err_refined = np.abs(ds["log_likelihood"].values[todo] - fine["log_likelihood"][todo]).mean()
     err_plain = np.abs(plain["log_likelihood"].values[todo] - fine["log_likelihood"][todo]).mean()

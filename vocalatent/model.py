@@ -527,33 +527,37 @@ class LatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
     @torch.no_grad()
     def _refine_items(self, data: _Data, res: dict, *, n_shifts: int, seed: int, tol: float) -> dict:
         """Local refinement (:mod:`vocalatent.nn.refine`) of the items ``res`` leaves unconverged:
-        a box around each one's posterior mode with its own lattice, at two local sizes ~4x
-        apart sharing the global part (outside the boxes) of each shift.
+        a box around each one's posterior mode with its own lattice, at the local sizes
+        ``REFINE_SIZES`` (~4x apart, sharing the global part outside the boxes of each shift),
+        each item climbing only until two consecutive sizes agree.
 
         The boxes are placed from ``res["map_point"]`` when ``res`` has it (a lattice pass with
         other shifts than the refinement's, so the boxes are independent of the estimate), else
         from a pilot pass of one shift. Items are processed in blocks read within
         ``memory_budget_mb``. Cost on the unconverged items: the pilot (one shift of the global
         lattice, only without ``map_point``), ``NEWTON_STEPS + 1`` Hessians of ``log p(x | z)``
-        per item, ``n_shifts`` passes of the global lattice, and ``n_shifts * (m_1 + m_2)``
-        decoder points of each item's own box (``REFINE_SIZES``).
+        per item, ``n_shifts`` passes of the global lattice per block, and ``n_shifts`` times
+        the local sizes climbed of decoder points of each item's own box (2-D: 2 x (55 + 233)
+        for an item settled at the first pair, at most 2 x 5,456).
 
-        A refined item is converged when the larger local size meets the usual criterion *and*
-        the two local sizes agree within ``MAX_SHIFT_SD`` nats; items without a box keep their
-        global estimate and its flag. Adds ``refined`` (N,) bool, ``refine_delta`` (N,) (the
-        larger local size minus the smaller, NaN where not refined), ``refined_items``,
-        ``refine_sizes``, ``refine_change`` (mean over all items of ``refine_delta``) and,
-        as the local sizes now decide, ``change`` and ``tol_met``.
+        A refined item is converged when the larger of its last two local sizes meets the usual
+        criterion *and* the two agree within ``MAX_SHIFT_SD`` nats; items without a box keep
+        their global estimate and its flag. Adds ``refined`` (N,) bool, ``refine_delta`` (N,)
+        (last local size minus the one before, NaN where not refined), ``refine_m`` (N,) (the
+        local size taken, 0 where not refined), ``refined_items``, ``refine_sizes`` (the
+        ladder), ``refine_m_max`` (the largest local size taken), ``refine_change`` (mean over all items of ``refine_delta``) and, as the
+        local sizes now decide, ``change`` and ``tol_met``.
         """
         d = int(self.latent_dim)
         todo = np.nonzero(~np.asarray(res["converged"], dtype=bool))[0]
         m_g = int(res["n_lattice"])
-        sizes = _refine.REFINE_SIZES.get(d, (256, 1024))
+        sizes = tuple(_refine.REFINE_SIZES.get(d, (256, 1024, 4096)))
         out = dict(res)
         for key in ("log_likelihood", "ess", "min_ess", "shift_sd", "converged", "per_shift", "ess_per_shift"):
             out[key] = np.array(res[key], copy=True)
         refined = np.zeros(data.n, dtype=bool)
         delta = np.full(data.n, np.nan)
+        m_used = np.zeros(data.n, dtype=np.int64)
         rng = np.random.default_rng(seed)
         g_shifts = rng.random((n_shifts, d))
         l_shifts = rng.random((n_shifts, len(sizes), d))
@@ -571,28 +575,30 @@ class LatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
             has_box = np.array([b is not None for b in boxes])
             if not has_box.any():
                 continue
-            ests = self._boxed_estimate(x, boxes, m_g, sizes, g_shifts, l_shifts)
+            est = self._boxed_estimate(x, boxes, m_g, sizes, g_shifts, l_shifts)
             sel = rows[has_box]
-            big, small = ests[-1], ests[0]
             for key in ("log_likelihood", "ess", "min_ess", "shift_sd", "converged"):
-                out[key][sel] = big[key][has_box]
+                out[key][sel] = est[key][has_box]
             for key in ("per_shift", "ess_per_shift"):
-                out[key][:, sel] = big[key][:, has_box]
-            delta[sel] = big["log_likelihood"][has_box] - small["log_likelihood"][has_box]
-            out["converged"][sel] &= np.abs(delta[sel]) <= _estimate.MAX_SHIFT_SD
+                out[key][:, sel] = est[key][:, has_box]
+            delta[sel] = est["delta"][has_box]
+            m_used[sel] = est["m_local"][has_box]
             refined[sel] = True
         change = float(np.nansum(delta) / data.n)
-        out.update(refined=refined, refine_delta=delta, refined_items=int(refined.sum()),
-                   refine_sizes=[int(m) for m in sizes], converged_fraction=float(np.mean(out["converged"])))
+        out.update(refined=refined, refine_delta=delta, refine_m=m_used, refined_items=int(refined.sum()),
+                   refine_sizes=[int(m) for m in sizes], refine_m_max=int(m_used.max(initial=0)),
+                   converged_fraction=float(np.mean(out["converged"])))
         if refined.any():
             out.update(refine_change=change, change=change, tol_met=bool(abs(change) < tol),
                        stopped_by=f"{res.get('stopped_by', 'fixed lattice')}; refined {int(refined.sum())} item(s)")
         return out
 
     def _boxed_estimate(self, x: torch.Tensor, boxes: list, m_g: int, sizes, g_shifts: np.ndarray,
-                        l_shifts: np.ndarray) -> list[dict]:
-        """Per shift and local size: the global lattice outside each item's box (computed once
-        per shift) plus the box's own lattice inside it; one diagnostics dict per local size."""
+                        l_shifts: np.ndarray) -> dict:
+        """Per shift: the global lattice outside each item's box (computed once per shift) plus
+        the box's own lattice inside it, at growing local sizes until two consecutive ones
+        agree (per item). Returns the diagnostics of each item's last size with ``delta`` and
+        ``m_local``; rows without a box are undefined."""
         module, d, dev, prior = self.module_, int(self.latent_dim), self.device_, self._prior
         torus = prior == "uniform"
         n, n_shifts = len(boxes), len(g_shifts)
@@ -602,9 +608,7 @@ class LatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         sub = int(max(1, min(4096, budget // (8 * 4 * chunk))))
         boxed = [(i, tuple(t.to(dev) for t in b)) for i, b in enumerate(boxes) if b is not None]
         firsts = [i for i, _ in boxed]
-        per_shift = [np.empty((n_shifts, n)) for _ in sizes]
-        ess_shift = [np.empty((n_shifts, n)) for _ in sizes]
-        states = [[] for _ in sizes]
+        accs = []
         for s in range(n_shifts):
             g_shift = torch.as_tensor(g_shifts[s], dtype=torch.float64, device=dev)
             acc = _refine.WeightSum(n, dev)
@@ -616,26 +620,47 @@ class LatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
                     for i, (c, R, h) in boxed[bisect.bisect_left(firsts, r0):bisect.bisect_left(firsts, r0 + sub)]:
                         logw[i - r0, _refine.in_box(w, c, R, h, periodic=torus)] = -math.inf
                     acc.update(logw, slice(r0, r0 + sub))
-            for k, m_l in enumerate(sizes):
-                T = torch.as_tensor(_lattice.lattice(m_l, d), dtype=torch.float64, device=dev)
+            accs.append(acc)
+        out = {"log_likelihood": np.full(n, np.nan), "ess": np.full(n, np.nan), "min_ess": np.full(n, np.nan),
+               "shift_sd": np.full(n, np.nan), "converged": np.zeros(n, dtype=bool), "delta": np.full(n, np.nan),
+               "m_local": np.zeros(n, dtype=np.int64), "per_shift": np.full((n_shifts, n), np.nan),
+               "ess_per_shift": np.full((n_shifts, n), np.nan)}
+        active, prev = list(boxed), None
+        for k, m_l in enumerate(sizes):
+            T = torch.as_tensor(_lattice.lattice(m_l, d), dtype=torch.float64, device=dev)
+            per_shift, ess_shift, states = np.full((n_shifts, n), np.nan), np.full((n_shifts, n), np.nan), []
+            for s in range(n_shifts):
                 t = torch.remainder(T + torch.as_tensor(l_shifts[s, k], dtype=torch.float64, device=dev), 1.0)
-                a = acc.copy()
-                for i, (c, R, h) in boxed:
+                a = accs[s].copy()
+                for i, (c, R, h) in active:
                     w = _refine.box_points(t, c, R, h)
                     w = torch.remainder(w, 1.0) if torus else w
                     base = _refine.log_prior(w, prior) + float(torch.log(h).sum()) - math.log(m_l)
                     for c0 in range(0, m_l, chunk):
                         ll = module.likelihood.log_prob_matrix(x[i:i + 1], self._latent_params(w[c0:c0 + chunk]))
                         a.update(ll.double() + base[c0:c0 + chunk], slice(i, i + 1))
-                per_shift[k][s] = a.log_total().cpu().numpy()
-                ess_shift[k][s] = a.ess().cpu().numpy()
-                states[k].append(a.state())
-        out = []
-        for k in range(len(sizes)):
-            pooled = pool_shifts(states[k])
-            diag = item_diagnostics(per_shift[k], ess_shift[k], pooled["ess"])
-            diag.update(log_likelihood=pooled["log_likelihood"], per_shift=per_shift[k])
-            out.append(diag)
+                per_shift[s] = a.log_total().cpu().numpy()
+                ess_shift[s] = a.ess().cpu().numpy()
+                states.append(a.state())
+            with np.errstate(invalid="ignore", divide="ignore"):
+                pooled = pool_shifts(states)
+                diag = item_diagnostics(per_shift, ess_shift, pooled["ess"])
+            idx = np.array([i for i, _ in active])
+            for key in ("ess", "min_ess", "shift_sd", "converged"):
+                out[key][idx] = diag[key][idx]
+            out["log_likelihood"][idx] = pooled["log_likelihood"][idx]
+            out["per_shift"][:, idx] = per_shift[:, idx]
+            out["ess_per_shift"][:, idx] = ess_shift[:, idx]
+            out["m_local"][idx] = m_l
+            if prev is not None:
+                out["delta"][idx] = pooled["log_likelihood"][idx] - prev[idx]
+                out["converged"][idx] &= np.abs(out["delta"][idx]) <= _estimate.MAX_SHIFT_SD
+                active = [(i, b) for i, b in active if not out["converged"][i]]
+            else:
+                out["converged"][idx] = False      # one size alone is never enough
+            prev = pooled["log_likelihood"]
+            if not active:
+                break
         return out
 
     def _floor(self) -> float | None:
@@ -693,7 +718,7 @@ class LatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         if not return_diagnostics:
             return res["log_likelihood"]
         diag = {k: res[k] for k in ("ess", "ess_per_shift", "min_ess", "shift_sd", "converged",
-                                    "n_lattice", "n_shifts", "refined", "refine_delta") if k in res}
+                                    "n_lattice", "n_shifts", "refined", "refine_delta", "refine_m") if k in res}
         diag["criterion"] = _estimate.criterion_text()
         return res["log_likelihood"], diag
 
@@ -727,8 +752,8 @@ class LatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
             Items the global lattice leaves unconverged (posteriors narrower than its spacing,
             or in a Gaussian prior's far tails) get a local box around their posterior mode
             with its own lattice (:mod:`vocalatent.nn.refine`; still an unbiased estimate of
-            p(x)), at two local sizes about 4x apart (``refine_sizes``) whose means must agree
-            within ``tol`` (and each refined item's within 0.1 nats to count as converged).
+            p(x)), at local sizes about 4x apart (``refine_sizes``), each item until two
+            consecutive sizes agree within 0.1 nats (else it stays flagged unconverged).
 
         Returns
         -------
@@ -740,7 +765,7 @@ class LatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
             ``ess_min``, ``shift_sd_max``, ``criterion``; with ``"auto"`` also ``tol``,
             ``tol_met``, ``change`` (nats per item from the previous size), ``stopped_by`` and
             ``history`` (``[m, mean, seconds]`` per size), and after a refinement
-            ``refined_items``, ``refine_sizes`` and ``refine_change`` (then ``change`` and
+            ``refined_items``, ``refine_sizes``, ``refine_m_max`` and ``refine_change`` (then ``change`` and
             ``tol_met`` refer to the two local sizes). A warning is logged when fewer than
             99 % of the items are converged or the tolerance was not met.
         """
@@ -765,7 +790,7 @@ class LatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
                "shift_sd_max": float(np.nanmax(res["shift_sd"])) if n_shifts > 1 else math.nan,
                "criterion": _estimate.criterion_text()}
         for key in ("tol", "tol_met", "change", "stopped_by", "history", "refined_items", "refine_sizes",
-                    "refine_change"):
+                    "refine_m_max", "refine_change"):
             if key in res:
                 out[key] = res[key]
         if _estimate.needs_warning(out):
@@ -827,7 +852,7 @@ class LatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         res = self._score(data, n, n_shifts, seed=seed, stats=True, desc="QLVM transform", refine=refine)
         if refine and "refined" not in res:  # every item converged on the lattice: nothing refined
             res.update(refined=np.zeros(data.n, dtype=bool), refine_sizes=list(
-                _refine.REFINE_SIZES.get(int(self.latent_dim), (256, 1024))))
+                _refine.REFINE_SIZES.get(int(self.latent_dim), (256, 1024, 4096))))
         self._warn_unconverged(res, "transform")
         res["criterion"] = _estimate.criterion_text()
         return build_embedding(res, model=self, n_lattice=int(res["n_lattice"]), n_shifts=n_shifts, coords=coords)

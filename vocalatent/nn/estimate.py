@@ -180,8 +180,10 @@ def convergence_summary(result: dict, *, label: str = "held-out log p(x)") -> st
     line = (f"{label} = {result['log_likelihood']:,.2f}{pm} nats/item "
             f"(converged for {100 * frac:.1f} % of items at m = {int(result['n_lattice']):,}")
     if result.get("refined_items"):
+        sizes = result["refine_sizes"]
+        top = int(result.get("refine_m_max") or sizes[1])
         line += (f"; {result['refined_items']} item(s) refined locally, "
-                 f"m_local = {result['refine_sizes'][0]:,} vs {result['refine_sizes'][1]:,}")
+                 f"m_local = {sizes[0]:,} vs {sizes[1]:,}" + (f" up to {top:,}" if top > sizes[1] else ""))
     if "tol" in result:
         change = result.get("change", math.nan)
         if change == change:
