@@ -134,7 +134,8 @@ def part_readme(out):
         rows.append(f"| {m:,} | {ll.mean():,.3f} | {100 * diag['converged'].mean():.1f} % | "
                     f"{int(diag.get('refined', np.zeros(1, bool)).sum())} | "
                     f"{np.nanmax(np.abs(diag.get('refine_delta', np.full(1, np.nan)))):.4f} | {sec:.0f} |")
-    print("| m | held-out log p(x), nats/item | converged | refined items | max per-item difference of the last two local sizes | s |")
+    print("| m | held-out log p(x), nats/item | converged | refined items | "
+          "max per-item difference of the last two local sizes | s |")
     print("|---|---|---|---|---|---|")
     print("\n".join(rows))
     d = per[m4] - per[m1]

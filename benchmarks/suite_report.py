@@ -246,9 +246,10 @@ def write_report(results, *, size, out: Path, command: str, machine: str, total_
           f"batch {size.batch_size}, Adam lr {size.lr}, a fixed number of epochs per data set (no early "
           f"stopping), same train/test split (80/20, seed 0) for all seeds; IWAE k = {size.iwae_k}",
           "- held-out log p(x): lattice estimate over the union of "
-          f"{size.n_eval_shifts} random shifts, for the VAE/IWAE through the inverse normal CDF (clip 1e-4), "
+          f"{size.n_eval_shifts} random shifts, for the VAE/IWAE through the inverse normal CDF (float64, clip 1e-15), "
           "with the adaptive lattice (`evaluate(n_lattice=\"auto\")`: m grown along the lattice sequence "
-          "until the mean moves by < 0.05 nats/item and >= 99 % of the items are converged); SE seeds = "
+          "until the mean moves by < 0.05 nats/item and >= 99 % of the items are converged, then the items "
+          "still unconverged refined locally, docs/method.md §7.3); SE seeds = "
           "standard error of the per-seed means, [SE shifts] = mean over seeds of the standard error of the "
           "per-shift means; converged = the smallest fraction of test items converged over the seeds "
           "(per-shift estimates within 0.1 nats and lattice-posterior ESS >= 2 on every shift), the "

@@ -545,8 +545,9 @@ class LatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         their global estimate and its flag. Adds ``refined`` (N,) bool, ``refine_delta`` (N,)
         (last local size minus the one before, NaN where not refined), ``refine_m`` (N,) (the
         local size taken, 0 where not refined), ``refined_items``, ``refine_sizes`` (the
-        ladder), ``refine_m_max`` (the largest local size taken), ``refine_change`` (mean over all items of ``refine_delta``) and, as the
-        local sizes now decide, ``change`` and ``tol_met``.
+        ladder), ``refine_m_max`` (the largest local size taken), ``refine_change`` (mean over
+        all items of ``refine_delta``) and, as the local sizes now decide, ``change`` and
+        ``tol_met``.
         """
         d = int(self.latent_dim)
         todo = np.nonzero(~np.asarray(res["converged"], dtype=bool))[0]
