@@ -33,8 +33,11 @@ def test_extends_and_deep_merge(tmp_path):
     cfg = resolve_config(config_file=user, overrides={"segment": {"th3": None, "th2": 0.3}})
     assert cfg["segment"]["f_min"] == 30000.0 and cfg["segment"]["th3"] == 0.5
     assert cfg["segment"]["th2"] == 0.3
-    # [model] max_epochs comes from the default preset (150), latent_dim from the user file
-    assert cfg["model"] == {"max_epochs": 150, "latent_dim": 2} and cfg["neural"] == {"bin_s": 0.01}
+    # [model] training settings come from the default preset (the vocal jobs' measured
+    # settings, pipelines/default.toml), latent_dim from the user file
+    assert cfg["model"] == {"lr": 0.003, "schedule": "auto", "batch_size": 0, "patience": 10,
+                            "max_epochs": 400, "latent_dim": 2}
+    assert cfg["neural"] == {"bin_s": 0.01}
     cfg2 = resolve_config("gerbil", user, {"segment": {"th3": 0.6}})
     assert cfg2["segment"]["f_max"] == 62000.0 and cfg2["segment"]["th3"] == 0.6
 
@@ -113,7 +116,7 @@ def test_one_default_per_setting():
     sig = inspect.signature(QLVM.__init__).parameters
     d = defaults("model")
     for key in ("latent_dim", "likelihood", "decoder", "batch_size", "max_epochs", "lr",
-                "patience", "n_harmonics", "n_restarts", "precision"):
+                "patience", "n_harmonics", "n_restarts", "precision", "schedule"):
         assert d[key] == sig[key].default, key
     assert lattice.DEFAULT_N_TRAIN == {k: v[0] for k, v in lattice.AUTO_SIZES["cuda"].items()}
     assert lattice.DEFAULT_N_EVAL == {k: v[1] for k, v in lattice.AUTO_SIZES["cuda"].items()}
@@ -148,3 +151,16 @@ def test_docs_config_md_is_generated_from_the_schema():
     assert markdown().strip() in page.read_text(), \
         "docs/config.md is stale: run python -m vocalatent.config.docs"
     assert "cpu 128/377/1021" in markdown() and "cuda 256/987/2039" in markdown()
+
+
+def test_vocal_jobs_train_with_the_measured_settings():
+    from vocalatent.workflow import make_model, resolve
+
+    for name in ("default", "bengalese_finch", "zebra_finch", "mouse_usv"):
+        model = make_model(resolve(pipeline=name), device="cpu", seed=0, verbose=False)
+        assert (model.lr, model.schedule, model.batch_size, model.patience, model.max_epochs) == \
+            (3e-3, "auto", "auto", 10, 400), name
+    # the other domains keep QLVM's own defaults; batch_size 0 in any table means "auto"
+    cells = resolve(pipeline="single_cell", overrides={"model": {"batch_size": 0}})
+    model = make_model(cells, device="cpu", seed=0, verbose=False)
+    assert model.batch_size == "auto" and model.schedule == "none" and model.lr == 1e-3

@@ -134,3 +134,53 @@ def test_auto_schedule_fits_and_ends_on_the_final_lattice():
     assert hist["lr"][0] < 3e-3                    # warm-up
     with pytest.raises(Exception, match="schedule"):
         QLVM(schedule="fast").fit(X)
+
+
+def test_knee_batch_size_is_the_cost_models_balance_point():
+    from vocalatent.schedules import knee_batch_size
+
+    # 3 * F decoder flops per point (forward and backward) = 6 * B * D kernel flops
+    assert knee_batch_size(1_000_000, 1000) == pytest.approx(500.0)
+    assert knee_batch_size(1_000_000, 1000, efficiency=27.0) == pytest.approx(13_500.0)
+    # the 128 x 128 conv decoder of the README job: 1.87 MFLOP per point forward, D = 16384
+    assert 1400 < knee_batch_size(1.87e6, 128 * 128, efficiency=27.0) < 1700
+    with pytest.raises(Exception, match="n_features"):
+        knee_batch_size(1e6, 0)
+
+
+@pytest.mark.parametrize("n, knee, expected", [
+    (269, 1540.0, 269),          # the README job: one batch per epoch
+    (9000, 516.0, 500),          # 18 equal steps of 500 (ceil(9000 / 516) = 18)
+    (100_000, 1540.0, 1539),     # 65 steps
+    (1000, 1000.0, 1000),
+    (1001, 1000.0, 501),         # never one big step plus a left-over of 1 item
+    (5000, 3.0, 32),             # never below min_batch
+    (10, 3.0, 10),               # ... nor above N
+])
+def test_auto_batch_size_known_answers(n, knee, expected):
+    from vocalatent.schedules import auto_batch_size
+
+    b = auto_batch_size(n, knee=knee)
+    assert b == expected
+    steps = math.ceil(n / b)
+    assert b * steps >= n and b * (steps - 1) < n       # the batches cover N once
+    assert n - b * (steps - 1) >= b - steps             # and are equal to within one item per step
+
+
+def test_qlvm_auto_batch_size_follows_the_counted_decoder_flops():
+    from vocalatent.schedules import auto_batch_size, knee_batch_size
+
+    rng = np.random.default_rng(1)
+    X = rng.random((900, 6)).astype(np.float32)
+    m = QLVM(1, n_lattice=32, max_epochs=1, batch_size="auto", decoder="mlp",
+             decoder_options={"hidden": [16]}, random_state=0, verbose=False).fit(X, validation=0.1)
+    # an MLP's flops are 2 * in * out per linear layer and point: count them from the layers
+    flops = sum(2 * mod.in_features * mod.out_features for mod in m.module_.modules()
+                if isinstance(mod, torch.nn.Linear))
+    expected = auto_batch_size(810, knee=knee_batch_size(flops, 6))
+    assert m.batch_size_ == expected
+    assert expected < 810                      # a small decoder: several steps per epoch
+    m2 = QLVM(1, n_lattice=32, max_epochs=1, batch_size=64, random_state=0, verbose=False).fit(X)
+    assert m2.batch_size_ == 64
+    with pytest.raises(Exception, match="batch_size"):
+        QLVM(1, batch_size="big").fit(X)

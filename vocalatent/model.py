@@ -80,6 +80,7 @@ class LatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
 
     _metric = "log_likelihood"      # history keys train_<metric>, val_<metric>
     _fitted_attrs = ("module_",)
+    _auto_batch = False             # whether batch_size="auto" (the cost model's rule) is allowed
     _checkpoint_format = _CHECKPOINT_FORMAT
 
     # ----------------------------------------------------------------------------- params
@@ -147,6 +148,8 @@ class LatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         check_option("likelihood", self.likelihood, LIKELIHOODS)
         check_option("precision", self.precision, ("32", "bf16"))
         for name in ("batch_size", "max_epochs", "patience", "n_eval_shifts", "n_restarts"):
+            if name == "batch_size" and self._auto_batch and self.batch_size == "auto":
+                continue
             check_positive(name, getattr(self, name), integer=True)
         if self.n_eval_lattice is not None and self.n_eval_lattice != "auto":
             check_positive("n_eval_lattice", self.n_eval_lattice, integer=True)
@@ -297,8 +300,9 @@ class LatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
                 seed_r = self.seed_ if r == 0 else self.seed_ + 7919 * r
                 run_rng = self._run_rng(r, seed_r, rng)
                 objective = self._make_objective(seed_r, run_rng, sample, data, val)
+                self.batch_size_ = self._resolve_batch_size(objective, data)
                 result = train(objective, data, batch_fn=lambda idx: self._batch(data, staged, idx),
-                               rng=run_rng, max_epochs=self.max_epochs, batch_size=self.batch_size,
+                               rng=run_rng, max_epochs=self.max_epochs, batch_size=self.batch_size_,
                                lr=self.lr, weight_decay=self.weight_decay, patience=self.patience,
                                validation=val, metric=self._metric, callbacks=self._callbacks(),
                                stopping=self._stopping() if val is not None else None, bar=bar)
@@ -318,6 +322,10 @@ class LatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         self.restart_scores_ = scores
         self._finish_fit(objective, result)
         return self
+
+    def _resolve_batch_size(self, objective, data) -> int:
+        """The batch size of one training run (``batch_size`` unless it is ``"auto"``)."""
+        return int(self.batch_size)
 
     def _begin_fit(self, X, validation):
         """Validate parameters, forget an earlier fit, draw the seed and split the data;
@@ -1030,9 +1038,12 @@ class QLVM(LatentModel):
     n_lattice : int or None
         Training lattice size m. Default per d: 256, 987 (Fibonacci), 2039 (Korobov). Each
         step decodes m points (shared by the batch): cost grows linearly in m.
-    batch_size : int, default 256
+    batch_size : int or "auto", default 256
         Items per step. Steps cost m decoder passes whatever the batch size, so large batches
-        are cheap (see docs/method.md).
+        are cheap (see docs/method.md). ``"auto"``: from the cost model, equal batches no
+        larger than the size at which a step's likelihood work equals its decoder work
+        (:func:`vocalatent.schedules.auto_batch_size`; a few hundred items are one batch per
+        epoch); the size used is ``batch_size_``.
     max_epochs : int, default 200
     lr : float, default 1e-3
         Adam learning rate.
@@ -1082,6 +1093,7 @@ class QLVM(LatentModel):
 
 
     _metric = "log_likelihood"
+    _auto_batch = True
 
     def __init__(self, latent_dim: int = 2, *, n_components: int | None = None, decoder: str = "auto",
                  likelihood: str = "gaussian", n_lattice: int | None = None, batch_size: int = 256,
@@ -1201,6 +1213,30 @@ class QLVM(LatentModel):
         objective.resolution_sample = sample[:512]  # for the check after training
         return objective
 
+    def _resolve_batch_size(self, objective, data) -> int:
+        """``batch_size="auto"``: equal batches no larger than the cost model's knee
+        (:func:`vocalatent.schedules.auto_batch_size`), from the decoder's flops per point
+        (counted once on a few points) and the item size."""
+        if self.batch_size != "auto":
+            return int(self.batch_size)
+        from torch.utils.flop_counter import FlopCounterMode
+
+        from .schedules import DECODER_EFFICIENCY, auto_batch_size, knee_batch_size
+
+        module = objective.module
+        u = torch.rand(8, int(self.latent_dim), generator=torch.Generator().manual_seed(0)).to(self.device_)
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            module.params(u)
+        flops = max(1.0, counter.get_total_flops() / 8)
+        knee = knee_batch_size(flops, int(self.n_features_),
+                               efficiency=DECODER_EFFICIENCY.get(self.decoder_kind_, 1.0))
+        size = auto_batch_size(int(data.n), knee=knee)
+        logger.info("batch_size='auto': %d items per step (%d per epoch) for %d training items "
+                    "(cost-model knee %.0f: %s decoder, %.3g flops per lattice point, D = %d)",
+                    size, math.ceil(data.n / size), data.n, knee, self.decoder_kind_, flops,
+                    self.n_features_)
+        return size
+
     def _callbacks(self) -> list:
         if self.schedule != "auto":
             return []
@@ -1218,7 +1254,10 @@ class QLVM(LatentModel):
             return None
         from .schedules import SmoothedEarlyStopping
 
-        return SmoothedEarlyStopping(self.patience)
+        # a relative 5e-4 (about 6 nats per item on the README job's ~12,000): the median
+        # crawling up by less over `patience` epochs at the decayed learning rate is a plateau
+        # (docs/benchmarks.md: on that job 1e-4 ran 60 more epochs for +77 nats per item)
+        return SmoothedEarlyStopping(self.patience, min_delta=5e-4)
 
     def _finish_fit(self, objective, result) -> None:
         self.n_lattice_ = objective.n_lattice

@@ -17,6 +17,10 @@ Why each exists (the cost model of docs/method.md: a step costs m decoder passes
   epoch to epoch (a new shift, a new batch order); stopping on a running median of it neither
   stops on a lucky peak nor runs on past a real plateau. The weights kept are
   still those of the best single epoch.
+- :func:`auto_batch_size` — the batch size from the cost model (``batch_size="auto"``): the
+  largest number of steps per epoch whose batches are still big enough that a step's
+  likelihood work is at least its decoder work, with equal batches (no step spent decoding
+  a lattice for a handful of left-over items).
 """
 
 from __future__ import annotations
@@ -30,8 +34,8 @@ from . import lattice as _lattice
 from ._utils import check_positive
 from .training import Callback, EarlyStopping, TrainState
 
-__all__ = ["GrowingLattice", "SmoothedEarlyStopping", "WarmupPlateauLR", "lattice_steps",
-           "stage_sizes_summary"]
+__all__ = ["DECODER_EFFICIENCY", "GrowingLattice", "SmoothedEarlyStopping", "WarmupPlateauLR",
+           "auto_batch_size", "knee_batch_size", "lattice_steps", "stage_sizes_summary"]
 
 logger = logging.getLogger(__name__)
 
@@ -251,3 +255,73 @@ class GrowingLattice(Callback):
 def stage_sizes_summary(info: dict) -> str:
     """'m=89 from epoch 1, m=377 from epoch 9' from a TrainState's ``info``."""
     return ", ".join(f"m={m} from epoch {e}" for e, m in info.get("lattice", []))
+
+
+#: How many times slower a decoder's floating-point work runs than the likelihood kernel's
+#: GEMMs, per decoder kind (measured on a 2-core CPU, docs/benchmarks.md, "Batch size from the
+#: cost model": the 128 x 128 conv decoder does 5.6 MFLOP per lattice point forward and
+#: backward in 2.45 ms, 2.3 GFLOP/s, where the kernel runs 63 GFLOP/s; an MLP decoder is itself
+#: GEMMs, assumed 1).
+DECODER_EFFICIENCY = {"conv": 27.0, "mlp": 1.0}
+
+
+def knee_batch_size(decoder_flops: float, n_features: int, *, efficiency: float = 1.0) -> float:
+    """Batch size at which one step's likelihood work equals its decoder work.
+
+    A step decodes m lattice points (about ``3 * decoder_flops`` per point forward and
+    backward, at ``efficiency`` times the cost of GEMM flops) and evaluates the B x m kernel
+    (about ``6 * B * n_features`` flops per point, docs/method.md). Below this batch size a
+    step costs about the same whatever B (the decoder dominates), so larger batches are nearly
+    free; above it a step's cost grows in proportion to B, as a VAE's does.
+
+    Parameters
+    ----------
+    decoder_flops : float > 0
+        Forward flops of the decoder for one latent point.
+    n_features : int > 0
+        D, the features of one item.
+    efficiency : float > 0
+        :data:`DECODER_EFFICIENCY` of the decoder kind.
+
+    Returns
+    -------
+    float
+        ``efficiency * 3 * decoder_flops / (6 * n_features)``.
+    """
+    check_positive("decoder_flops", decoder_flops)
+    check_positive("n_features", n_features, integer=True)
+    check_positive("efficiency", efficiency)
+    return float(efficiency) * 3.0 * float(decoder_flops) / (6.0 * int(n_features))
+
+
+def auto_batch_size(n_items: int, *, knee: float, min_batch: int = 32) -> int:
+    """The batch size of ``batch_size="auto"``: equal batches no larger than the cost knee.
+
+    An epoch of k steps costs about ``k * m`` decoder passes plus ``6 * N * m * D`` kernel
+    flops. With batches at the knee (:func:`knee_batch_size`) an epoch costs at most twice its
+    floor (the kernel work alone) while keeping as many steps as that allows; so
+    ``k = ceil(N / knee)`` steps of ``ceil(N / k)`` items. A small job is one batch per epoch
+    (the README job: 269 training items, knee ~1,500 for the 128 x 128 conv decoder).
+
+    Parameters
+    ----------
+    n_items : int > 0
+        Training items N.
+    knee : float > 0
+        The knee batch size.
+    min_batch : int, default 32
+        The batch never drops below this (or N when N is smaller), whatever the knee: tiny
+        batches make noisy steps and the decoder term is paid per step anyway.
+
+    Returns
+    -------
+    int
+        The batch size, between ``min(N, min_batch)`` and N.
+    """
+    check_positive("n_items", n_items, integer=True)
+    check_positive("knee", knee)
+    check_positive("min_batch", min_batch, integer=True)
+    n = int(n_items)
+    target = max(float(knee), float(min_batch))
+    steps = max(1, math.ceil(n / target))
+    return int(min(n, math.ceil(n / steps)))

@@ -70,7 +70,8 @@ ANALYSIS_DEFAULTS: dict[str, Any] = config_defaults("analysis")
 CPU_RESOLUTION = {1: 256, 2: 64, 3: 24}
 
 _MODEL_KEYS_TO_QLVM = ("latent_dim", "likelihood", "decoder", "batch_size", "max_epochs", "lr",
-                       "patience", "n_harmonics", "n_eval_shifts", "precision", "n_restarts")
+                       "patience", "n_harmonics", "n_eval_shifts", "precision", "n_restarts",
+                       "schedule")
 
 
 # ------------------------------------------------------------------------------- configuration
@@ -121,7 +122,7 @@ def _check_types(table: str, values: Mapping, defaults: Mapping) -> None:
         if not ok:
             raise ParameterError(f"[{table}] {key} must be {kinds.get(kind, kind.__name__)}; got {v!r}")
     choices = {"likelihood": LIKELIHOODS, "decoder": ("auto",) + tuple(DECODERS),
-               "precision": ("32", "bf16")} if table == "model" else {}
+               "precision": ("32", "bf16"), "schedule": ("none", "auto")} if table == "model" else {}
     for key, allowed in choices.items():
         if values.get(key, defaults[key]) not in allowed:
             raise ParameterError(f"[{table}] {key} must be one of {', '.join(map(repr, allowed))}; "
@@ -138,6 +139,7 @@ def make_model(cfg: Mapping, *, device="auto", seed=None, verbose: bool = True) 
     kwargs["n_lattice"] = int(m["n_lattice"]) or (auto[0] if auto else None)
     kwargs["n_eval_lattice"] = int(m["n_eval_lattice"]) or (auto[1] if auto else None)
     kwargs["n_eval_shifts"] = int(m["n_eval_shifts"]) or (auto[2] if auto else 4)
+    kwargs["batch_size"] = int(m["batch_size"]) or "auto"      # 0: the cost model's rule
     kwargs["decoder_options"] = dict(m["decoder_options"]) or None
     kwargs["likelihood_options"] = dict(m["likelihood_options"]) or None
     return QLVM(**kwargs, device=device, random_state=seed, verbose=verbose)
@@ -888,7 +890,8 @@ _COMMENTS = {
     "model.likelihood": "gaussian | bernoulli | poisson | poisson_offset | multinomial | negbin",
     "model.decoder": "auto (conv for images, MLP otherwise) | conv | mlp",
     "model.n_lattice": "training lattice size m; 0 = automatic (d=1/2/3: 256/987/2039 on CUDA, 128/377/1021 on CPU)",
-    "model.batch_size": "items per step; a step decodes m points whatever the batch size",
+    "model.batch_size": "items per step; a step decodes m points whatever the batch size; 0 = automatic from the cost model (equal batches up to where the likelihood work equals the decoder work)",
+    "model.schedule": "\"auto\": lr warm-up and decay on plateaus, a growing training lattice, early stopping on the running median; \"none\": constant lr, one lattice",
     "model.max_epochs": "upper bound on epochs; early stopping on held-out log p(x) usually ends sooner",
     "model.lr": "Adam learning rate",
     "model.patience": "epochs without held-out improvement before stopping",

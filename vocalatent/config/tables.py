@@ -84,7 +84,7 @@ class AudioParams:
 
 
 _QLVM_ARGS = ("latent_dim", "likelihood", "decoder", "batch_size", "max_epochs", "lr",
-              "patience", "n_harmonics", "n_restarts", "precision")
+              "patience", "n_harmonics", "n_restarts", "precision", "schedule")
 
 #: The fields of ``[model]``: name -> (default or None for "from QLVM", help, limits).
 MODEL_FIELDS: dict[str, tuple[Any, str, dict]] = {
@@ -98,7 +98,9 @@ MODEL_FIELDS: dict[str, tuple[Any, str, dict]] = {
                      "step grows linearly with m)",
                   {"range": (2, MAX_N_LATTICE), "zero": "automatic by device and latent_dim"}),
     "batch_size": (None, "items per step; a step decodes m points whatever the batch size",
-                   {"range": (1, None)}),
+                   {"range": (1, None), "zero": "automatic from the cost model: equal batches no "
+                                                "larger than the size where a step's likelihood "
+                                                "work equals its decoder work"}),
     "max_epochs": (None, "upper bound on epochs (passes over the items); early stopping on the "
                          "held-out log-likelihood usually ends sooner", {"range": (1, None)}),
     "lr": (None, "Adam learning rate", {"range": (1e-8, 10.0)}),
@@ -117,6 +119,10 @@ MODEL_FIELDS: dict[str, tuple[Any, str, dict]] = {
                          "kept (fights folded maps)", {"range": (1, 100)}),
     "precision": (None, "\"32\" or \"bf16\" (bfloat16 decoder on CUDA)",
                   {"choices": ("32", "bf16")}),
+    "schedule": (None, "\"auto\": learning-rate warm-up and decay on plateaus, a training "
+                       "lattice growing to n_lattice, early stopping on the running median of the "
+                       "held-out curve; \"none\": constant lr, one lattice, raw early stopping",
+                 {"choices": ("none", "auto")}),
     "decoder_options": ({}, "extra decoder arguments, e.g. { hidden = [256, 256] }", {}),
     "likelihood_options": ({}, "extra likelihood arguments", {}),
 }
