@@ -75,7 +75,7 @@ def _main_table(groups, size):
     for g in rows:
         bound = f"{_fmt(g['training_bound'])} ({g['bound_name']})"
         iw = f"{_fmt(g['iwae_eval'])} (K={g['iwae_eval_k']})" if g["model"] != "qlvm" else "–"
-        lines.append(f"| {g['dataset']} | {g['label']} | **{_fmt(g['log_likelihood'])}** ± "
+        lines.append(f"| {g['dataset']} | {g['label']} | {_fmt(g['log_likelihood'])} ± "
                      f"{_fmt(g['log_likelihood_se'])} [{g['shift_se']:.1e}] | {g['convergence']} | "
                      f"{_fmt(g['bits_per_dim'], 4)} | "
                      f"{bound} | {iw} | {g['evals_per_epoch']:,} | {_fmt(g['seconds_per_epoch'])} | {g['n_seeds']} |")
@@ -253,8 +253,8 @@ def write_report(results, *, size, out: Path, command: str, machine: str, total_
           "standard error of the per-seed means, [SE shifts] = mean over seeds of the standard error of the "
           "per-shift means; converged = the smallest fraction of test items converged over the seeds "
           "(per-shift estimates within 0.1 nats and lattice-posterior ESS >= 2 on every shift), the "
-          "evaluation lattice sizes used, and whether the tolerance was met in every run; a figure "
-          "in bold is one that did not converge and is not to be read as log p(x)",
+          "evaluation lattice sizes used, and whether the tolerance was met in every run; a "
+          "converged entry in bold is one that did not converge (its figure is not to be read as log p(x))",
           "- decoder evaluations per epoch: QLVM ceil(N/B)·m, VAE N, IWAE N·k (N training items)", ""]
     if results["skipped"]:
         md += ["**Skipped:** " + "; ".join(results["skipped"]), ""]
