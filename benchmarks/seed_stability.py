@@ -1,0 +1,48 @@
+"""Do two seeds agree? ARI between the clusters of two runs of ``vocalatent embed`` on one session.
+
+Items are matched by source file and onset. Each run's embedding is clustered again by the old
+defaults, the density rule and the density rule with the decoder merge (its model and
+``syllables.h5``), beside the job's own ``cluster`` (docs/analysis.md, "Two seeds")::
+
+    python -m vocalatent embed DATA -o OUT_s0 --seed 0 --no-figures
+    python -m vocalatent embed DATA -o OUT_s1 --seed 1 --no-figures
+    python benchmarks/seed_stability.py OUT_s0 OUT_s1
+"""
+import sys, numpy as np, pandas as pd
+from sklearn.metrics import adjusted_rand_score as ari
+import vocalatent.accessor  # noqa
+from vocalatent import QLVM
+from vocalatent.embedding import read_embedding
+from vocalatent.data.store import SyllableStore
+from vocalatent.analysis.density import select_bandwidth
+from vocalatent.analysis.clusters import find_clusters
+from vocalatent.analysis.agreement import knn_label_accuracy
+runs = sys.argv[1:]
+res = {}
+for out in runs:
+    ds = read_embedding(f"{out}/embedding.nc")
+    z = ds["embedding"].values
+    key = pd.Series([f"{s}@{o:.4f}" for s, o in zip(ds["source"].values, ds["onset_s"].values)])
+    m = QLVM.load(f"{out}/model.pt", device="cpu")
+    store = SyllableStore(f"{out}/syllables.h5")
+    segs = store.segments.reset_index(drop=True)
+    skey = [f"{s}@{o:.4f}" for s, o in zip(segs["source"], segs["onset_s"])]
+    X = np.asarray(store.spectrograms[np.arange(len(segs))])
+    pos = {k: i for i, k in enumerate(skey)}
+    X = X[[pos[k] for k in key]]
+    bw = select_bandwidth(z)
+    labs = {
+        "old": find_clusters(z, method="persistence", bandwidth=2 * bw, min_persistence=0.5, min_relative_height=0.1).labels,
+        "dip": find_clusters(z, bandwidth=bw).labels,
+        "dip+merge": find_clusters(z, bandwidth=bw, decoder=m.mean_function(), data=X).labels,
+        "job": ds["cluster"].values,
+    }
+    res[out] = (key, labs)
+    print(out, "items", len(z), "clusters", {k: int(v.max()) + 1 for k, v in labs.items()})
+(k0, l0), (k1, l1) = res[runs[0]], res[runs[1]]
+common = sorted(set(k0) & set(k1))
+i0 = pd.Series(range(len(k0)), index=k0)[common].values
+i1 = pd.Series(range(len(k1)), index=k1)[common].values
+print("matched items", len(common))
+for name in l0:
+    print(name, "ARI between seeds", round(ari(l0[name][i0], l1[name][i1]), 3))
