@@ -549,10 +549,11 @@ class LatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         for an item settled at the first pair, at most 2 x 5,456).
 
         A refined item is converged when the larger of its last two local sizes meets the usual
-        criterion *and* the two agree within ``MAX_SHIFT_SD`` nats; items without a box keep
-        their global estimate and its flag. Adds ``refined`` (N,) bool, ``refine_delta`` (N,)
-        (last local size minus the one before, NaN where not refined), ``refine_m`` (N,) (the
-        local size taken, 0 where not refined), ``refined_items``, ``refine_sizes`` (the
+        criterion *and* the two agree within ``MAX_SHIFT_SD`` nats. Items no box fits are
+        scored again on larger global lattices (:meth:`_refine_globally`), with the same rule. Adds ``refined`` (N,) bool, ``refine_delta`` (N,)
+        (last size minus the one before, NaN where not refined), ``refine_m`` (N,) (the
+        local size taken, 0 where not refined in a box), ``refined_globally`` (how many items
+        no box fitted, scored again on larger global lattices), ``refined_items``, ``refine_sizes`` (the
         ladder), ``refine_m_max`` (the largest local size taken), ``refine_change`` (mean over
         all items of ``refine_delta``) and, as the local sizes now decide, ``change`` and
         ``tol_met``.
@@ -593,14 +594,41 @@ class LatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
             delta[sel] = est["delta"][has_box]
             m_used[sel] = est["m_local"][has_box]
             refined[sel] = True
+        n_global = self._refine_globally(data, out, todo[~refined[todo]], m_g, n_shifts=n_shifts, seed=seed + 7,
+                                         refined=refined, delta=delta)
         change = float(np.nansum(delta) / data.n)
         out.update(refined=refined, refine_delta=delta, refine_m=m_used, refined_items=int(refined.sum()),
+                   refined_globally=int(n_global),
                    refine_sizes=[int(m) for m in sizes], refine_m_max=int(m_used.max(initial=0)),
                    converged_fraction=float(np.mean(out["converged"])))
         if refined.any():
             out.update(refine_change=change, change=change, tol_met=bool(abs(change) < tol),
                        stopped_by=f"{res.get('stopped_by', 'fixed lattice')}; refined {int(refined.sum())} item(s)")
         return out
+
+    def _refine_globally(self, data: _Data, out: dict, rows: np.ndarray, m_g: int, *, n_shifts: int, seed: int,
+                         refined: np.ndarray, delta: np.ndarray, steps: int = 2) -> int:
+        """Items no box fits (posteriors too broad or too irregular for Laplace's box, e.g.
+        two modes): score them alone on the next ``steps`` sizes of the lattice sequence
+        (2-D: ~2.6x and ~6.9x ``m_g``), each converged once two consecutive sizes agree within
+        ``MAX_SHIFT_SD`` nats and the larger meets the criterion. Updates ``out``, ``refined``
+        and ``delta`` in place; returns how many items were scored again."""
+        sizes = [m for m in _lattice.lattice_sequence(int(self.latent_dim), start=m_g + 1) if m > m_g][:steps]
+        prev, n_items = out["log_likelihood"][rows].copy(), len(rows)
+        for k, m in enumerate(sizes):
+            if not len(rows):
+                break
+            res = self._stream(data.subset(rows), m, n_shifts, seed=seed + k, show_progress=False)
+            for key in ("log_likelihood", "ess", "min_ess", "shift_sd", "converged"):
+                out[key][rows] = res[key]
+            for key in ("per_shift", "ess_per_shift"):
+                out[key][:, rows] = res[key]
+            delta[rows] = res["log_likelihood"] - prev
+            out["converged"][rows] &= np.abs(delta[rows]) <= _estimate.MAX_SHIFT_SD
+            refined[rows] = True
+            keep = ~out["converged"][rows]
+            rows, prev = rows[keep], res["log_likelihood"][keep]
+        return n_items if sizes else 0
 
     def _boxed_estimate(self, x: torch.Tensor, boxes: list, m_g: int, sizes, g_shifts: np.ndarray,
                         l_shifts: np.ndarray) -> dict:
