@@ -471,6 +471,7 @@ def test_evaluate_refines_a_collapsed_model(digits):
     ev = m.evaluate(items, n_shifts=2)
     assert ev["stopped_by"].startswith("give up") and ev["refined_items"] == 80
     assert ev["converged_fraction"] == 1.0 and ev["tol_met"] and abs(ev["refine_change"]) < 0.05
+    assert ev["refined_globally"] == 0 and ev["refine_m_max"] >= ev["refine_sizes"][1]
     plain = m.evaluate(items, n_shifts=2, refine=False, max_seconds=30)
     assert plain["converged_fraction"] == 0.0 and "refined_items" not in plain
     assert "refined locally" in estimate.convergence_summary(ev)

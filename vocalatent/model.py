@@ -826,8 +826,8 @@ class LatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
                "ess_median": float(np.median(res["ess"])), "ess_min": float(np.min(res["ess"])),
                "shift_sd_max": float(np.nanmax(res["shift_sd"])) if n_shifts > 1 else math.nan,
                "criterion": _estimate.criterion_text()}
-        for key in ("tol", "tol_met", "change", "stopped_by", "history", "refined_items", "refine_sizes",
-                    "refine_m_max", "refine_change"):
+        for key in ("tol", "tol_met", "change", "stopped_by", "history", "refined_items", "refined_globally",
+                    "refine_sizes", "refine_m_max", "refine_change"):
             if key in res:
                 out[key] = res[key]
         if _estimate.needs_warning(out):
