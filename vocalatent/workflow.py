@@ -42,6 +42,7 @@ from .embedding import add_item_coords, heldout_attrs, read_embedding, write_emb
 from .figures import domain_figures, eval_lattice_size, make_figures
 from .model import QLVM
 from .nn.estimate import convergence_summary, needs_warning
+from .nn.refine import REFINE_SIZES
 from .outdir import output_folder, read_run
 from .prepare import Prepared, detect_domain, pipeline_domain, prepare, prepared_from_store
 
@@ -352,9 +353,15 @@ def dump_toml(cfg: Mapping, *, comments: Mapping[str, str] | None = None) -> str
 # ------------------------------------------------------------------------------- the job
 def embedding_key(model: QLVM, data_key: str, cfg: Mapping, *, model_file=None) -> str:
     """Key of an embedding: the model's training key (and the sha256 of its file when
-    given), the data and the analysis settings (figures aside, which change no number)."""
+    given), the data, the analysis settings (figures aside, which change no number) and the
+    rule the per-item log-likelihoods are scored by (refinement sizes, package version)."""
     analysis = {k: v for k, v in dict(cfg.get("analysis", {})).items() if k != "figures"}
-    key = {"model": model.metadata_["train_key"], "data": data_key, "analysis": analysis}
+    # how the per-item log p(x) is scored (local refinement of unconverged items and its
+    # ladder of lattice sizes): an embedding scored by another rule is recomputed
+    scoring = {"refine": "ladder", "sizes": {str(d): list(v) for d, v in REFINE_SIZES.items()},
+               "version": __version__}
+    key = {"model": model.metadata_["train_key"], "data": data_key, "analysis": analysis,
+           "scoring": scoring}
     if model_file is not None and Path(model_file).is_file():
         key["model_file"] = file_sha256(model_file)
     return json_key(key)

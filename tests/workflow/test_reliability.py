@@ -102,6 +102,21 @@ def test_unchanged_inputs_are_not_reread_and_a_same_size_edit_with_old_mtime_is_
     assert _keys(out)[2] != before[2]
 
 
+def test_embedding_scored_by_another_rule_is_recomputed_but_the_model_kept(copy, monkeypatch):
+    """The per-item log p(x) depends on the refinement ladder: an embedding.nc scored by
+    another ladder (an older version of the package) is not served from the cache."""
+    import vocalatent.workflow as workflow
+
+    rec, cfg, out = copy
+    model_before, stage_before, inputs_before = _keys(out)
+    monkeypatch.setattr(workflow, "REFINE_SIZES", {**workflow.REFINE_SIZES, 2: (89, 377)})
+    r = _cli("embed", rec, "-o", out, "--config", cfg, "--no-figures")
+    assert r.exit_code == 0, r.output
+    model_after, stage_after, inputs_after = _keys(out)
+    assert stage_after != stage_before
+    assert (model_after, inputs_after) == (model_before, inputs_before)
+
+
 def test_digest_reuse_rule(tmp_path):
     """A recorded digest is reused only for the same size, times and inode, taken more than
     RACY_NS after the file last changed."""
