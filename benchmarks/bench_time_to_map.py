@@ -196,7 +196,8 @@ def run_config(name, params, X_train, X_val, likelihood, extra, *, max_epochs, s
                            torus=True)
     return {"knn_accuracy": knn, "config": name, "params": params, "epochs": int(model.n_epochs_),
             "ended_by": "early stopping" if model.n_epochs_ < cap else "epoch cap", "max_epochs": cap,
-            "fit_seconds": fit_s, "eval_seconds": eval_s, "batch_size": int(model.batch_size),
+            "fit_seconds": fit_s, "eval_seconds": eval_s,
+            "batch_size": int(getattr(model, "batch_size_", model.batch_size)),
             "n_lattice": int(model.n_lattice_), "best_val": float(np.nanmax(hist["val_log_likelihood"])),
             "heldout": float(ev["log_likelihood"]), "heldout_stderr": float(ev["stderr"]),
             "n_eval_lattice": int(ev.get("n_lattice", n_eval)),
