@@ -16,7 +16,6 @@ from vocalatent.embedding import read_embedding
 from vocalatent.data.store import SyllableStore
 from vocalatent.analysis.density import select_bandwidth
 from vocalatent.analysis.clusters import find_clusters
-from vocalatent.analysis.agreement import knn_label_accuracy
 runs = sys.argv[1:]
 res = {}
 for out in runs:
