@@ -34,3 +34,22 @@ def real_data():
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)
+
+
+@pytest.fixture(scope="session")
+def song_at_two_levels():
+    """One synthetic song of 4 syllable types at 24 kHz, twice: at its own level with noise at
+    -75 dBFS, and 13 dB louder with noise at -55 dBFS (7 dB more noise relative to the song).
+    Returns ``(quiet, loud, segments, sr)``; ``segments`` (onset_s, offset_s, label, type)
+    are those of both copies."""
+    from vocalatent.data.repertoire import make_repertoire, repertoire_recordings
+
+    sr = 24000
+    rep = make_repertoire(n_types=4, n_syllables=40, n_birds=1, seed=5)
+    audio, seg = repertoire_recordings(rep, n_recordings=1, sr=sr, gain_db=(0.0, 0.0),
+                                       noise_db=(-200.0, -200.0), random_state=1)
+    clean = next(iter(audio.values()))
+    noise = np.random.default_rng(2)
+    quiet = clean + 10 ** (-75 / 20) * noise.standard_normal(clean.size)
+    loud = clean * 10 ** (13 / 20) + 10 ** (-55 / 20) * noise.standard_normal(clean.size)
+    return quiet, loud, seg[["onset_s", "offset_s", "label", "type"]], sr

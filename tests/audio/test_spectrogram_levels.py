@@ -11,28 +11,16 @@ from vocalatent.audio.spectrogram import (
     SpectrogramParams,
     apply_level_ranges,
     level_ranges,
-    syllable_spectrograms,
 )
-from vocalatent.data.repertoire import make_repertoire, repertoire_recordings
-
-SR = 24000
 
 
 @pytest.fixture(scope="module")
-def pair(tmp_path_factory):
-    """One song written twice: at its own level with noise at -75 dBFS, and 13 dB louder with
-    noise at -55 dBFS (7 dB more noise relative to the song)."""
+def pair(tmp_path_factory, song_at_two_levels):
+    """The song at two levels (tests/conftest.py) as quiet.wav and loud.wav."""
     root = tmp_path_factory.mktemp("levels")
-    rep = make_repertoire(n_types=4, n_syllables=40, n_birds=1, seed=5)
-    audio, seg = repertoire_recordings(rep, n_recordings=1, sr=SR, gain_db=(0.0, 0.0),
-                                       noise_db=(-200.0, -200.0), random_state=1)
-    clean = next(iter(audio.values()))
-    rng = np.random.default_rng(2)
-    quiet = clean + 10 ** (-75 / 20) * rng.standard_normal(clean.size)
-    loud = clean * 10 ** (13 / 20) + 10 ** (-55 / 20) * rng.standard_normal(clean.size)
-    sf.write(root / "quiet.wav", quiet, SR, subtype="FLOAT")
-    sf.write(root / "loud.wav", loud, SR, subtype="FLOAT")
-    base = seg[["onset_s", "offset_s", "label", "type"]]
+    quiet, loud, base, sr = song_at_two_levels
+    sf.write(root / "quiet.wav", quiet, sr, subtype="FLOAT")
+    sf.write(root / "loud.wav", loud, sr, subtype="FLOAT")
     segments = pd.concat([base.assign(source="quiet.wav"), base.assign(source="loud.wav")],
                          ignore_index=True)
     return root, segments, len(base)

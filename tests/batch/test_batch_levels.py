@@ -10,12 +10,10 @@ import pytest
 import soundfile as sf
 
 from vocalatent.batch import calibrate_stage, plan_batch, segment_stage, store_stage
-from vocalatent.data.repertoire import make_repertoire, repertoire_recordings
 from vocalatent.data.store import SyllableStore
 
 distributed = pytest.importorskip("distributed")
 
-SR = 24000
 SPEC = {"n_freq": 24, "n_time": 24, "f_min": 500.0, "f_max": 11000.0, "time_mode": "window",
         "window_dur_s": 0.25}
 
@@ -29,18 +27,13 @@ def client():
 
 
 @pytest.fixture(scope="module")
-def sessions(tmp_path_factory):
+def sessions(tmp_path_factory, song_at_two_levels):
+    """The song at two levels (tests/conftest.py) as two sessions."""
     root = tmp_path_factory.mktemp("levels")
-    rep = make_repertoire(n_types=4, n_syllables=40, n_birds=1, seed=5)
-    audio, seg = repertoire_recordings(rep, n_recordings=1, sr=SR, gain_db=(0.0, 0.0),
-                                       noise_db=(-200.0, -200.0), random_state=1)
-    clean = next(iter(audio.values()))
-    rng = np.random.default_rng(2)
-    versions = {"quiet": clean + 10 ** (-75 / 20) * rng.standard_normal(clean.size),
-                "loud": clean * 10 ** (13 / 20) + 10 ** (-55 / 20) * rng.standard_normal(clean.size)}
-    for name, y in versions.items():
+    quiet, loud, seg, sr = song_at_two_levels
+    for name, y in {"quiet": quiet, "loud": loud}.items():
         (root / name).mkdir()
-        sf.write(root / name / "song.wav", y, SR, subtype="FLOAT")
+        sf.write(root / name / "song.wav", y, sr, subtype="FLOAT")
         # the same segments in both (an annotation file), so only the levels differ
         (root / name / "song.txt").write_text("".join(
             f"{a:.6f}\t{b:.6f}\t{t}\n" for a, b, t in zip(seg["onset_s"], seg["offset_s"], seg["type"])))

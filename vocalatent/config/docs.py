@@ -142,5 +142,8 @@ def update_page(path: str | Path) -> bool:
 
 
 if __name__ == "__main__":  # pragma: no cover
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     target = sys.argv[1] if len(sys.argv) > 1 else "docs/config.md"
-    print(f"{target}: {'updated' if update_page(target) else 'up to date'}")
+    logging.getLogger("vocalatent").info("%s: %s", target, "updated" if update_page(target) else "up to date")

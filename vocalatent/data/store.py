@@ -139,13 +139,13 @@ class SyllableStore:
         self._tmp: Path | None = None
         if not self.path.is_file():
             raise DataError("no such syllable store", path=self.path)
+        check_hdf5(self.path)       # the original: its probe is remembered, a fresh copy's is not
         src = self.path
         if mode == "a":
             self._tmp = self._temp_path(self.path)
             shutil.copy2(self.path, self._tmp)
             src = self._tmp
         try:
-            check_hdf5(src)
             self._h5 = h5py.File(src, "r" if mode == "r" else "r+")
         except OSError as exc:
             self._discard()
