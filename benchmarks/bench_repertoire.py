@@ -15,7 +15,10 @@ Two parts (docs/analysis.md, "Clusters whose number is chosen by the data"):
   needs the model and the images). Fits are cached under ``--cache`` (keyed on the spec and
   every setting) so settings can be compared without refitting. ``--gaps context`` keeps the
   generator's 30-90 ms gaps (neighbours show in the window); ``--gaps isolated`` leaves
-  150-250 ms so that each window holds one syllable. It measures map and criterion together.
+  150-250 ms so that each window holds one syllable. ``--context mask`` (the default, as in
+  :class:`~vocalatent.audio.spectrogram.SpectrogramParams`) blanks each window outside its
+  syllable's onset..offset; ``--context keep`` keeps the neighbours in the window (the tables
+  of the earlier rule). It measures map and criterion together.
 
 For each repertoire and setting: number of clusters k, ARI of clusters vs true types, and the
 purity of the rarest type's main cluster (1 = the rare type has a cluster of its own; low = it
@@ -25,7 +28,7 @@ map and the rarest type's item count. Outliers are left out of the scores.
 Usage::
 
     python benchmarks/bench_repertoire.py --part latents [--n 12] [--out table.md]
-    python benchmarks/bench_repertoire.py --part qlvm --n 12 [--gaps isolated] [--separation 5 7]
+    python benchmarks/bench_repertoire.py --part qlvm --n 12 [--gaps isolated] [--context keep] [--separation 5 7]
     python benchmarks/bench_repertoire.py --part qlvm --n 12 --spec-seed 7 --no-corners  # choosing set
 """
 
@@ -125,7 +128,7 @@ def fit_one(job: dict) -> str:
     spec = job["spec"]
     rep = make_repertoire(spec)
     audio, seg = repertoire_recordings(rep, gap_s=GAPS[job["gaps"]])
-    params = SpectrogramParams(n_freq=job["size"], n_time=job["size"], **SPEC)
+    params = SpectrogramParams(n_freq=job["size"], n_time=job["size"], context=job["context"], **SPEC)
     X = repertoire_spectrograms(audio, seg, params, level="recording")
     t0 = time.perf_counter()
     model = QLVM(2, max_epochs=job["epochs"], random_state=job["seed"], **FIT).fit(X)
@@ -140,15 +143,18 @@ def fit_one(job: dict) -> str:
     return path
 
 
-def run_qlvm(specs, resolution, settings, *, epochs, seed, size, cache, jobs, gaps="context"):
+def run_qlvm(specs, resolution, settings, *, epochs, seed, size, cache, jobs, gaps="context",
+             context="mask"):
     """Fit (or read from ``cache``) one QLVM per repertoire, then cluster its map per setting."""
     from concurrent.futures import ProcessPoolExecutor
     import multiprocessing as mp
 
     os.makedirs(cache, exist_ok=True)
-    key = (lambda s: (s, size, epochs, seed, FIT, SPEC) if gaps == "context"
-           else (s, size, epochs, seed, FIT, SPEC, GAPS[gaps]))
-    work = [dict(spec=s, epochs=epochs, seed=seed, size=size, gaps=gaps,
+
+    def key(s):     # the earlier keys (neighbours kept) stay valid for --context keep
+        k = (s, size, epochs, seed, FIT, SPEC) + (() if gaps == "context" else (GAPS[gaps],))
+        return k + (() if context == "keep" else (("context", context),))
+    work = [dict(spec=s, epochs=epochs, seed=seed, size=size, gaps=gaps, context=context,
                  cache=os.path.join(cache, "rep_" + hashlib.md5(repr(key(s)).encode())
                                     .hexdigest()[:12]))
             for s in specs]
@@ -206,6 +212,8 @@ def main(argv=None) -> int:
     ap.add_argument("--size", type=int, default=24, help="spectrogram side in pixels (qlvm part)")
     ap.add_argument("--gaps", choices=sorted(GAPS), default="context",
                     help="gaps between syllables (qlvm part): context = 30-90 ms, isolated = 150-250 ms")
+    ap.add_argument("--context", choices=["mask", "keep"], default="mask",
+                    help="window outside each syllable: blanked (mask, the package default) or kept")
     ap.add_argument("--jobs", type=int, default=2, help="fits in parallel, 1 thread each (qlvm part)")
     ap.add_argument("--cache", default=".cache/bench_repertoire",
                     help="fitted maps are kept here and reused (qlvm part)")
@@ -234,7 +242,8 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     rows = (run_latents(specs, args.resolution, settings) if args.part == "latents"
             else run_qlvm(specs, args.resolution, settings, epochs=args.epochs, seed=args.seed,
-                          size=args.size, cache=args.cache, jobs=args.jobs, gaps=args.gaps))
+                          size=args.size, cache=args.cache, jobs=args.jobs, gaps=args.gaps,
+                          context=args.context))
     text = table(rows) + f"\n({args.part}; {time.perf_counter() - t0:.0f} s)\n"
     print(text)
     if args.out:

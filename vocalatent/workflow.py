@@ -817,9 +817,56 @@ def analyze_run(out, *, config=None, overrides: Mapping | None = None) -> JobRes
             cfg = deep_merge(cfg, {"analysis": resolve(config=config)["analysis"]})
         cfg = resolve(overrides=deep_merge({"analysis": cfg.get("analysis", {})},
                                            dict(overrides or {})))
-        ds = analyze(ds, model, cfg)
+        data = None
+        if model is not None and cfg["analysis"].get("clusters", True) and cfg["analysis"].get(
+                "decoder_merge", True):
+            prepared, problem = run_items(out, ds, cfg)
+            if prepared is not None:
+                data = prepared.X
+            elif problem is not None:
+                logger.warning("analyze %s: the run's items cannot be read again (%s); clusters "
+                               "without the decoder merge", out, problem)
+        ds = analyze(ds, model, cfg, data=data)
         write_embedding(ds, out / "embedding.nc")
         return JobResult(ds, out, model)
+
+
+def run_items(out, ds: xr.Dataset, cfg: Mapping):
+    """The items of the run in ``out`` read again, in the embedding's order, for the commands
+    that work on a finished run (``analyze``: the decoder merge; ``plot``: the domain figures).
+
+    A vocal run's items are its own ``OUT/syllables.h5``; other domains re-read the input the
+    run recorded. Returns ``(prepared, None)``, or ``(None, problem)`` with what went wrong
+    (the store or input is gone, unreadable, or now holds other items), or ``(None, None)``
+    when a vocal run has no store.
+    """
+    out = Path(out)
+    domain = ds.attrs.get("domain", "vocal")
+    n = int(ds.sizes["item"])
+    if domain == "vocal":
+        if not (out / "syllables.h5").exists():
+            return None, None
+        from .data.store import SyllableStore
+
+        try:
+            prepared = prepared_from_store(SyllableStore(out / "syllables.h5"), inputs="")
+        except DataError as exc:
+            return None, str(exc)
+        if prepared.n_items != n:
+            return None, f"{out / 'syllables.h5'} holds {prepared.n_items} syllables, the run embedded {n}"
+        onsets = prepared.coords["onset_s"] if "onset_s" in prepared.coords else None
+        if onsets is not None and "onset_s" in ds and not np.allclose(
+                np.asarray(onsets, dtype=float), ds["onset_s"].values.astype(float), atol=1e-6):
+            return None, f"{out / 'syllables.h5'} holds other syllables than the embedding"
+        return prepared, None
+    source = ds.attrs.get("input") or (read_run(out) or {}).get("input")
+    try:
+        prepared = prepare(Path(source), None, cfg, domain=domain)
+    except (VocalatentError, TypeError) as exc:
+        return None, str(exc)
+    if prepared.n_items != n:
+        return None, f"{source} now gives {prepared.n_items} items, the run embedded {n}"
+    return prepared, None
 
 
 def plot_run(out, *, html: bool = False) -> JobResult:
@@ -840,29 +887,15 @@ def plot_run(out, *, html: bool = False) -> JobResult:
         ds = _read_run_embedding(out)
         model = load_model(out / "model.pt") if (out / "model.pt").exists() else None
         cfg = json.loads(ds.attrs.get("config", "{}") or "{}")
-        domain = ds.attrs.get("domain", "vocal")
         result = JobResult(ds, out, model)
-        example, prepared = None, None
-        if domain == "vocal":
-            if (out / "syllables.h5").exists():
-                from .data.store import SyllableStore
-
-                try:
-                    prepared = prepared_from_store(SyllableStore(out / "syllables.h5"), inputs="")
-                    example = _example_item(prepared)
-                except DataError as exc:
-                    result.failed_figures.append(f"posterior: {exc}")
-        else:
-            source = ds.attrs.get("input") or (read_run(out) or {}).get("input")
-            try:
-                prepared = prepare(Path(source), None, cfg, domain=domain)
-                if prepared.n_items != ds.sizes["item"]:
-                    raise DataError(f"now gives {prepared.n_items} items, the run embedded "
-                                    f"{ds.sizes['item']}", path=source)
-                example = _example_item(prepared)
-            except (VocalatentError, TypeError) as exc:
-                result.failed_figures.append(f"domain figures: the input cannot be read again ({exc})")
-                prepared = None
+        example = None
+        prepared, problem = run_items(out, ds, cfg)
+        if prepared is not None:
+            example = _example_item(prepared)
+        elif problem is not None:
+            result.failed_figures.append(
+                f"posterior: {problem}" if ds.attrs.get("domain", "vocal") == "vocal"
+                else f"domain figures: the input cannot be read again ({problem})")
         result.figures += make_figures(ds, model, out / "figures", cfg, example_item=example,
                                        failed=result.failed_figures)
         if prepared is not None and model is not None:

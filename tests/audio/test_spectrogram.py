@@ -45,6 +45,51 @@ def test_stretch_vs_window_time_axis():
     assert (stretch[row, 8:120] > 0.5).all()
 
 
+def _two_tones(gap):
+    """A 60 ms 2 kHz tone, then after ``gap`` s a louder 80 ms 6 kHz neighbour."""
+    pad, d1, d2 = 0.3, 0.06, 0.08
+    t = np.arange(int((2 * pad + d1 + gap + d2) * SR)) / SR
+    first = (t >= pad) & (t < pad + d1)
+    second = (t >= pad + d1 + gap) & (t < pad + d1 + gap + d2)
+    y = 0.3 * np.sin(2 * np.pi * 2000 * t) * first + 0.8 * np.sin(2 * np.pi * 6000 * t) * second
+    return y.astype(np.float32), (pad, pad + d1), (pad + d1 + gap, pad + d1 + gap + d2)
+
+
+def test_window_mode_masks_the_neighbours_and_calibration_ignores_them():
+    from vocalatent.audio.spectrogram import context_mask, level_ranges
+
+    y, a, b = _two_tones(gap=0.04)
+    alone = y.copy()
+    alone[int(round(b[0] * SR)) - 8:] = 0.0                      # the same tone, no neighbour
+    fixed = dict(time_mode="window", window_dur_s=0.3, spec_min_db=-80, spec_max_db=0)
+    masked = SpectrogramParams(**fixed)
+    kept = SpectrogramParams(**fixed, context="keep")
+    assert masked.context == "mask"
+    S_mask = syllable_spectrogram(y, SR, *a, masked)
+    S_keep = syllable_spectrogram(y, SR, *a, kept)
+    # the neighbour shows in the kept window only; masked, the image is the tone's own
+    row6k = int(np.argmin(np.abs(masked.frequencies() - 6000)))
+    assert S_keep[row6k].max() > 0.9 and S_mask[row6k].max() < 0.4      # < 0.4: the tone's own edge clicks
+    np.testing.assert_allclose(S_mask, syllable_spectrogram(alone, SR, *a, masked), atol=1e-6)
+    # 60 ms of a 300 ms window: 20 % of the columns (+-1) stay, centred
+    out = context_mask([a[0]], [a[1]], masked)[0]
+    assert abs((~out).sum() - 0.2 * 128) <= 1.5 and abs(np.flatnonzero(~out).mean() - 63.5) < 1
+    assert (S_mask[:, out] == 0).all() and S_mask[:, ~out].max() > 0.8
+    assert context_mask([a[0]], [a[1]], kept) is None
+    assert context_mask([a[0]], [a[1]], SpectrogramParams()) is None       # stretch: no effect
+    # unclipped dB: NaN where masked, and the calibration uses the syllable's columns only
+    db = syllable_spectrograms(y, SR, [a[0]], [a[1]], SpectrogramParams(time_mode="window",
+                                                                        window_dur_s=0.3), return_db=True)
+    assert np.isnan(db[0][:, out]).all() and np.isfinite(db[0][:, ~out]).all()
+    p = SpectrogramParams(time_mode="window", window_dur_s=0.3, calib_percentiles=(0.0, 100.0))
+    cal = calibrate_spectrogram_params(db, p)
+    assert cal.spec_max_db == pytest.approx(np.nanmax(db), abs=1e-3)
+    ranges, _ = level_ranges({"x.wav": [db]}, p, level="shared")
+    assert ranges["x.wav"][1] == pytest.approx(np.nanmax(db), abs=1e-3)
+    with pytest.raises(ParameterError, match="context"):
+        SpectrogramParams(context="blur")
+
+
 def test_sweep_rises_left_to_right():
     y, sr, truth = synthetic_song(n_syllables=12, types=["up"], random_state=1)
     p = SpectrogramParams(spec_min_db=-80, spec_max_db=-5)

@@ -201,3 +201,28 @@ def test_embed_ring_and_3d_latents_write_their_figures(latent_dim, songs, tmp_pa
     ds = read_embedding(out / "embedding.nc")
     assert ds.sizes["latent"] == latent_dim and ds["density"].ndim == latent_dim
     ds.close()
+
+
+def test_analyze_reads_the_runs_items_for_the_decoder_merge(run, tmp_path):
+    import shutil
+
+    from vocalatent.workflow import analyze_run, run_items
+
+    out = tmp_path / "out"
+    shutil.copytree(run[0], out)
+    job = read_embedding(out / "embedding.nc")
+    job_labels, job_merge = job["cluster"].values.copy(), job["cluster"].attrs["decoder_merge"]
+    job.close()
+    assert job_merge == 1
+    # analyze of the finished run: the store gives the items, so the same merge and clusters
+    ds = analyze_run(out).dataset
+    assert ds["cluster"].attrs["decoder_merge"] == 1
+    np.testing.assert_array_equal(ds["cluster"].values, job_labels)
+    # a store that holds other syllables than the embedding is named, not used
+    prepared, problem = run_items(out, ds.isel(item=slice(1, None)), {})
+    assert prepared is None and f"holds {ds.sizes['item']} syllables, the run embedded" in problem
+    # no store: clusters without the merge
+    (out / "syllables.h5").unlink()
+    assert run_items(out, ds, {}) == (None, None)
+    ds = analyze_run(out).dataset
+    assert ds["cluster"].attrs["decoder_merge"] == 0

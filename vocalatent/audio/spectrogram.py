@@ -5,7 +5,11 @@ centred on a target time: ``time_mode="stretch"`` spreads the columns evenly ove
 from onset to offset (every syllable fills the image; its duration stays in the segment
 table), ``time_mode="window"`` spreads them over a fixed window of ``window_dur_s`` centred on
 the syllable (durations stay visible; longer syllables are cropped). Frames reaching outside
-the recording read zeros.
+the recording read zeros. In ``"window"`` mode the columns outside the syllable's own
+onset..offset hold its neighbours when the gaps are short; ``context="mask"`` (the default)
+blanks them (0 in the image, NaN with ``return_db``, left out of every calibration), so that a
+syllable's image shows the syllable alone and its neighbours cannot split one type into
+several clusters (docs/analysis.md, "Syllables in context"); ``context="keep"`` keeps them.
 
 The ``n_freq`` rows are target frequencies in [``f_min``, ``f_max``], evenly spaced
 (``freq_scale="linear"``) or on the mel scale (``"mel"``). Each row is a triangular weighting
@@ -56,6 +60,7 @@ __all__ = [
     "LEVEL_MODES",
     "SpectrogramParams",
     "apply_level_ranges",
+    "context_mask",
     "calibrate_spectrogram_params",
     "level_ranges",
     "resolve_level_params",
@@ -88,6 +93,9 @@ class SpectrogramParams:
         centred on the syllable's midpoint.
     window_dur_s : float, default=0.2
         Width (s) of the fixed window in ``"window"`` mode.
+    context : {"mask", "keep"}, default="mask"
+        In ``"window"`` mode: blank the columns outside onset..offset (``"mask"``), or keep
+        whatever sound lies there (``"keep"``). No effect in ``"stretch"`` mode.
     spec_min_db, spec_max_db : float or None, default=None
         dBFS values mapped to 0 and 1 (values outside are clipped). Both None: to be
         calibrated from data with :func:`calibrate_spectrogram_params` (the pipeline does
@@ -119,6 +127,7 @@ class SpectrogramParams:
     nperseg: int | None = None
     time_mode: str = "stretch"
     window_dur_s: float = 0.2
+    context: str = "mask"
     spec_min_db: float | None = None
     spec_max_db: float | None = None
     calib_percentiles: tuple[float, float] = (30.0, 99.8)
@@ -144,6 +153,7 @@ class SpectrogramParams:
                 raise ParameterError(f"nperseg must be >= 8; got {self.nperseg}")
         check_option("time_mode", self.time_mode, ["stretch", "window"])
         check_positive("window_dur_s", self.window_dur_s)
+        check_option("context", self.context, ["mask", "keep"])
         if (self.spec_min_db is None) != (self.spec_max_db is None):
             raise ParameterError(
                 "spec_min_db and spec_max_db must both be set (fixed range) or both be None "
@@ -231,7 +241,8 @@ def syllable_spectrograms(y: np.ndarray, sr: int, onsets_s, offsets_s,
     Returns
     -------
     np.ndarray [shape=(N, n_freq, n_time), dtype=float32]
-        Row 0 is ``f_min``; values in [0, 1] (or dBFS with ``return_db``).
+        Row 0 is ``f_min``; values in [0, 1] (or dBFS with ``return_db``). Columns masked by
+        ``context="mask"`` are 0 (NaN with ``return_db``).
     """
     onsets = np.atleast_1d(np.asarray(onsets_s, dtype=np.float64))
     offsets = np.atleast_1d(np.asarray(offsets_s, dtype=np.float64))
@@ -251,6 +262,7 @@ def syllable_spectrograms(y: np.ndarray, sr: int, onsets_s, offsets_s,
     # |X| * 2/sum(w) is a sine's amplitude; power in dB re a full-scale sine.
     scale = (2.0 / window.sum()) ** 2
     times = _column_times(onsets, offsets, params)
+    outside = context_mask(onsets, offsets, params)
     starts = np.round((times - y_start_s) * sr).astype(np.int64) - nperseg // 2
     out = np.empty((onsets.size, params.n_freq, params.n_time), dtype=np.float32)
     ar = np.arange(nperseg)
@@ -265,8 +277,24 @@ def syllable_spectrograms(y: np.ndarray, sr: int, onsets_s, offsets_s,
         if not return_db:
             db = np.clip((db - params.spec_min_db) / (params.spec_max_db - params.spec_min_db),
                          0.0, 1.0)
+        if outside is not None:
+            db = np.where(outside[b:b + db.shape[0], None, :], np.nan if return_db else 0.0, db)
         out[b:b + db.shape[0]] = db
     return out
+
+
+def context_mask(onsets_s, offsets_s, params: SpectrogramParams) -> np.ndarray | None:
+    """Columns outside each syllable's onset..offset [shape=(N, n_time), bool], or None.
+
+    None unless ``time_mode="window"`` with ``context="mask"``. A column is outside when its
+    centre time lies before the onset or after the offset.
+    """
+    if params.time_mode != "window" or params.context != "mask":
+        return None
+    onsets = np.atleast_1d(np.asarray(onsets_s, dtype=np.float64))
+    offsets = np.atleast_1d(np.asarray(offsets_s, dtype=np.float64))
+    times = _column_times(onsets, offsets, params)
+    return (times < onsets[:, None]) | (times > offsets[:, None])
 
 
 def syllable_spectrogram(y: np.ndarray, sr: int, onset_s: float, offset_s: float,
@@ -308,11 +336,7 @@ def calibrate_spectrogram_params(db_values: Iterable[np.ndarray] | np.ndarray,
         ``params`` with ``spec_min_db``, ``spec_max_db`` set to the ``calib_percentiles`` of
         the values (at least 1 dB apart).
     """
-    if isinstance(db_values, np.ndarray):
-        values = db_values.ravel()
-    else:
-        parts = [np.asarray(v, dtype=np.float64).ravel() for v in db_values]
-        values = np.concatenate(parts) if parts else np.empty(0)
+    values = _flat(db_values)
     if values.size == 0:
         raise ParameterError("cannot calibrate the spectrogram range from no syllables")
     lo, hi = (float(v) for v in np.percentile(values, params.calib_percentiles))
@@ -350,14 +374,18 @@ def apply_level_ranges(db: np.ndarray, spec_min_db: float, spec_max_db: float) -
     if not spec_min_db < spec_max_db:
         raise ParameterError(f"spec_min_db must be < spec_max_db; got {spec_min_db}, {spec_max_db}")
     out = (np.asarray(db, dtype=np.float64) - spec_min_db) / (spec_max_db - spec_min_db)
-    return np.clip(out, 0.0, 1.0).astype(np.float32)
+    # masked columns (NaN, ``context="mask"``) become 0
+    return np.nan_to_num(np.clip(out, 0.0, 1.0), nan=0.0).astype(np.float32)
 
 
 def _flat(values) -> np.ndarray:
+    """All values of an array or of an iterable of arrays, flat, without the masked (NaN) ones."""
     if isinstance(values, np.ndarray):
-        return values.ravel()
-    parts = [np.asarray(v, dtype=np.float64).ravel() for v in values]
-    return np.concatenate(parts) if parts else np.empty(0)
+        flat = values.ravel()
+    else:
+        parts = [np.asarray(v, dtype=np.float64).ravel() for v in values]
+        flat = np.concatenate(parts) if parts else np.empty(0)
+    return flat[~np.isnan(flat)]
 
 
 def level_ranges(db_by_recording: Mapping[str, Any], params: SpectrogramParams, *,
