@@ -153,7 +153,7 @@ def run_qlvm(specs, resolution, settings, *, epochs, seed, size, cache, jobs, ga
 
     def key(s):     # the earlier keys (neighbours kept) stay valid for --context keep
         k = (s, size, epochs, seed, FIT, SPEC) + (() if gaps == "context" else (GAPS[gaps],))
-        return k + (() if context == "keep" else (("context", context),))
+        return k + (() if context == "keep" else (("context", context, "column weights"),))
     work = [dict(spec=s, epochs=epochs, seed=seed, size=size, gaps=gaps, context=context,
                  cache=os.path.join(cache, "rep_" + hashlib.md5(repr(key(s)).encode())
                                     .hexdigest()[:12]))

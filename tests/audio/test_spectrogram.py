@@ -56,7 +56,7 @@ def _two_tones(gap):
 
 
 def test_window_mode_masks_the_neighbours_and_calibration_ignores_them():
-    from vocalatent.audio.spectrogram import context_mask, level_ranges
+    from vocalatent.audio.spectrogram import context_weights, level_ranges
 
     y, a, b = _two_tones(gap=0.04)
     alone = y.copy()
@@ -70,13 +70,20 @@ def test_window_mode_masks_the_neighbours_and_calibration_ignores_them():
     # the neighbour shows in the kept window only; masked, the image is the tone's own
     row6k = int(np.argmin(np.abs(masked.frequencies() - 6000)))
     assert S_keep[row6k].max() > 0.9 and S_mask[row6k].max() < 0.4      # < 0.4: the tone's own edge clicks
-    np.testing.assert_allclose(S_mask, syllable_spectrogram(alone, SR, *a, masked), atol=1e-6)
-    # 60 ms of a 300 ms window: 20 % of the columns (+-1) stay, centred
-    out = context_mask([a[0]], [a[1]], masked)[0]
-    assert abs((~out).sum() - 0.2 * 128) <= 1.5 and abs(np.flatnonzero(~out).mean() - 63.5) < 1
-    assert (S_mask[:, out] == 0).all() and S_mask[:, ~out].max() > 0.8
-    assert context_mask([a[0]], [a[1]], kept) is None
-    assert context_mask([a[0]], [a[1]], SpectrogramParams()) is None       # stretch: no effect
+    w = context_weights([a[0]], [a[1]], masked)[0]
+    np.testing.assert_allclose(S_mask, syllable_spectrogram(alone, SR, *a, kept) * w, atol=1e-6)
+    # 60 ms of a 300 ms window: the weights add up to 20 % of the 128 columns, centred; the
+    # edge columns are partly inside
+    assert w.sum() == pytest.approx(0.2 * 128, abs=1e-9)
+    assert abs(np.average(np.arange(128), weights=w) - 63.5) < 0.01
+    out = w == 0
+    assert (S_mask[:, out] == 0).all() and S_mask[:, w > 0.999].max() > 0.8
+    assert 0 < np.sum((w > 0) & (w < 0.999)) <= 2
+    # the weights move continuously with the offset (no jump of a whole column)
+    w2 = context_weights([a[0]], [a[1] + 0.0005], masked)[0]
+    assert 0 < np.abs(w2 - w).sum() <= 0.0005 / (0.3 / 128) + 1e-9
+    assert context_weights([a[0]], [a[1]], kept) is None
+    assert context_weights([a[0]], [a[1]], SpectrogramParams()) is None       # stretch: no effect
     # unclipped dB: NaN where masked, and the calibration uses the syllable's columns only
     db = syllable_spectrograms(y, SR, [a[0]], [a[1]], SpectrogramParams(time_mode="window",
                                                                         window_dur_s=0.3), return_db=True)

@@ -7,7 +7,8 @@ table), ``time_mode="window"`` spreads them over a fixed window of ``window_dur_
 the syllable (durations stay visible; longer syllables are cropped). Frames reaching outside
 the recording read zeros. In ``"window"`` mode the columns outside the syllable's own
 onset..offset hold its neighbours when the gaps are short; ``context="mask"`` (the default)
-blanks them (0 in the image, NaN with ``return_db``, left out of every calibration), so that a
+blanks them (0 in the image, NaN with ``return_db``, left out of every calibration; a column
+the syllable covers in part is dimmed by the part, :func:`context_weights`), so that a
 syllable's image shows the syllable alone and its neighbours cannot split one type into
 several clusters (docs/analysis.md, "Syllables in context"); ``context="keep"`` keeps them.
 
@@ -60,7 +61,7 @@ __all__ = [
     "LEVEL_MODES",
     "SpectrogramParams",
     "apply_level_ranges",
-    "context_mask",
+    "context_weights",
     "calibrate_spectrogram_params",
     "level_ranges",
     "resolve_level_params",
@@ -241,8 +242,9 @@ def syllable_spectrograms(y: np.ndarray, sr: int, onsets_s, offsets_s,
     Returns
     -------
     np.ndarray [shape=(N, n_freq, n_time), dtype=float32]
-        Row 0 is ``f_min``; values in [0, 1] (or dBFS with ``return_db``). Columns masked by
-        ``context="mask"`` are 0 (NaN with ``return_db``).
+        Row 0 is ``f_min``; values in [0, 1] (or dBFS with ``return_db``). With
+        ``context="mask"`` each column is multiplied by its :func:`context_weights` (columns
+        wholly outside the syllable are 0, NaN with ``return_db``).
     """
     onsets = np.atleast_1d(np.asarray(onsets_s, dtype=np.float64))
     offsets = np.atleast_1d(np.asarray(offsets_s, dtype=np.float64))
@@ -262,7 +264,7 @@ def syllable_spectrograms(y: np.ndarray, sr: int, onsets_s, offsets_s,
     # |X| * 2/sum(w) is a sine's amplitude; power in dB re a full-scale sine.
     scale = (2.0 / window.sum()) ** 2
     times = _column_times(onsets, offsets, params)
-    outside = context_mask(onsets, offsets, params)
+    weights = context_weights(onsets, offsets, params)
     starts = np.round((times - y_start_s) * sr).astype(np.int64) - nperseg // 2
     out = np.empty((onsets.size, params.n_freq, params.n_time), dtype=np.float32)
     ar = np.arange(nperseg)
@@ -277,24 +279,32 @@ def syllable_spectrograms(y: np.ndarray, sr: int, onsets_s, offsets_s,
         if not return_db:
             db = np.clip((db - params.spec_min_db) / (params.spec_max_db - params.spec_min_db),
                          0.0, 1.0)
-        if outside is not None:
-            db = np.where(outside[b:b + db.shape[0], None, :], np.nan if return_db else 0.0, db)
+        if weights is not None:
+            w = weights[b:b + db.shape[0], None, :]
+            db = np.where(w > 0, db, np.nan) if return_db else db * w
         out[b:b + db.shape[0]] = db
     return out
 
 
-def context_mask(onsets_s, offsets_s, params: SpectrogramParams) -> np.ndarray | None:
-    """Columns outside each syllable's onset..offset [shape=(N, n_time), bool], or None.
+def context_weights(onsets_s, offsets_s, params: SpectrogramParams) -> np.ndarray | None:
+    """How much of each column lies inside its syllable [shape=(N, n_time), in [0, 1]], or None.
 
-    None unless ``time_mode="window"`` with ``context="mask"``. A column is outside when its
-    centre time lies before the onset or after the offset.
+    None unless ``time_mode="window"`` with ``context="mask"``. Column k stands for the time
+    span of one column width (``window_dur_s / n_time``) around its centre; its weight is the
+    fraction of that span inside onset..offset. Images are multiplied by the weights, so a
+    column the syllable only partly covers is dimmed in proportion rather than kept or blanked
+    whole: the image then changes continuously with the syllable's duration (a hard mask at a
+    column's resolution makes renditions one column apart differ by a whole column, and the map
+    splits a type by that).
     """
     if params.time_mode != "window" or params.context != "mask":
         return None
     onsets = np.atleast_1d(np.asarray(onsets_s, dtype=np.float64))
     offsets = np.atleast_1d(np.asarray(offsets_s, dtype=np.float64))
     times = _column_times(onsets, offsets, params)
-    return (times < onsets[:, None]) | (times > offsets[:, None])
+    half = 0.5 * params.window_dur_s / params.n_time
+    inside = (np.minimum(times + half, offsets[:, None]) - np.maximum(times - half, onsets[:, None]))
+    return np.clip(inside / (2 * half), 0.0, 1.0)
 
 
 def syllable_spectrogram(y: np.ndarray, sr: int, onset_s: float, offset_s: float,

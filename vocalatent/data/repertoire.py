@@ -240,8 +240,8 @@ def repertoire_recordings(rep: Repertoire, *, n_recordings: int = 4, sr: int = 2
     Recording ``i`` belongs to bird ``i % n_birds``; its gain and noise floor are drawn
     uniformly from ``gain_db`` and ``noise_db`` (give equal bounds to fix them). Syllables peak
     at ``-12 dBFS + gain`` and are separated by gaps drawn uniformly from ``gap_s`` (30-90 ms:
-    with ``time_mode="window"`` spectrograms the neighbours then show in each window, so the
-    image of a syllable depends on its context).
+    shorter than a ``time_mode="window"`` window, so the neighbours fall inside it; they show
+    in the image with ``context="keep"`` and are blanked with the default ``context="mask"``).
 
     Parameters
     ----------
