@@ -26,17 +26,17 @@ def pair(tmp_path_factory, song_at_two_levels):
     return root, segments, len(base)
 
 
-def _params(level):
+def _params(level, context="keep"):
     # the whole window, gaps included (context="keep"): the noise floors in the gaps are part
     # of what differs between the two recordings
     return SpectrogramParams(n_freq=24, n_time=24, f_min=500.0, f_max=11000.0, time_mode="window",
-                             window_dur_s=0.25, level=level, context="keep")
+                             window_dur_s=0.25, level=level, context=context)
 
 
-def _stores(pair, tmp_path, level):
+def _stores(pair, tmp_path, level, context="keep"):
     root, segments, n = pair
-    store, errors = build_store(root, tmp_path / f"{level}.h5", segments=segments,
-                                spectrogram_params=_params(level))
+    store, errors = build_store(root, tmp_path / f"{level}_{context}.h5", segments=segments,
+                                spectrogram_params=_params(level, context))
     assert errors.empty
     x = np.asarray(store.spectrograms[np.arange(len(store))])
     src = store.segments["source"].to_numpy()
@@ -59,6 +59,16 @@ def test_per_recording_ranges_give_the_same_spectrograms(pair, tmp_path):
     assert diff_rec < 0.003 < 0.1 < diff_shared
     assert np.mean(np.abs(q - l_) > 0.05) < 0.001 < 0.5 < np.mean(np.abs(qs - ls) > 0.05)
     assert abs(l_.mean() / q.mean() - 1) < 0.25 < 1.0 < ls.mean() / qs.mean() - 1
+
+
+def test_masked_windows_at_their_own_levels_give_the_same_spectrograms(pair, tmp_path):
+    # the default window (neighbours and gaps blanked): the ranges come from the syllables'
+    # own columns, and the two copies still agree where one shared range does not
+    q, l_, store = _stores(pair, tmp_path, "recording", "mask")
+    ranges = store.info["level_ranges"]
+    assert ranges["loud.wav"][1] - ranges["quiet.wav"][1] == pytest.approx(13.0, abs=0.5)
+    qs, ls, _ = _stores(pair, tmp_path, "shared", "mask")
+    assert float(np.mean(np.abs(q - l_))) < 0.003 < 0.05 < float(np.mean(np.abs(qs - ls)))
 
 
 def test_auto_picks_per_recording_ranges_when_levels_differ(pair, tmp_path):

@@ -14,8 +14,10 @@ from vocalatent.data.store import SyllableStore
 
 distributed = pytest.importorskip("distributed")
 
+# the whole window, gaps included (context "keep"): the noise floors in the gaps are part of
+# what differs between the two sessions
 SPEC = {"n_freq": 24, "n_time": 24, "f_min": 500.0, "f_max": 11000.0, "time_mode": "window",
-        "window_dur_s": 0.25}
+        "window_dur_s": 0.25, "context": "keep"}
 
 
 @pytest.fixture(scope="module")
