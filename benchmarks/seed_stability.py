@@ -2,7 +2,10 @@
 
 Items are matched by source file and onset. Each run's embedding is clustered again by the old
 defaults, the density rule and the density rule with the decoder merge (its model and
-``syllables.h5``), beside the job's own ``cluster`` (docs/analysis.md, "Two seeds")::
+``syllables.h5``), beside the job's own ``cluster``; and, for the maps themselves, the share
+of each syllable's 10 nearest neighbours (torus distance) that are its neighbours in both
+maps (chance: 10 / N), and the table of the job's clusters of one seed against the other
+(docs/analysis.md, "Two seeds")::
 
     python -m vocalatent embed DATA -o OUT_s0 --seed 0 --no-figures
     python -m vocalatent embed DATA -o OUT_s1 --seed 1 --no-figures
@@ -36,12 +39,26 @@ for out in runs:
         "dip+merge": find_clusters(z, bandwidth=bw, decoder=m.mean_function(), data=X).labels,
         "job": ds["cluster"].values,
     }
-    res[out] = (key, labs)
+    res[out] = (key, labs, z)
     print(out, "items", len(z), "clusters", {k: int(v.max()) + 1 for k, v in labs.items()})
-(k0, l0), (k1, l1) = res[runs[0]], res[runs[1]]
+(k0, l0, z0), (k1, l1, z1) = res[runs[0]], res[runs[1]]
 common = sorted(set(k0) & set(k1))
 i0 = pd.Series(range(len(k0)), index=k0)[common].values
 i1 = pd.Series(range(len(k1)), index=k1)[common].values
 print("matched items", len(common))
 for name in l0:
     print(name, "ARI between seeds", round(ari(l0[name][i0], l1[name][i1]), 3))
+
+
+def neighbours(z, k=10):
+    from vocalatent.analysis.torus import torus_distance
+
+    d = torus_distance(z[:, None, :], z[None, :, :])
+    np.fill_diagonal(d, np.inf)
+    return np.argsort(d, axis=1)[:, :k]
+
+
+n0, n1 = neighbours(z0[i0]), neighbours(z1[i1])
+shared = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(n0, n1)])
+print("10-NN shared between the two maps", round(float(shared), 3), "(chance", round(10 / len(common), 3), ")")
+print(pd.crosstab(pd.Series(l0["job"][i0], name=runs[0]), pd.Series(l1["job"][i1], name=runs[1])))

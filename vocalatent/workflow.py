@@ -812,7 +812,7 @@ def analyze_run(out, *, config=None, overrides: Mapping | None = None) -> JobRes
     with output_folder(out, command="analyze"):
         ds = _read_run_embedding(out)
         model = load_model(out / "model.pt") if (out / "model.pt").exists() else None
-        cfg = json.loads(ds.attrs.get("config", "{}") or "{}")
+        cfg = run_cfg = json.loads(ds.attrs.get("config", "{}") or "{}")
         if config is not None:
             cfg = deep_merge(cfg, {"analysis": resolve(config=config)["analysis"]})
         cfg = resolve(overrides=deep_merge({"analysis": cfg.get("analysis", {})},
@@ -820,7 +820,7 @@ def analyze_run(out, *, config=None, overrides: Mapping | None = None) -> JobRes
         data = None
         if model is not None and cfg["analysis"].get("clusters", True) and cfg["analysis"].get(
                 "decoder_merge", True):
-            prepared, problem = run_items(out, ds, cfg)
+            prepared, problem = run_items(out, ds, run_cfg)    # prepared as the run prepared it
             if prepared is not None:
                 data = prepared.X
             elif problem is not None:

@@ -40,6 +40,8 @@ def test_neural_run_embed_analyze_plot_and_project(tmp_path):
     again = read_embedding(out / "embedding.nc").load()
     np.testing.assert_array_equal(again["embedding"].values, ds["embedding"].values)
     assert json.loads(again.attrs["config"])["analysis"]["figures"] is True
+    # the input is read again as the run read it, so the clusters get the decoder merge
+    assert again["cluster"].attrs["decoder_merge"] == ds["cluster"].attrs["decoder_merge"] == 1
     # plot: the domain's own figures are drawn again from the input
     for f in (out / "figures").glob("*.png"):
         f.unlink()
