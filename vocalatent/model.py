@@ -44,13 +44,6 @@ __all__ = ["LatentModel", "QLVM", "frac"]
 
 #: training schedules of :class:`QLVM` (see :mod:`vocalatent.schedules`)
 SCHEDULES = ("none", "auto")
-#: ``schedule="auto"``: epochs in the running median of the validation score, and the relative
-#: improvement of it that counts, for early stopping and for the learning-rate plateaus alike.
-#: 5e-4 is about 6 nats per item on the README job's ~12,000: the median crawling up by less
-#: over ``patience`` epochs at the decayed rate is a plateau (docs/benchmarks.md: on that job
-#: 1e-4 ran 60 more epochs for +77 nats per item).
-STOP_WINDOW = 5
-STOP_TOLERANCE = 5e-4
 
 logger = logging.getLogger(__name__)
 
@@ -1277,11 +1270,8 @@ class QLVM(LatentModel):
             return []
         from .schedules import GrowingLattice, WarmupPlateauLR, lattice_steps
 
-        # plateaus judged on the same running median and tolerance as early stopping, with a
-        # cooldown after each cut (docs/benchmarks.md, "A schedule that reacts to noise")
         callbacks = [WarmupPlateauLR(warmup_epochs=min(3, max(0, self.max_epochs // 10)),
-                                     patience=max(2, self.patience // 3), window=STOP_WINDOW,
-                                     min_delta=STOP_TOLERANCE)]
+                                     patience=max(2, self.patience // 3))]
         sizes = lattice_steps(self.n_lattice_, int(self.latent_dim))
         if len(sizes) > 1 and self.max_epochs >= 5 * len(sizes):
             callbacks.append(GrowingLattice(sizes, patience=max(2, self.patience // 4)))
@@ -1292,7 +1282,10 @@ class QLVM(LatentModel):
             return None
         from .schedules import SmoothedEarlyStopping
 
-        return SmoothedEarlyStopping(self.patience, window=STOP_WINDOW, min_delta=STOP_TOLERANCE)
+        # a relative 5e-4 (about 6 nats per item on the README job's ~12,000): the median
+        # crawling up by less over `patience` epochs at the decayed learning rate is a plateau
+        # (docs/benchmarks.md: on that job 1e-4 ran 60 more epochs for +77 nats per item)
+        return SmoothedEarlyStopping(self.patience, min_delta=5e-4)
 
     def _finish_fit(self, objective, result) -> None:
         self.n_lattice_ = objective.n_lattice

@@ -104,46 +104,25 @@ class WarmupPlateauLR(Callback):
     factor : float in (0, 1)
         Multiplier applied on a plateau.
     patience : int > 0
-        Epochs without a new best (smoothed) validation score that make a plateau.
+        Epochs without a new best validation score that make a plateau.
     min_lr_ratio : float
         The rate never goes below ``lr * min_lr_ratio``.
-    window : int >= 1, default 1
-        Epochs in the running median the plateau is judged on (1: the raw scores). After each
-        reduction the rule waits ``window - 1`` epochs (a cooldown) before counting again, so
-        that the median holds only scores of the new rate; nothing is judged before the first
-        ``window`` scores after the warm-up.
-    min_delta : float, default 0
-        Relative improvement of the (smoothed) score that counts as one.
-
-    Notes
-    -----
-    The QLVM's ``schedule="auto"`` uses ``window=5`` and the early-stopping tolerance
-    (docs/benchmarks.md, "A schedule that reacts to noise"): on the raw scores, one batch
-    per epoch and ``patience`` 3, a few noisy epochs of the README job cut the rate five times
-    in 27 epochs (3e-3 to 1.5e-4), and early stopping then ended that fit 1,150 nats per item
-    below the same job with another seed.
     """
 
     def __init__(self, *, warmup_epochs: int = 3, factor: float = 0.5, patience: int = 6,
-                 min_lr_ratio: float = 0.05, window: int = 1, min_delta: float = 0.0):
+                 min_lr_ratio: float = 0.05):
         check_positive("warmup_epochs", warmup_epochs, integer=True, allow_zero=True)
         check_positive("patience", patience, integer=True)
-        check_positive("window", window, integer=True)
-        check_positive("min_delta", min_delta, allow_zero=True)
         if not 0 < factor < 1:
             raise ValueError(f"factor must be in (0, 1); got {factor!r}")
         self.warmup_epochs = int(warmup_epochs)
         self.factor = float(factor)
         self.patience = int(patience)
         self.min_lr_ratio = float(min_lr_ratio)
-        self.window = int(window)
-        self.min_delta = float(min_delta)
         self.base_lr = None
         self.scale = 1.0
         self.best = -math.inf
         self.bad = 0
-        self.recent: list[float] = []
-        self.cooldown = 0
 
     def _set(self, state: TrainState, lr: float) -> None:
         for group in state.optimizer.param_groups:
@@ -161,21 +140,13 @@ class WarmupPlateauLR(Callback):
             (v for k, v in state.history.items() if k.startswith("val_")), [])
         if not scores or not math.isfinite(scores[-1]) or state.epoch <= self.warmup_epochs:
             return
-        self.recent = (self.recent + [float(scores[-1])])[-self.window:]
-        if self.cooldown > 0:
-            self.cooldown -= 1
-            return
-        if len(self.recent) < self.window:     # judged once the median holds `window` scores
-            return
-        smoothed = float(np.median(self.recent))
-        if not math.isfinite(self.best) or smoothed > self.best + self.min_delta * abs(self.best):
-            self.best, self.bad = smoothed, 0
+        if scores[-1] > self.best:
+            self.best, self.bad = scores[-1], 0
             return
         self.bad += 1
         if self.bad >= self.patience and self.scale > self.min_lr_ratio:
             self.scale = max(self.min_lr_ratio, self.scale * self.factor)
             self.bad = 0
-            self.cooldown = self.window - 1
             logger.debug("epoch %d: learning rate reduced to %.3g", state.epoch, self.base_lr * self.scale)
 
 
