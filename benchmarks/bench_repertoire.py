@@ -28,7 +28,7 @@ map and the rarest type's item count. Outliers are left out of the scores.
 Usage::
 
     python benchmarks/bench_repertoire.py --part latents [--n 12] [--out table.md]
-    python benchmarks/bench_repertoire.py --part qlvm --n 12 [--gaps isolated] [--context keep] [--separation 5 7]
+    python benchmarks/bench_repertoire.py --part qlvm --n 12 [--gaps isolated] [--context keep] [--time-mode stretch] [--separation 5 7]
     python benchmarks/bench_repertoire.py --part qlvm --n 12 --spec-seed 7 --no-corners  # choosing set
 """
 
@@ -128,7 +128,8 @@ def fit_one(job: dict) -> str:
     spec = job["spec"]
     rep = make_repertoire(spec)
     audio, seg = repertoire_recordings(rep, gap_s=GAPS[job["gaps"]])
-    params = SpectrogramParams(n_freq=job["size"], n_time=job["size"], context=job["context"], **SPEC)
+    spec_kw = dict(SPEC, time_mode=job.get("time_mode", SPEC["time_mode"]))
+    params = SpectrogramParams(n_freq=job["size"], n_time=job["size"], context=job["context"], **spec_kw)
     X = repertoire_spectrograms(audio, seg, params, level="recording")
     t0 = time.perf_counter()
     model = QLVM(2, max_epochs=job["epochs"], random_state=job["seed"], **FIT).fit(X)
@@ -144,7 +145,7 @@ def fit_one(job: dict) -> str:
 
 
 def run_qlvm(specs, resolution, settings, *, epochs, seed, size, cache, jobs, gaps="context",
-             context="mask"):
+             context="mask", time_mode="window"):
     """Fit (or read from ``cache``) one QLVM per repertoire, then cluster its map per setting."""
     from concurrent.futures import ProcessPoolExecutor
     import multiprocessing as mp
@@ -153,8 +154,10 @@ def run_qlvm(specs, resolution, settings, *, epochs, seed, size, cache, jobs, ga
 
     def key(s):     # the earlier keys (neighbours kept) stay valid for --context keep
         k = (s, size, epochs, seed, FIT, SPEC) + (() if gaps == "context" else (GAPS[gaps],))
-        return k + (() if context == "keep" else (("context", context, "column weights"),))
+        k = k + (() if context == "keep" else (("context", context, "column weights"),))
+        return k + (() if time_mode == SPEC["time_mode"] else (("time_mode", time_mode),))
     work = [dict(spec=s, epochs=epochs, seed=seed, size=size, gaps=gaps, context=context,
+                 time_mode=time_mode,
                  cache=os.path.join(cache, "rep_" + hashlib.md5(repr(key(s)).encode())
                                     .hexdigest()[:12]))
             for s in specs]
@@ -212,6 +215,9 @@ def main(argv=None) -> int:
     ap.add_argument("--size", type=int, default=24, help="spectrogram side in pixels (qlvm part)")
     ap.add_argument("--gaps", choices=sorted(GAPS), default="context",
                     help="gaps between syllables (qlvm part): context = 30-90 ms, isolated = 150-250 ms")
+    ap.add_argument("--time-mode", choices=["window", "stretch"], default="window",
+                    help="spectrogram columns: a fixed 0.3 s window (default) or stretched over "
+                         "each syllable (the vocal presets' setting; durations then not in the image)")
     ap.add_argument("--context", choices=["mask", "keep"], default="mask",
                     help="window outside each syllable: blanked (mask, the package default) or kept")
     ap.add_argument("--jobs", type=int, default=2, help="fits in parallel, 1 thread each (qlvm part)")
@@ -243,7 +249,7 @@ def main(argv=None) -> int:
     rows = (run_latents(specs, args.resolution, settings) if args.part == "latents"
             else run_qlvm(specs, args.resolution, settings, epochs=args.epochs, seed=args.seed,
                           size=args.size, cache=args.cache, jobs=args.jobs, gaps=args.gaps,
-                          context=args.context))
+                          context=args.context, time_mode=args.time_mode))
     text = table(rows) + f"\n({args.part}; {time.perf_counter() - t0:.0f} s)\n"
     print(text)
     if args.out:
