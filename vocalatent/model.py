@@ -561,7 +561,7 @@ class LatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         d = int(self.latent_dim)
         todo = np.nonzero(~np.asarray(res["converged"], dtype=bool))[0]
         m_g = int(res["n_lattice"])
-        sizes = tuple(_refine.REFINE_SIZES.get(d, (256, 1024, 4096)))
+        sizes = _refine.refine_sizes(d)
         out = dict(res)
         for key in ("log_likelihood", "ess", "min_ess", "shift_sd", "converged", "per_shift", "ess_per_shift"):
             out[key] = np.array(res[key], copy=True)
@@ -889,7 +889,7 @@ class LatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         res = self._score(data, n, n_shifts, seed=seed, stats=True, desc="QLVM transform", refine=refine)
         if refine and "refined" not in res:  # every item converged on the lattice: nothing refined
             res.update(refined=np.zeros(data.n, dtype=bool), refine_sizes=list(
-                _refine.REFINE_SIZES.get(int(self.latent_dim), (256, 1024, 4096))))
+                _refine.refine_sizes(self.latent_dim)))
         self._warn_unconverged(res, "transform")
         res["criterion"] = _estimate.criterion_text()
         return build_embedding(res, model=self, n_lattice=int(res["n_lattice"]), n_shifts=n_shifts, coords=coords)

@@ -123,7 +123,7 @@ def _check_types(table: str, values: Mapping, defaults: Mapping) -> None:
         if not ok:
             raise ParameterError(f"[{table}] {key} must be {kinds.get(kind, kind.__name__)}; got {v!r}")
     choices = {"likelihood": LIKELIHOODS, "decoder": ("auto",) + tuple(DECODERS),
-               "precision": ("32", "bf16"), "schedule": ("none", "auto")} if table == "model" else {}
+               "precision": ("32", "bf16")} if table == "model" else {}
     for key, allowed in choices.items():
         if values.get(key, defaults[key]) not in allowed:
             raise ParameterError(f"[{table}] {key} must be one of {', '.join(map(repr, allowed))}; "

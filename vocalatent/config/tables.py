@@ -122,7 +122,7 @@ MODEL_FIELDS: dict[str, tuple[Any, str, dict]] = {
     "schedule": (None, "\"auto\": learning-rate warm-up and decay on plateaus, a training "
                        "lattice growing to n_lattice, early stopping on the running median of the "
                        "held-out curve; \"none\": constant lr, one lattice, raw early stopping",
-                 {"choices": ("none", "auto")}),
+                 {"choices": "vocalatent.model:SCHEDULES"}),
     "decoder_options": ({}, "extra decoder arguments, e.g. { hidden = [256, 256] }", {}),
     "likelihood_options": ({}, "extra likelihood arguments", {}),
 }

@@ -39,7 +39,7 @@ import math
 import torch
 
 __all__ = ["BOX_SD", "MAX_SIDE", "NEWTON_STEPS", "REFINE_SIZES", "WeightSum", "box_points", "in_box",
-           "laplace_box", "log_prior", "to_latent"]
+           "laplace_box", "log_prior", "refine_sizes", "to_latent"]
 
 
 def box_points(t: torch.Tensor, center: torch.Tensor, rot: torch.Tensor, sides: torch.Tensor) -> torch.Tensor:
@@ -160,6 +160,11 @@ def laplace_box(loglik, z0: torch.Tensor, *, box_sd: float | None = None, newton
 #: In 2-D, 55 and 233 points give the README job's syllables within 0.002 nats/item of 233
 #: and 987 (min ESS 20) at a quarter of the decoder passes (docs/method.md section 7.3).
 REFINE_SIZES = {1: (64, 256, 1024), 2: (55, 233, 987, 4181), 3: (251, 1021, 4093)}
+
+
+def refine_sizes(latent_dim: int) -> tuple:
+    """The local sizes of :data:`REFINE_SIZES` for ``latent_dim`` (a plain ~4x ladder above 3-D)."""
+    return tuple(REFINE_SIZES.get(int(latent_dim), (256, 1024, 4096)))
 
 
 class WeightSum:
