@@ -132,10 +132,15 @@ def take(X, idx):
     return X[idx] if isinstance(X, np.ndarray) else np.asarray(X[np.sort(idx)], dtype=np.float32)
 
 
-def run_vae_umap(name, params, X_train, X_val, likelihood, extra, *, max_epochs, seed, labels):
+def run_vae_umap(name, params, X_train, X_val, likelihood, extra, *, max_epochs, seed, labels,
+                 threads=None):
+    import torch
     import umap
 
     from vocalatent.baselines import VAE
+
+    if threads:
+        torch.set_num_threads(int(threads))
 
     model = VAE(32, likelihood=likelihood, max_epochs=max_epochs, random_state=seed, verbose=False,
                 **extra, **params)
@@ -162,8 +167,13 @@ def run_vae_umap(name, params, X_train, X_val, likelihood, extra, *, max_epochs,
 
 
 def run_config(name, params, X_train, X_val, likelihood, extra, *, max_epochs, seed, n_eval,
-               labels=None, job=None):
+               labels=None, job=None, threads=None):
+    import torch
+
     from vocalatent import QLVM
+
+    if threads:
+        torch.set_num_threads(int(threads))
 
     if name.startswith("vae-umap"):
         return run_vae_umap(name, params, X_train, X_val, likelihood, extra, max_epochs=max_epochs,
@@ -245,7 +255,6 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     import torch
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     with tempfile.TemporaryDirectory() as tmp:
         y = None
         job = None
@@ -272,7 +281,10 @@ def main(argv=None):
         X_train, X_val = take(X, tr), take(X, va)
         labels = None if y is None else (y[tr], y[va])
         results = []
-        kw = dict(max_epochs=args.max_epochs, seed=args.seed, n_eval=args.n_eval, labels=labels)
+        # --parallel: one thread per process (spawned processes would otherwise each start
+        # torch's default of one thread per core, and oversubscribed threads spin)
+        kw = dict(max_epochs=args.max_epochs, seed=args.seed, n_eval=args.n_eval, labels=labels,
+                  threads=1 if args.parallel else None)
         qkw = dict(kw, job=job)
         pending = {}
         if args.parallel:

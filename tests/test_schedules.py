@@ -184,3 +184,68 @@ def test_qlvm_auto_batch_size_follows_the_counted_decoder_flops():
     assert m2.batch_size_ == 64
     with pytest.raises(Exception, match="batch_size"):
         QLVM(1, batch_size="big").fit(X)
+
+
+def test_weight_average_is_the_float64_exponential_average_of_the_steps():
+    from vocalatent.training import WeightAverage
+
+    p = torch.nn.Parameter(torch.zeros(3, dtype=torch.float64))
+    module = torch.nn.Module()
+    module.p = p
+    avg = WeightAverage([module], horizon=2.0, steps_per_epoch=3)     # share 1/6 once warmed up
+    rng = np.random.default_rng(1)
+    ref = np.zeros(3)
+    for step in range(1, 21):
+        with torch.no_grad():
+            p.copy_(torch.as_tensor(rng.normal(size=3)))
+        avg.update()
+        w = max(1 / 6, 1 / (step + 1))
+        ref = (1 - w) * ref + w * p.detach().numpy()
+    live = p.detach().clone()
+    avg.swap()
+    np.testing.assert_allclose(p.detach().numpy(), ref, rtol=1e-12)
+    avg.swap()
+    assert torch.equal(p.detach(), live)
+    with pytest.raises(ValueError, match="horizon"):
+        WeightAverage([module], horizon=0, steps_per_epoch=1)
+
+
+def test_training_keeps_and_scores_the_averaged_weights():
+    """With an average, each epoch is scored on the average of the live weights after each
+    step so far (a float64 reference from the recorded live trajectory), and the fit ends on the
+    best epoch's average, not on the last step's live weights."""
+    from vocalatent.training import train
+
+    class Obj:
+        def __init__(self):
+            self.w = torch.nn.Linear(1, 1, bias=False)
+            self.modules = {"w": self.w}
+            self.live, self.scored = [], []
+
+        def batch_objective(self, x):
+            self.live.append(float(self.w.weight.detach()))     # the weights before this step
+            return -((self.w(x) - 2 * x) ** 2).squeeze(1)
+
+        def validation_score(self, data):
+            self.scored.append(float(self.w.weight.detach()))
+            return -abs(self.scored[-1] - 2.0)
+
+    class Data:
+        n = 8
+
+    obj = Obj()
+    x = torch.linspace(-1, 1, 8).unsqueeze(1)
+    res = train(obj, Data(), batch_fn=lambda idx: x[idx], rng=np.random.default_rng(0), max_epochs=6,
+                batch_size=4, lr=0.3, weight_decay=0.0, patience=50, validation=Data(),
+                average_horizon=3.0)
+    after = obj.live[1:]                    # live weights after steps 1, 2, ...
+    ref, avg = [], obj.live[0]
+    for step, w_live in enumerate(after, 1):
+        w = max(1 / 6, 1 / (step + 1))      # horizon 3 epochs x 2 steps per epoch
+        avg = (1 - w) * avg + w * w_live
+        if step % 2 == 0:
+            ref.append(avg)
+    np.testing.assert_allclose(obj.scored[:len(ref)], ref, rtol=1e-6)
+    assert not np.allclose(obj.scored[:len(ref)], after[1::2][:len(ref)])   # not the live weights
+    best = int(np.argmax(res.history["val_log_likelihood"]))
+    assert float(obj.w.weight.detach()) == pytest.approx(obj.scored[best], abs=1e-7)

@@ -305,7 +305,8 @@ class LatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
                                rng=run_rng, max_epochs=self.max_epochs, batch_size=self.batch_size_,
                                lr=self.lr, weight_decay=self.weight_decay, patience=self.patience,
                                validation=val, metric=self._metric, callbacks=self._callbacks(),
-                               stopping=self._stopping() if val is not None else None, bar=bar)
+                               stopping=self._stopping() if val is not None else None, bar=bar,
+                               average_horizon=self._average_horizon())
                 scores.append(result.score)
                 if best is None or result.score > best[1].score:
                     best = (objective, result)
@@ -322,6 +323,10 @@ class LatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         self.restart_scores_ = scores
         self._finish_fit(objective, result)
         return self
+
+    def _average_horizon(self):
+        """Epochs of the weight average of a training run (None: no averaging)."""
+        return None
 
     def _resolve_batch_size(self, objective, data) -> int:
         """The batch size of one training run (``batch_size`` unless it is ``"auto"``)."""
@@ -1113,6 +1118,13 @@ class QLVM(LatentModel):
         lattices are cheaper per step), and early stopping on a smoothed validation curve
         (:mod:`vocalatent.schedules`; needs validation data for the plateau-driven parts).
         ``"none"``: constant ``lr``, one lattice, early stopping on the raw curve.
+    average_epochs : float >= 0 or None
+        Validate, keep and return an exponential moving average of the weights over about this
+        many epochs (:class:`vocalatent.training.WeightAverage`) instead of the last step's
+        weights: the average is a better model than any single noisy step, and its validation
+        curve is smoother, so the plateau rules react to real plateaus. None: 5 epochs
+        (:data:`vocalatent.schedules.AVERAGE_EPOCHS`) with ``schedule="auto"``, no averaging
+        with ``"none"``; 0: no averaging.
     random_state : int, numpy Generator or None
         Seeds initialisation, shuffling and lattice shifts (global RNGs are not touched).
     verbose : bool, default True
@@ -1130,7 +1142,8 @@ class QLVM(LatentModel):
                  likelihood_options: dict | None = None, output_shape=None,
                  n_eval_lattice: int | None = None, n_eval_shifts: int = 4, device="auto",
                  precision: str = "32", memory_budget_mb: float = 512.0, n_restarts: int = 1,
-                 schedule: str = "none", random_state=None, verbose: bool = True):
+                 schedule: str = "none", average_epochs: float | None = None, random_state=None,
+                 verbose: bool = True):
         self.latent_dim = latent_dim
         self.n_components = n_components  # scikit-learn's alias: sets latent_dim when given
         self.decoder = decoder
@@ -1153,11 +1166,14 @@ class QLVM(LatentModel):
         self.memory_budget_mb = memory_budget_mb
         self.n_restarts = n_restarts
         self.schedule = schedule
+        self.average_epochs = average_epochs
         self.random_state = random_state
         self.verbose = verbose
 
     def _check_params(self) -> None:
         super()._check_params()
+        if self.average_epochs is not None:
+            check_positive("average_epochs", self.average_epochs, allow_zero=True)
         check_option("prior", self.prior, ("uniform", "gaussian"))
         check_option("schedule", self.schedule, SCHEDULES)
         check_positive("n_harmonics", self.n_harmonics, integer=True)
@@ -1264,6 +1280,13 @@ class QLVM(LatentModel):
                     size, math.ceil(data.n / size), data.n, knee, self.decoder_kind_, flops,
                     self.n_features_)
         return size
+
+    def _average_horizon(self):
+        from .schedules import AVERAGE_EPOCHS
+
+        if self.average_epochs is None:
+            return AVERAGE_EPOCHS if self.schedule == "auto" else None
+        return float(self.average_epochs) or None
 
     def _callbacks(self) -> list:
         if self.schedule != "auto":

@@ -33,7 +33,7 @@ import torch
 
 from ._utils import DataError
 
-__all__ = ["Callback", "EarlyStopping", "Objective", "TrainResult", "TrainState", "train"]
+__all__ = ["Callback", "EarlyStopping", "Objective", "TrainResult", "TrainState", "WeightAverage", "train"]
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +80,48 @@ class EarlyStopping:
         return self.bad_epochs >= self.patience
 
 
+class WeightAverage:
+    """An exponential moving average of the trained parameters, scored in place of them.
+
+    Each optimizer step moves the average a share ``1 / (horizon * steps_per_epoch)`` towards
+    the live parameters (with the usual warm-up: the share is at least ``1 / (step + 1)`` ...
+    capped below by the horizon's), so the average spans about ``horizon`` epochs whatever the
+    batch size. Validation, the best epoch's weights and the weights the fit ends with are the
+    average's; training steps continue from the live parameters.
+
+    Parameters
+    ----------
+    modules : sequence of torch.nn.Module
+    horizon : float > 0
+        Epochs the average spans.
+    steps_per_epoch : int > 0
+    """
+
+    def __init__(self, modules, *, horizon: float, steps_per_epoch: int):
+        if not horizon > 0:
+            raise ValueError(f"horizon must be > 0; got {horizon!r}")
+        self.params = [p for m in modules for p in m.parameters()]
+        self.shadow = [p.detach().clone() for p in self.params]
+        self.rate = 1.0 / max(1.0, float(horizon) * int(steps_per_epoch))
+        self.steps = 0
+
+    @torch.no_grad()
+    def update(self) -> None:
+        """After an optimizer step."""
+        self.steps += 1
+        w = max(self.rate, 1.0 / (self.steps + 1))
+        for s, p in zip(self.shadow, self.params):
+            s.lerp_(p.detach(), w)
+
+    @torch.no_grad()
+    def swap(self) -> None:
+        """Exchange the live parameters and the average (call twice to swap back)."""
+        for s, p in zip(self.shadow, self.params):
+            tmp = p.detach().clone()
+            p.copy_(s)
+            s.copy_(tmp)
+
+
 @dataclass
 class TrainState:
     """What a :class:`Callback` sees and may change between epochs."""
@@ -119,7 +161,8 @@ class TrainResult:
 def train(objective, data, *, batch_fn: Callable[[np.ndarray], torch.Tensor], rng: np.random.Generator,
           max_epochs: int, batch_size: int, lr: float, weight_decay: float, patience: int,
           validation=None, metric: str = "log_likelihood", callbacks: Sequence[Callback] = (),
-          bar=None, stopping: EarlyStopping | None = None) -> TrainResult:
+          bar=None, stopping: EarlyStopping | None = None,
+          average_horizon: float | None = None) -> TrainResult:
     """Train ``objective`` on ``data``; the weights of the best validation epoch are kept.
 
     Parameters
@@ -144,6 +187,10 @@ def train(objective, data, *, batch_fn: Callable[[np.ndarray], torch.Tensor], rn
         stop removes the epochs not run from its total.
     stopping : EarlyStopping or None
         The early-stopping rule (default ``EarlyStopping(patience)``).
+    average_horizon : float or None
+        Score, keep and return an exponential moving average of the weights over about this
+        many epochs (:class:`WeightAverage`) instead of the last step's weights. None: no
+        averaging.
 
     Returns
     -------
@@ -166,6 +213,9 @@ def train(objective, data, *, batch_fn: Callable[[np.ndarray], torch.Tensor], rn
                        history=history, stopping=stopping if validation is not None else None)
     best_state = None
     stopped_early = False
+    average = (WeightAverage(modules, horizon=average_horizon,
+                             steps_per_epoch=math.ceil(data.n / batch_size))
+               if average_horizon else None)
     t0 = time.perf_counter()
     for epoch in range(1, max_epochs + 1):
         state.epoch = epoch
@@ -186,6 +236,8 @@ def train(objective, data, *, batch_fn: Callable[[np.ndarray], torch.Tensor], rn
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if average is not None:
+                average.update()
             total += float(value.detach().sum())
             count += len(idx)
         history["epoch"].append(epoch)
@@ -194,9 +246,13 @@ def train(objective, data, *, batch_fn: Callable[[np.ndarray], torch.Tensor], rn
         if validation is not None:
             for m in modules:
                 m.eval()
+            if average is not None:
+                average.swap()                  # score (and keep) the averaged weights
             val_score = float(objective.validation_score(validation))
             if stopping.update(val_score):
                 best_state = [copy.deepcopy(m.state_dict()) for m in modules]
+            if average is not None:
+                average.swap()
         history[f"val_{metric}"].append(val_score)
         history["seconds"].append(time.perf_counter() - t0)
         if bar is not None:
@@ -216,6 +272,8 @@ def train(objective, data, *, batch_fn: Callable[[np.ndarray], torch.Tensor], rn
     if best_state is not None:
         for m, sd in zip(modules, best_state):
             m.load_state_dict(sd)
+    elif average is not None:
+        average.swap()                          # no validation: end on the average
     for m in modules:
         m.eval()
     best = stopping.best if validation is not None else None
