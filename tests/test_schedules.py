@@ -249,3 +249,15 @@ def test_training_keeps_and_scores_the_averaged_weights():
     assert not np.allclose(obj.scored[:len(ref)], after[1::2][:len(ref)])   # not the live weights
     best = int(np.argmax(res.history["val_log_likelihood"]))
     assert float(obj.w.weight.detach()) == pytest.approx(obj.scored[best], abs=1e-7)
+
+
+def test_average_epochs_defaults_follow_the_schedule():
+    from vocalatent.schedules import AVERAGE_EPOCHS
+
+    assert QLVM(schedule="auto")._average_horizon() == AVERAGE_EPOCHS
+    assert QLVM(schedule="none")._average_horizon() is None
+    assert QLVM(schedule="auto", average_epochs=0)._average_horizon() is None
+    assert QLVM(schedule="none", average_epochs=2.5)._average_horizon() == 2.5
+    X = np.random.default_rng(0).random((40, 3)).astype(np.float32)
+    with pytest.raises(Exception, match="average_epochs"):
+        QLVM(1, average_epochs=-1, max_epochs=1, verbose=False).fit(X)
