@@ -7,8 +7,9 @@
    and the per-item work), and the time to read one sorted random batch from the store, ``r``.
    Prediction: ``epoch(N) = ceil(N/B) · (a + b·B + r)``.
 3. Measures training on the store itself (read lazily, batch by batch, never loaded whole):
-   ``--measure-items`` random items of the 100k store (default 5,120: 20 steps of 256), two
-   epochs, the second timed; the 100k epoch is that step time × ceil(N/B). Peak resident
+   ``--measure-items`` items of the 100k store (default 5,120: 20 steps of 256; a block of
+   whole chunks with ``--order chunks``, the default, random items with ``--order items``),
+   two epochs, the second timed; the 100k epoch is that step time × ceil(N/B). Peak resident
    memory of the process is reported with it (the model never holds more than a batch of items).
 
 Usage::
@@ -58,11 +59,18 @@ def write_store(path: Path, n: int, *, block: int = 2000) -> float:
     return time.perf_counter() - t0
 
 
-def read_time(store, batch: int, rng, repeats: int = 5) -> float:
+def read_time(store, batch: int, rng, repeats: int = 5, *, chunk: int = 1) -> float:
+    """Best of ``repeats`` reads of one sorted random batch: ``batch`` random items
+    (``chunk=1``), or ``batch // chunk`` random whole chunks (the epoch order of a chunked
+    store, ``ItemData.permutation``)."""
     n = store.shape[0]
     best = math.inf
     for _ in range(repeats):
-        idx = np.sort(rng.choice(n, batch, replace=False))
+        if chunk > 1:
+            ch = np.sort(rng.choice(n // chunk, max(1, batch // chunk), replace=False))
+            idx = (ch[:, None] * chunk + np.arange(chunk)).ravel()
+        else:
+            idx = np.sort(rng.choice(n, batch, replace=False))
         t0 = time.perf_counter()
         np.asarray(store[idx])
         best = min(best, time.perf_counter() - t0)
@@ -75,6 +83,9 @@ def main(argv=None):
     ap.add_argument("--measure-items", type=int, default=5120)
     ap.add_argument("--n-lattice", type=int, default=377)
     ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--order", choices=("chunks", "items"), default="chunks",
+                    help="measure the epoch order of a chunked store (whole chunks, the default) "
+                         "or random single items")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -101,16 +112,25 @@ def main(argv=None):
                     out["store_bytes"] / 1e9)
         store = SyllableStore(path)
         spec = store.spectrograms
-        r = read_time(spec, B, rng)
-        out["read_batch_s"] = r
+        chunk = int(spec.chunked_source.chunks[0])
+        r_items = read_time(spec, B, rng)
+        r = read_time(spec, B, rng, chunk=chunk) if args.order == "chunks" else r_items
+        out.update(read_batch_random_items_s=r_items, read_batch_s=r, order=args.order, chunk=chunk)
         steps = math.ceil(N / B)
         out["predicted_epoch_s"] = steps * (a + b * B + r)
-        logger.info("read of a sorted random batch of %d: %.3f s; predicted epoch of %d items: %.0f s",
-                    B, r, N, out["predicted_epoch_s"])
+        logger.info("read of a sorted batch of %d: %.3f s as random items, %.3f s in the epoch "
+                    "order (%s); predicted epoch of %d items: %.0f s",
+                    B, r_items, r, args.order, N, out["predicted_epoch_s"])
         # training on the store, lazily read
         from vocalatent import QLVM
 
-        idx = np.sort(rng.choice(N, args.measure_items, replace=False))
+        # "chunks": a contiguous block of whole chunks, so the fit's epoch order
+        # (ItemData.permutation) draws whole chunks at random as it does on the full store;
+        # "items": random items (the order before chunk grouping; about one item per chunk)
+        if args.order == "chunks":
+            idx = np.arange(args.measure_items)
+        else:
+            idx = np.sort(rng.choice(N, args.measure_items, replace=False))
         sub = RowSubset(spec, idx)
         model = QLVM(2, decoder="conv", n_lattice=m, batch_size=B, max_epochs=2, random_state=0,
                      verbose=False)

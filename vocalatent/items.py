@@ -145,6 +145,34 @@ class ItemData:
             return x
         return np.asarray(self.X[idx], dtype=np.float32).reshape(len(idx), -1)
 
+    def chunk_groups(self) -> np.ndarray | None:
+        """Per item, the storage chunk of a lazily read chunked source (None otherwise)."""
+        if not self.lazy or self.sparse:
+            return None
+        from .data.rows import chunk_groups
+
+        g = chunk_groups(self.X)
+        return None if g is None or len(g) != self.n else g
+
+    def permutation(self, rng: np.random.Generator, batch_size: int | None = None) -> np.ndarray:
+        """The order of one training epoch.
+
+        A plain random permutation, except for a lazily read chunked source (an HDF5 store)
+        with more than one batch per epoch: then the chunks are shuffled and their items kept
+        together, so that a batch decompresses each chunk it touches once instead of a chunk
+        per item (on the 100,000-syllable store, chunks of 8: docs/benchmarks.md). Batches
+        still draw their chunks at random from the whole data set. One batch per epoch holds
+        every item whatever the order, so it is not grouped.
+        """
+        if batch_size is None or batch_size < self.n:
+            groups = self.chunk_groups()
+            if groups is not None:
+                uniq, inverse = np.unique(groups, return_inverse=True)
+                if uniq.size < self.n:
+                    rank = rng.permutation(uniq.size)[inverse.reshape(-1)]
+                    return np.argsort(rank, kind="stable")
+        return rng.permutation(self.n)
+
     def sample(self, k: int, rng: np.random.Generator) -> np.ndarray:
         """``min(k, n)`` rows drawn without replacement (sorted), as float32 ``(k, D)``."""
         idx = np.sort(rng.choice(self.n, size=min(k, self.n), replace=False))
@@ -169,3 +197,7 @@ class _Subset(ItemData):
 
     def read(self, idx, likelihood=None):
         return self.parent.read(self.idx[np.sort(idx)], likelihood)
+
+    def chunk_groups(self):
+        g = self.parent.chunk_groups()
+        return None if g is None else g[self.idx]

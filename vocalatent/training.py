@@ -223,7 +223,8 @@ def train(objective, data, *, batch_fn: Callable[[np.ndarray], torch.Tensor], rn
             cb.on_epoch_start(state)
         for m in modules:
             m.train()
-        perm = rng.permutation(data.n)
+        perm = (data.permutation(rng, batch_size) if hasattr(data, "permutation")
+                else rng.permutation(data.n))
         total, count = 0.0, 0
         for start in range(0, data.n, batch_size):
             idx = perm[start:start + batch_size]

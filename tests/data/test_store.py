@@ -144,3 +144,61 @@ def test_store_opens_with_plain_xarray_without_vocalatent(tmp_path):
     # xarray decodes the uint8 quantisation exactly as the store does
     np.testing.assert_allclose(np.load(tmp_path / "x.npy"), SyllableStore(path).spectrograms[:],
                                atol=1e-6)
+
+
+def test_runs_of_rows_are_read_as_slices_with_the_same_values(tmp_path):
+    import h5py
+
+    from vocalatent.data.rows import read_runs
+
+    x = np.random.default_rng(3).random((50, 4, 3)).astype(np.float32)
+    with h5py.File(tmp_path / "r.h5", "w") as f:
+        f.create_dataset("x", data=x, chunks=(8, 4, 3), compression="gzip")
+    with h5py.File(tmp_path / "r.h5", "r") as f:
+        d = f["x"]
+        rng = np.random.default_rng(0)
+        for idx in (np.array([7]), np.arange(10, 30), np.array([0, 1, 2, 9, 20, 21, 49]),
+                    np.sort(rng.choice(50, 17, replace=False))):
+            np.testing.assert_array_equal(read_runs(d, idx), x[idx])
+        assert read_runs(d, np.array([], dtype=int)).shape == (0, 4, 3)
+
+
+def test_chunk_groups_and_the_grouped_epoch_order(tmp_path):
+    """A chunked store's epoch order keeps each chunk's items together (every batch reads
+    whole chunks) and is still a permutation drawn at random; in-memory data and one batch
+    per epoch keep the plain permutation."""
+    from vocalatent.data.rows import ConcatRows, RowSubset, chunk_groups
+    from vocalatent.items import ItemData
+
+    x, seg = _items(37)
+    path = tmp_path / "s.h5"
+    with SyllableStore.create(path, params=PARAMS, shape=(6, 5)) as st:
+        st.append(x, seg)
+    spec = SyllableStore(path).spectrograms
+    g = chunk_groups(spec)
+    c = int(spec.chunked_source.chunks[0])
+    assert c > 1
+    np.testing.assert_array_equal(g, np.arange(37) // c)
+    sub = RowSubset(spec, [3, 4, 30, 31, 32])
+    np.testing.assert_array_equal(chunk_groups(sub), np.array([3, 4, 30, 31, 32]) // c)
+    cat = ConcatRows([spec, x[:5]])
+    gc = chunk_groups(cat)
+    assert len(np.unique(gc)) == len(np.unique(g)) + 5      # unique ids across the parts
+    assert chunk_groups(x) is None
+
+    data = ItemData(spec)
+    perms = [data.permutation(np.random.default_rng(s), batch_size=8) for s in range(2)]
+    for perm in perms:
+        assert sorted(perm.tolist()) == list(range(37))
+        runs = g[perm]
+        assert (np.diff(runs) != 0).sum() == len(np.unique(g)) - 1   # each chunk in one run
+    assert not np.array_equal(perms[0], perms[1])
+    # a held-out split of the store groups by the store's chunks
+    part = data.subset(np.arange(0, 37, 2))
+    pp = part.permutation(np.random.default_rng(0), batch_size=4)
+    assert (np.diff(g[np.arange(0, 37, 2)][pp]) != 0).sum() == len(np.unique(g[::2])) - 1
+    # plain permutations where grouping buys nothing
+    np.testing.assert_array_equal(data.permutation(np.random.default_rng(5), batch_size=37),
+                                  np.random.default_rng(5).permutation(37))
+    np.testing.assert_array_equal(ItemData(x).permutation(np.random.default_rng(5), batch_size=8),
+                                  np.random.default_rng(5).permutation(37))

@@ -40,7 +40,7 @@ import pandas as pd
 
 from .._utils import DataError, ParameterError, check_option, logger, temp_path
 from .hdf5_probe import check_hdf5
-from .rows import LazyRows
+from .rows import LazyRows, read_runs
 from .._version import __version__
 
 __all__ = ["SyllableStore"]
@@ -86,10 +86,13 @@ class StoreSpectrograms(LazyRows):
             return x.astype(np.float32) / np.float32(255.0)
         return x.astype(np.float32, copy=False)
 
+    @property
+    def chunked_source(self):
+        """The HDF5 dataset (its ``chunks`` group the items decompressed together)."""
+        return self._d
+
     def read_sorted(self, idx):
-        if int(idx[-1]) - int(idx[0]) + 1 == idx.size:     # contiguous: one slice
-            return self._decode(self._d[int(idx[0]):int(idx[-1]) + 1])
-        return self._decode(self._d[idx])                  # h5py needs increasing indices
+        return self._decode(read_runs(self._d, idx))        # one slice per run of rows
 
 
 def _add_dimension_scales(h5, dtype: str) -> None:
