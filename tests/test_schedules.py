@@ -251,11 +251,11 @@ def test_training_keeps_and_scores_the_averaged_weights():
     assert float(obj.w.weight.detach()) == pytest.approx(obj.scored[best], abs=1e-7)
 
 
-def test_average_epochs_defaults_follow_the_schedule():
+def test_average_epochs_is_opt_in():
     from vocalatent.schedules import AVERAGE_EPOCHS
 
-    assert QLVM(schedule="auto")._average_horizon() == AVERAGE_EPOCHS
-    assert QLVM(schedule="none")._average_horizon() is None
+    assert QLVM(schedule="auto")._average_horizon() is None          # opt-in
+    assert QLVM(schedule="auto", average_epochs=AVERAGE_EPOCHS)._average_horizon() == AVERAGE_EPOCHS
     assert QLVM(schedule="auto", average_epochs=0)._average_horizon() is None
     assert QLVM(schedule="none", average_epochs=2.5)._average_horizon() == 2.5
     X = np.random.default_rng(0).random((40, 3)).astype(np.float32)

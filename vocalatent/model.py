@@ -1138,9 +1138,11 @@ class QLVM(LatentModel):
         Validate, keep and return an exponential moving average of the weights over about this
         many epochs (:class:`vocalatent.training.WeightAverage`) instead of the last step's
         weights: the average is a better model than any single noisy step, and its validation
-        curve is smoother, so the plateau rules react to real plateaus. None: 5 epochs
-        (:data:`vocalatent.schedules.AVERAGE_EPOCHS`) with ``schedule="auto"``, no averaging
-        with ``"none"``; 0: no averaging.
+        curve is smoother, so the plateau rules react to real plateaus. None or 0: no
+        averaging (the default: with 5 epochs and ``schedule="auto"`` the fits are better and
+        faster, but on one synthetic song set the clusters of the map joined two of four types,
+        docs/benchmarks.md, "Weight averaging"; :data:`vocalatent.schedules.AVERAGE_EPOCHS`
+        is the measured horizon).
     random_state : int, numpy Generator or None
         Seeds initialisation, shuffling and lattice shifts (global RNGs are not touched).
     verbose : bool, default True
@@ -1298,11 +1300,7 @@ class QLVM(LatentModel):
         return size
 
     def _average_horizon(self):
-        from .schedules import AVERAGE_EPOCHS
-
-        if self.average_epochs is None:
-            return AVERAGE_EPOCHS if self.schedule == "auto" else None
-        return float(self.average_epochs) or None
+        return float(self.average_epochs) if self.average_epochs else None
 
     def _callbacks(self) -> list:
         if self.schedule != "auto":

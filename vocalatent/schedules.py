@@ -17,13 +17,14 @@ Why each exists (the cost model of docs/method.md: a step costs m decoder passes
   epoch to epoch (a new shift, a new batch order); stopping on a running median of it neither
   stops on a lucky peak nor runs on past a real plateau. The weights kept are
   still those of the best single epoch.
-- weight averaging (:data:`AVERAGE_EPOCHS`, :class:`vocalatent.training.WeightAverage`) —
-  at the schedule's learning rate each step moves the decoder by as much as the noise of
-  its random lattice shift; an exponential average of the weights over a few epochs is a
-  better model than any one step and gives a smooth validation curve, so the plateau rules
-  above cut the rate and stop on real plateaus rather than on one noisy epoch
-  (docs/benchmarks.md: on the 10k synthetic set +11 nats/item held-out and the old
-  defaults' score in 0.27x their time).
+- weight averaging (``QLVM(average_epochs=AVERAGE_EPOCHS)``, opt-in,
+  :class:`vocalatent.training.WeightAverage`) — at the schedule's learning rate each step
+  moves the decoder by as much as the noise of its random lattice shift; an exponential
+  average of the weights over a few epochs is a better model than any one step and gives a
+  smooth validation curve, so the plateau rules above cut the rate and stop on real plateaus
+  rather than on one noisy epoch (docs/benchmarks.md: on the 10k synthetic set +11 nats/item
+  held-out and the old defaults' score in 0.27x their time). Not the default: on one
+  synthetic song set its map's clusters joined two of four types.
 - :func:`auto_batch_size` — the batch size from the cost model (``batch_size="auto"``): the
   largest number of steps per epoch whose batches are still big enough that a step's
   likelihood work is at least its decoder work, with equal batches (no step spent decoding
@@ -46,7 +47,7 @@ __all__ = ["AVERAGE_EPOCHS", "DECODER_EFFICIENCY", "GrowingLattice", "SmoothedEa
 
 logger = logging.getLogger(__name__)
 
-#: Epochs spanned by the weight average of ``schedule="auto"`` (``QLVM(average_epochs=None)``):
+#: Epochs of the weight average measured best (``QLVM(average_epochs=AVERAGE_EPOCHS)``, opt-in):
 #: chosen between 2 and 5 on the 10k synthetic set at m = 377 and 987 (docs/benchmarks.md);
 #: 5 ended higher at both.
 AVERAGE_EPOCHS = 5.0

@@ -83,11 +83,11 @@ class EarlyStopping:
 class WeightAverage:
     """An exponential moving average of the trained parameters, scored in place of them.
 
-    Each optimizer step moves the average a share ``1 / (horizon * steps_per_epoch)`` towards
-    the live parameters (with the usual warm-up: the share is at least ``1 / (step + 1)`` ...
-    capped below by the horizon's), so the average spans about ``horizon`` epochs whatever the
-    batch size. Validation, the best epoch's weights and the weights the fit ends with are the
-    average's; training steps continue from the live parameters.
+    Optimizer step k moves the average a share ``max(1 / (horizon * steps_per_epoch),
+    1 / (k + 1))`` towards the live parameters: an equal-weight mean of the first steps, then
+    an exponential average spanning about ``horizon`` epochs whatever the batch size.
+    Validation, the best epoch's weights and the weights the fit ends with are the average's;
+    training steps continue from the live parameters.
 
     Parameters
     ----------

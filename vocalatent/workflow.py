@@ -931,7 +931,7 @@ _COMMENTS = {
     "model.decoder": "auto (conv for images, MLP otherwise) | conv | mlp",
     "model.n_lattice": "training lattice size m; 0 = automatic (d=1/2/3: 256/987/2039 on CUDA, 128/377/1021 on CPU)",
     "model.batch_size": "items per step; a step decodes m points whatever the batch size; 0 = automatic from the cost model (equal batches up to where the likelihood work equals the decoder work)",
-    "model.schedule": "\"auto\": lr warm-up and decay on plateaus, a growing training lattice, a 5-epoch moving average of the weights, early stopping on the running median; \"none\": constant lr, one lattice",
+    "model.schedule": "\"auto\": lr warm-up and decay on plateaus, a growing training lattice, early stopping on the running median; \"none\": constant lr, one lattice",
     "model.max_epochs": "upper bound on epochs; early stopping on held-out log p(x) usually ends sooner",
     "model.lr": "Adam learning rate",
     "model.patience": "epochs without held-out improvement before stopping",

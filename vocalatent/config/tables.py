@@ -120,8 +120,7 @@ MODEL_FIELDS: dict[str, tuple[Any, str, dict]] = {
     "precision": (None, "\"32\" or \"bf16\" (bfloat16 decoder on CUDA)",
                   {"choices": ("32", "bf16")}),
     "schedule": (None, "\"auto\": learning-rate warm-up and decay on plateaus, a training "
-                       "lattice growing to n_lattice, a 5-epoch moving average of the weights "
-                       "(validated and kept), early stopping on the running median of the "
+                       "lattice growing to n_lattice, early stopping on the running median of the "
                        "held-out curve; \"none\": constant lr, one lattice, raw early stopping",
                  {"choices": "vocalatent.model:SCHEDULES"}),
     "decoder_options": ({}, "extra decoder arguments, e.g. { hidden = [256, 256] }", {}),
