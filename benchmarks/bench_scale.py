@@ -132,12 +132,8 @@ def main(argv=None):
         else:
             idx = np.sort(rng.choice(N, args.measure_items, replace=False))
         sub = RowSubset(spec, idx)
-        # the full store (N x 128 x 128 float32, 6.5 GB at N = 100,000) is over the fit's memory
-        # budget and so is read lazily; a budget of half the subset keeps the measured subset
-        # lazy too (under the default 512 MB a subset would be read whole once)
-        budget_mb = max(1.0, 0.5 * len(idx) * spec.shape[1] * spec.shape[2] * 4 / 2**20)
         model = QLVM(2, decoder="conv", n_lattice=m, batch_size=B, max_epochs=2, random_state=0,
-                     verbose=False, memory_budget_mb=budget_mb)
+                     verbose=False)
         model.fit(sub)
         cum = np.asarray(model.history_["seconds"])
         epoch2 = float(cum[1] - cum[0])

@@ -333,25 +333,3 @@ def test_latent_dim_above_three_warns(caplog):
              decoder_options={"hidden": [8]}).fit(X)
     assert "latent_dim=4" in caplog.text and "exponentially" in caplog.text
 
-
-def test_small_lazy_data_are_read_once_and_large_stay_lazy():
-    """A lazily read data set that fits memory_budget_mb is read whole once (not again every
-    epoch); over the budget it is read batch by batch. Both fit the same items."""
-    from vocalatent.data.rows import LazyRows
-
-    class Counting(LazyRows):
-        def __init__(self, x):
-            super().__init__(len(x), x.shape[1:])
-            self.x, self.reads = x, 0
-
-        def read_sorted(self, idx):
-            self.reads += 1
-            return self.x[idx]
-
-    X, _ = _ring_data(120, np.random.default_rng(5))
-    small = Counting(X)
-    _tiny(latent_dim=1, max_epochs=4, batch_size=16).fit(small, validation=0.2)
-    assert small.reads == 2                      # the training and the held-out items, once each
-    big = Counting(X)
-    _tiny(latent_dim=1, max_epochs=4, batch_size=16, memory_budget_mb=0.001).fit(big, validation=0.2)
-    assert big.reads > 4 * 6                     # every batch of every epoch

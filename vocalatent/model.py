@@ -289,7 +289,6 @@ class LatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         self
         """
         data, val, rng = self._begin_fit(X, validation)
-        data, val = self._materialise(data), self._materialise(val)
         self._prepare_fit()
         sample = data.sample(4096, rng)
         staged = self._stage(data)
@@ -395,21 +394,6 @@ class LatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         if val.n_features != data.n_features:
             raise DataError(f"validation items have {val.n_features} features; X items have {data.n_features}")
         return data, val
-
-    def _materialise(self, data: ItemData | None) -> ItemData | None:
-        """Read a lazily read (not sparse) data set whole when it fits ``memory_budget_mb``.
-
-        A small store would otherwise be read and decompressed again in every epoch: on the
-        README job (269 training syllables of 128 x 128 from ``syllables.h5``) that read took
-        0.14 s of an epoch of 0.31 s at the coarsest training lattice (2-core CPU, idle;
-        docs/benchmarks.md). Larger data stay lazy and are read batch by batch.
-        """
-        if data is None or not data.lazy or data.sparse:
-            return data
-        if data.n * data.n_features * 4 > self.memory_budget_mb * 2**20:
-            return data
-        x = data.read(np.arange(data.n)).reshape((data.n,) + tuple(data.item_shape))
-        return ItemData(x, name=data.name)
 
     def _stage(self, data: ItemData):
         """Move in-memory dense data to the device once when it fits the memory budget
