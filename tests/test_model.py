@@ -332,4 +332,3 @@ def test_latent_dim_above_three_warns(caplog):
         QLVM(latent_dim=4, n_lattice=64, max_epochs=1, device="cpu", verbose=False,
              decoder_options={"hidden": [8]}).fit(X)
     assert "latent_dim=4" in caplog.text and "exponentially" in caplog.text
-
