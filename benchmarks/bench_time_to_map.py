@@ -132,15 +132,21 @@ def take(X, idx):
     return X[idx] if isinstance(X, np.ndarray) else np.asarray(X[np.sort(idx)], dtype=np.float32)
 
 
+def _set_threads(threads):
+    """One torch thread count per (spawned) benchmark process; None keeps torch's default."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))
+
+
 def run_vae_umap(name, params, X_train, X_val, likelihood, extra, *, max_epochs, seed, labels,
                  threads=None):
-    import torch
     import umap
 
     from vocalatent.baselines import VAE
 
-    if threads:
-        torch.set_num_threads(int(threads))
+    _set_threads(threads)
 
     model = VAE(32, likelihood=likelihood, max_epochs=max_epochs, random_state=seed, verbose=False,
                 **extra, **params)
@@ -168,12 +174,9 @@ def run_vae_umap(name, params, X_train, X_val, likelihood, extra, *, max_epochs,
 
 def run_config(name, params, X_train, X_val, likelihood, extra, *, max_epochs, seed, n_eval,
                labels=None, job=None, threads=None):
-    import torch
-
     from vocalatent import QLVM
 
-    if threads:
-        torch.set_num_threads(int(threads))
+    _set_threads(threads)
 
     if name.startswith("vae-umap"):
         return run_vae_umap(name, params, X_train, X_val, likelihood, extra, max_epochs=max_epochs,

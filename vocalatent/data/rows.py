@@ -162,17 +162,8 @@ def read_runs(dset, idx: np.ndarray) -> np.ndarray:
     idx = np.asarray(idx, dtype=np.int64)
     if idx.size == 0:
         return np.asarray(dset[0:0])
-    breaks = np.flatnonzero(np.diff(idx) != 1) + 1
-    starts = np.concatenate([[0], breaks])
-    ends = np.concatenate([breaks, [idx.size]])
-    if starts.size == 1:
-        return np.asarray(dset[int(idx[0]):int(idx[-1]) + 1])
-    first = np.asarray(dset[int(idx[0]):int(idx[ends[0] - 1]) + 1])
-    out = np.empty((idx.size,) + first.shape[1:], dtype=first.dtype)
-    out[:ends[0]] = first
-    for a, b in zip(starts[1:], ends[1:]):
-        out[a:b] = dset[int(idx[a]):int(idx[b - 1]) + 1]
-    return out
+    runs = np.split(idx, np.flatnonzero(np.diff(idx) != 1) + 1)
+    return np.concatenate([np.asarray(dset[int(r[0]):int(r[-1]) + 1]) for r in runs])
 
 
 def chunk_groups(X) -> np.ndarray | None:
@@ -199,7 +190,7 @@ def chunk_groups(X) -> np.ndarray | None:
     dset = getattr(X, "chunked_source", None)
     dset = X if dset is None else dset
     chunks = getattr(dset, "chunks", None)
-    if not chunks or isinstance(X, np.ndarray) or int(chunks[0]) <= 1:
+    if not chunks or int(chunks[0]) <= 1:
         return None
     return np.arange(int(dset.shape[0]), dtype=np.int64) // int(chunks[0])
 
