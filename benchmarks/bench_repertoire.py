@@ -18,7 +18,10 @@ Two parts (docs/analysis.md, "Clusters whose number is chosen by the data"):
   150-250 ms so that each window holds one syllable. ``--context mask`` (the default, as in
   :class:`~vocalatent.audio.spectrogram.SpectrogramParams`) blanks each window outside its
   syllable's onset..offset; ``--context keep`` keeps the neighbours in the window (the tables
-  of the earlier rule). It measures map and criterion together.
+  of the earlier rule). ``--training shipping`` fits with the vocal presets' training (lr 3e-3,
+  schedule "auto", the cost model's batch, early stopping) and ``--training average`` adds the
+  opt-in weight average, so that the criterion is also measured on maps like the job's. It
+  measures map and criterion together.
 
 For each repertoire and setting: number of clusters k, ARI of clusters vs true types, and the
 purity of the rarest type's main cluster (1 = the rare type has a cluster of its own; low = it
@@ -30,6 +33,7 @@ Usage::
     python benchmarks/bench_repertoire.py --part latents [--n 12] [--out table.md]
     python benchmarks/bench_repertoire.py --part qlvm --n 12 [--gaps isolated] [--context keep] [--time-mode stretch] [--separation 5 7]
     python benchmarks/bench_repertoire.py --part qlvm --n 12 --spec-seed 7 --no-corners  # choosing set
+    python benchmarks/bench_repertoire.py --part qlvm --n 12 --training shipping  # job-like maps
 """
 
 from __future__ import annotations
@@ -60,13 +64,22 @@ from vocalatent.data.repertoire import (  # noqa: E402
 SETTINGS = {
     "old (2x LCV bw, persistence 0.5, height 0.1)": dict(
         method="persistence", bandwidth_scale=2.0, min_persistence=0.5, min_relative_height=0.1),
-    "new (LCV bw, dip > 2.5 noise sd)": dict(method="significance", bandwidth_scale=1.0, significance=2.5),
+    "peak dip > 2.5 sd": dict(method="significance", bandwidth_scale=1.0, significance=2.5,
+                              excess_mass=False),
+    "peak or mass dip > 2.5 sd": dict(method="significance", bandwidth_scale=1.0, significance=2.5,
+                                      excess_mass=True),
 }
 #: Settings that need the fitted model (qlvm part only).
 MODEL_SETTINGS = {
-    "new + decoder merge (index < 6)": dict(
+    "peak dip + decoder merge": dict(
         method="significance", bandwidth_scale=1.0, significance=2.5, needs_model=True,
-        separation=6.0),
+        separation=6.0, excess_mass=False),
+    "peak or mass dip + decoder merge": dict(
+        method="significance", bandwidth_scale=1.0, significance=2.5, needs_model=True,
+        separation=6.0, excess_mass=True),
+    "peak dip + decoder merge, single linkage": dict(
+        method="significance", bandwidth_scale=1.0, significance=2.5, needs_model=True,
+        separation=6.0, excess_mass=False, linkage="single"),
 }
 
 
@@ -107,11 +120,31 @@ def run_latents(specs, resolution, settings):
 #: Fit settings of the qlvm part, all explicit (training defaults may change elsewhere).
 FIT = dict(decoder="mlp", decoder_options={"hidden": [256, 256]}, n_lattice=377, n_eval_lattice=2584,
            batch_size=128, lr=1e-3, schedule="none", n_restarts=1, device="cpu", verbose=False)
+#: Training of the qlvm part's fits (``--training``): "bench" (``FIT``, the earlier tables'),
+#: "shipping" (the vocal presets' training: lr 3e-3, schedule "auto", the cost model's batch,
+#: patience 10, a 400-epoch cap) and "average" (shipping plus the opt-in weight average of
+#: ``schedules.AVERAGE_EPOCHS`` epochs). The decoder, lattices and images are ``FIT``'s in all.
+TRAINING = {
+    "bench": {},
+    "shipping": dict(lr=3e-3, schedule="auto", batch_size="auto", patience=10, max_epochs=400),
+    "average": dict(lr=3e-3, schedule="auto", batch_size="auto", patience=10, max_epochs=400,
+                    average_epochs="AVERAGE_EPOCHS"),
+}
 #: Silent gaps between syllables (s): "context" (the generator's 30-90 ms: neighbours show in
 #: the 0.3 s window) or "isolated" (150-250 ms: the window holds one syllable only).
 GAPS = {"context": (0.03, 0.09), "isolated": (0.15, 0.25)}
 #: Spectrograms of the qlvm part: small images, per-recording level normalisation.
 SPEC = dict(f_min=500.0, f_max=11000.0, time_mode="window", window_dur_s=0.3, level="recording")
+
+
+def training_settings(epochs: int, training: str) -> dict:
+    """QLVM arguments of one fit: ``FIT`` with ``epochs`` as the cap, then ``TRAINING[training]``."""
+    from vocalatent.schedules import AVERAGE_EPOCHS
+
+    kw = {**FIT, "max_epochs": epochs, **TRAINING[training]}
+    if kw.get("average_epochs") == "AVERAGE_EPOCHS":
+        kw["average_epochs"] = AVERAGE_EPOCHS
+    return kw
 
 
 def fit_one(job: dict) -> str:
@@ -132,7 +165,7 @@ def fit_one(job: dict) -> str:
     params = SpectrogramParams(n_freq=job["size"], n_time=job["size"], context=job["context"], **spec_kw)
     X = repertoire_spectrograms(audio, seg, params, level="recording")
     t0 = time.perf_counter()
-    model = QLVM(2, max_epochs=job["epochs"], random_state=job["seed"], **FIT).fit(X)
+    model = QLVM(2, random_state=job["seed"], **training_settings(job["epochs"], job["training"])).fit(X)
     z = np.asarray(model.transform(X))
     fit_s = time.perf_counter() - t0
     model.save(path + ".pt")
@@ -145,7 +178,7 @@ def fit_one(job: dict) -> str:
 
 
 def run_qlvm(specs, resolution, settings, *, epochs, seed, size, cache, jobs, gaps="context",
-             context="mask", time_mode="window"):
+             context="mask", time_mode="window", training="bench"):
     """Fit (or read from ``cache``) one QLVM per repertoire, then cluster its map per setting."""
     from concurrent.futures import ProcessPoolExecutor
     import multiprocessing as mp
@@ -155,9 +188,10 @@ def run_qlvm(specs, resolution, settings, *, epochs, seed, size, cache, jobs, ga
     def key(s):     # the earlier keys (neighbours kept) stay valid for --context keep
         k = (s, size, epochs, seed, FIT, SPEC) + (() if gaps == "context" else (GAPS[gaps],))
         k = k + (() if context == "keep" else (("context", context, "column weights"),))
-        return k + (() if time_mode == SPEC["time_mode"] else (("time_mode", time_mode),))
+        k = k + (() if time_mode == SPEC["time_mode"] else (("time_mode", time_mode),))
+        return k + (() if training == "bench" else (("training", TRAINING[training]),))
     work = [dict(spec=s, epochs=epochs, seed=seed, size=size, gaps=gaps, context=context,
-                 time_mode=time_mode,
+                 time_mode=time_mode, training=training,
                  cache=os.path.join(cache, "rep_" + hashlib.md5(repr(key(s)).encode())
                                     .hexdigest()[:12]))
             for s in specs]
@@ -220,6 +254,10 @@ def main(argv=None) -> int:
                          "each syllable (the vocal presets' setting; durations then not in the image)")
     ap.add_argument("--context", choices=["mask", "keep"], default="mask",
                     help="window outside each syllable: blanked (mask, the package default) or kept")
+    ap.add_argument("--training", choices=sorted(TRAINING), default="bench",
+                    help="training of the fits (qlvm part): bench = FIT (lr 1e-3, no schedule, "
+                         "--epochs epochs), shipping = the vocal presets' training (early stopping, "
+                         "400-epoch cap), average = shipping with weight averaging")
     ap.add_argument("--jobs", type=int, default=2, help="fits in parallel, 1 thread each (qlvm part)")
     ap.add_argument("--cache", default=".cache/bench_repertoire",
                     help="fitted maps are kept here and reused (qlvm part)")
@@ -249,7 +287,7 @@ def main(argv=None) -> int:
     rows = (run_latents(specs, args.resolution, settings) if args.part == "latents"
             else run_qlvm(specs, args.resolution, settings, epochs=args.epochs, seed=args.seed,
                           size=args.size, cache=args.cache, jobs=args.jobs, gaps=args.gaps,
-                          context=args.context, time_mode=args.time_mode))
+                          context=args.context, time_mode=args.time_mode, training=args.training))
     text = table(rows) + f"\n({args.part}; {time.perf_counter() - t0:.0f} s)\n"
     print(text)
     if args.out:

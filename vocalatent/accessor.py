@@ -173,7 +173,8 @@ class VocalatentAccessor:
                  weights=None, significance: float | None = None, min_persistence: float | None = None,
                  min_relative_height: float | None = None, min_size: int = 5, posterior=None,
                  lattice_z=None, noise_density: float | None = None, model=None, data=None,
-                 separation: float | None = None) -> xr.Dataset:
+                 separation: float | None = None, excess_mass: bool = False,
+                 linkage: str = "centroid") -> xr.Dataset:
         """Cluster the items by periodic mode seeking; adds ``cluster`` and friends.
 
         With ``model`` (anything with ``mean_function()``) and ``data`` (the items it was fitted
@@ -207,7 +208,8 @@ class VocalatentAccessor:
                                min_size=min_size, posterior=posterior, lattice_z=lattice_z,
                                noise_density=noise_density, kde=kde,
                                decoder=None if model is None else model.mean_function(), data=data,
-                               separation=DEFAULT_SEPARATION if separation is None else separation)
+                               separation=DEFAULT_SEPARATION if separation is None else separation,
+                               excess_mass=excess_mass, linkage=linkage)
         ds = self._with_density(result.kde)
         k = result.n_clusters
         sizes = np.bincount(result.labels[result.labels >= 0], minlength=k)
@@ -215,10 +217,11 @@ class VocalatentAccessor:
             ("significance", significance), ("min_persistence", min_persistence),
             ("min_relative_height", min_relative_height)) if v is not None}}
         params = {"method": method, **{k: float(v) for k, v in chosen.items()}, "min_size": int(min_size),
-                  "posterior_weighted": int(posterior is not None),
+                  "posterior_weighted": int(posterior is not None), "excess_mass": int(excess_mass),
                   "decoder_merge": int(model is not None)}
         if model is not None:
             params["separation"] = float(DEFAULT_SEPARATION if separation is None else separation)
+            params["linkage"] = str(linkage)
         return ds.assign(
             cluster=xr.DataArray(result.labels, dims="item",
                                  attrs={"long_name": "cluster (periodic mode seeking; -1 = none)", **params}),

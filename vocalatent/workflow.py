@@ -308,7 +308,8 @@ def analyze(ds: xr.Dataset, model: QLVM | None, cfg: Mapping, *, data=None) -> x
                             min_persistence=float(a["min_persistence"]),
                             min_relative_height=float(a["min_relative_height"]),
                             model=model if merge else None, data=data if merge else None,
-                            separation=float(a["separation"]))
+                            separation=float(a["separation"]), excess_mass=bool(a["excess_mass"]),
+                            linkage=str(a["merge_linkage"]))
     else:
         ds = ds.vl.density(bandwidth=bw, resolution=res)
     if a["jacobian"] and model is not None:
@@ -949,10 +950,12 @@ _COMMENTS = {
     "analysis.cluster_method": "\"significance\": density dips judged against sampling noise; \"persistence\": fixed thresholds (the old rule)",
     "analysis.significance": "two density peaks stay separate clusters when the dip between them exceeds this many sampling-noise standard deviations",
     "analysis.min_size": "a group of items alone in empty space is a cluster when it has at least this many items",
+    "analysis.excess_mass": "with significance: a dip also counts when the lower group's excess mass above the pass exceeds the threshold (broad groups)",
     "analysis.min_persistence": "two density peaks stay separate clusters only if the density between them dips by this fraction",
     "analysis.min_relative_height": "density peaks lower than this fraction of the highest peak are merged into a neighbour",
     "analysis.decoder_merge": "join clusters whose items do not separate along the decoder's direction between them",
     "analysis.separation": "with decoder_merge: two clusters stay apart when their items' medians along the decoder's direction are this many sds (of the tighter cluster) apart",
+    "analysis.merge_linkage": "with decoder_merge: \"centroid\" joins the closest pair and tests the merged cluster again; \"single\" joins along every close pair",
     "analysis.figures": "write PNG figures to OUT/figures",
 }
 

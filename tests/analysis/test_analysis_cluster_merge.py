@@ -104,6 +104,53 @@ def test_merge_result_is_consistent():
         merge_by_decoder(dens, z, decoder=f, data=x[:, :10])
 
 
+def _arc_map(rng, *, n=150, second_type=False):
+    """One type whose continuum of variation (``s`` uniform over 6 widths along ``v``) a map
+    lays out as four lumps in a row, holding 1, 2, 2 and 1 widths of it; with
+    ``second_type``, a distinct type B as one more lump beside the row."""
+    a, b, v = rng.normal(0, 1, (3, D))
+    v /= np.linalg.norm(v)
+    s = rng.uniform(0, 6, 6 * n)
+    piece = np.digitize(s, [1.0, 3.0, 5.0])
+    x = a + SPREAD * s[:, None] * v
+    where, truth = piece, np.zeros(s.size, int)
+    if second_type:
+        x = np.concatenate([x, b + SPREAD * rng.uniform(0, 1, (n, 1)) * v])
+        where, truth = np.r_[piece, np.full(n, 4)], np.r_[truth, np.ones(n, int)]
+    x = x + NOISE * rng.standard_normal(x.shape)
+    centres = np.array([[0.12, 0.3], [0.32, 0.3], [0.52, 0.3], [0.72, 0.3], [0.4, 0.75]])
+    spread = np.array([0.015, 0.025, 0.025, 0.015, 0.015])[where]
+    z = wrap(centres[where] + spread[:, None] * rng.standard_normal((where.size, 2)))
+    images = np.stack([x[where == j].mean(0) for j in range(where.max() + 1)])
+    return z, x, truth, LumpDecoder(centres[:len(images)], images)
+
+
+def test_pieces_of_one_continuum_are_joined_by_single_linkage():
+    rng = np.random.default_rng(0)
+    z, x, truth, f = _arc_map(rng, second_type=True)
+    dens = find_clusters(z, resolution=128)
+    assert dens.n_clusters == 5  # four pieces of the arc and type B
+    sep = decoder_separation(z, decoder=f, data=x, labels=dens.labels)
+    arc = [int(np.bincount(dens.labels[(truth == 0) & (np.abs(z[:, 0] - c) < 0.05)]).argmax())
+           for c in (0.12, 0.32, 0.52, 0.72)]
+    # neighbours along the arc are close (4 and 2.7 sds of the tighter: 1.5 widths over a
+    # width's sd, 2 over 2), the two ends are not (5 widths apart)
+    assert all(sep[p, q] < 5.0 for p, q in zip(arc[:-1], arc[1:]))
+    assert sep[arc[0], arc[-1]] > 10.0
+    single = merge_by_decoder(dens, z, decoder=f, data=x, linkage="single")
+    assert single.n_clusters == 2
+    assert adjusted_rand_score(truth, single.labels) == pytest.approx(1.0)
+    # the centroid rule joins the middle pieces first and then compares each end with that
+    # block (medians 2.5 widths apart, 6.8 sds of the end): an end stays apart
+    centroid = merge_by_decoder(dens, z, decoder=f, data=x)  # the default
+    assert centroid.n_clusters >= 3
+    assert adjusted_rand_score(truth, centroid.labels) < 0.95
+    # find_clusters passes the linkage on
+    assert find_clusters(z, resolution=128, decoder=f, data=x, linkage="single").n_clusters == 2
+    with pytest.raises(ParameterError, match="linkage"):
+        merge_by_decoder(dens, z, decoder=f, data=x, linkage="complete")
+
+
 def test_separation_index_known_answers():
     rng = np.random.default_rng(3)
     n = 20000
@@ -141,3 +188,7 @@ def test_accessor_clusters_with_a_model_merge_the_lumps():
     assert adjusted_rand_score(truth, merged["cluster"].values) == pytest.approx(1.0)
     assert merged["cluster"].attrs["decoder_merge"] == 1 and plain["cluster"].attrs["decoder_merge"] == 0
     assert merged["cluster"].attrs["separation"] == pytest.approx(6.0)
+    assert merged["cluster"].attrs["linkage"] == "centroid" and merged["cluster"].attrs["excess_mass"] == 0
+    other = ds.vl.clusters(resolution=128, model=Model(), data=x, linkage="single", excess_mass=True)
+    assert other["cluster"].attrs["linkage"] == "single" and other["cluster"].attrs["excess_mass"] == 1
+    assert adjusted_rand_score(truth, other["cluster"].values) == pytest.approx(1.0)

@@ -99,14 +99,15 @@ def _blobs(rng, centres, counts, sd):
     return np.mod(z, 1.0), np.repeat(np.arange(len(counts)), counts)
 
 
+@pytest.mark.parametrize("excess_mass", [False, True])
 @pytest.mark.parametrize("gap_sd", [8.0, 15.0])
-def test_a_rare_type_at_one_fiftieth_survives(gap_sd):
+def test_a_rare_type_at_one_fiftieth_survives(gap_sd, excess_mass):
     rng = np.random.default_rng(11)
     sd = 0.02
     # two common types and a rare one (1/50 of each), near (8 sd) and far (15 sd) from one
     # (touching, 5-6 sd apart, a 20-item type is merged: docs/analysis.md)
     z, truth = _blobs(rng, [[0.3, 0.3], [0.7, 0.7], [0.3 + gap_sd * sd, 0.3]], [1000, 1000, 20], sd)
-    new = find_clusters(z, resolution=128)
+    new = find_clusters(z, resolution=128, excess_mass=excess_mass)
     assert new.n_clusters == 3
     assert adjusted_rand_score(truth, new.labels) > 0.97
     rare = new.labels[truth == 2]
@@ -137,6 +138,55 @@ def test_a_shallow_dip_needs_many_items_to_count():
     for n, k in ((300, 1), (3000, 2)):
         z, _ = _blobs(rng, [[0.45, 0.5], [0.45 + 2.8 * 0.02, 0.5]], [n, n], 0.02)
         assert find_clusters(z, resolution=128).n_clusters == k
+
+
+def test_excess_mass_keeps_broad_types_apart_on_a_fitted_map():
+    # a fitted map of four song types, each spread over a broad plateau (tests/fixtures/maps)
+    from pathlib import Path
+
+    fixture = np.load(Path(__file__).parents[1] / "fixtures" / "maps" / "song_types_plateaus.npz")
+    z, truth = fixture["z"], fixture["labels"]
+    for res in (48, 128):
+        peak = find_clusters(z, resolution=res)
+        assert peak.n_clusters == 3  # the peak test joins two types: their peak is one small bump
+        assert adjusted_rand_score(truth, peak.labels) < 0.8
+        mass = find_clusters(z, resolution=res, excess_mass=True)
+        assert mass.n_clusters == 4
+        assert adjusted_rand_score(truth, mass.labels) == pytest.approx(1.0)
+
+
+def _disc(rng, centre, radius, n):
+    a, r = rng.random(n) * 2 * np.pi, radius * np.sqrt(rng.random(n))
+    return np.c_[centre[0] + r * np.cos(a), centre[1] + r * np.sin(a)]
+
+
+def test_excess_mass_finds_no_clusters_on_one_plateau_or_noise():
+    # no false splits: uniform discs (broad plateaus) and uniform noise stay one cluster
+    for seed in range(10):
+        rng = np.random.default_rng(seed)
+        assert find_clusters(wrap(_disc(rng, (0.5, 0.5), 0.2, 150)), resolution=64,
+                             excess_mass=True).n_clusters == 1
+        assert find_clusters(wrap(_disc(rng, (0.5, 0.5), 0.3, 600)), resolution=128,
+                             excess_mass=True).n_clusters == 1
+    rng = np.random.default_rng(4)
+    assert find_clusters(rng.random((3000, 2)), resolution=64, excess_mass=True).n_clusters == 1
+    one, _ = _blobs(rng, [[0.5, 0.5]], [5000], 0.05)
+    assert find_clusters(one, resolution=128, excess_mass=True).n_clusters == 1
+
+
+def test_excess_mass_separates_plateaus_more_often():
+    # two plateaus of 50 items with 3 stray items in the gap between them: the mass test
+    # keeps them apart at least as often as the peak test, and strictly more often over seeds
+    kept = {False: 0, True: 0}
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        z = wrap(np.r_[_disc(rng, (0.3, 0.5), 0.12, 50), _disc(rng, (0.62, 0.5), 0.12, 50),
+                       rng.random((3, 2)) * [0.1, 0.3] + [0.41, 0.35]])
+        k = {m: find_clusters(z, resolution=64, excess_mass=m).n_clusters for m in kept}
+        assert k[True] >= k[False]
+        for m in kept:
+            kept[m] += k[m] == 2
+    assert kept[True] > kept[False]
 
 
 def test_significance_parameters_are_checked():

@@ -3,6 +3,7 @@ import pytest
 
 from vocalatent import DataError, ParameterError
 from vocalatent.analysis.density import (
+    RegionMassNoise,
     aggregate_posterior,
     interpolate_grid,
     periodic_kde,
@@ -31,6 +32,30 @@ def test_fft_kde_matches_bruteforce(rng, d, res, h):
     # only linear-binning error remains, O((grid spacing / h)^2)
     assert np.max(np.abs(kde.density - ref)) / ref.max() < 1e-2
     assert kde.density.mean() == pytest.approx(1.0, abs=1e-12)  # integrates to 1 (unit volume)
+
+
+def test_region_mass_noise_matches_bruteforce_and_the_bootstrap():
+    rng = np.random.default_rng(0)
+    a = rng.random(80) * 2 * np.pi
+    r = 0.15 * np.sqrt(rng.random(80))
+    z = wrap(np.r_[np.c_[0.5 + r * np.cos(a), 0.5 + r * np.sin(a)], rng.random((20, 2))])
+    h, res = np.array([0.03, 0.03]), 64
+    f = periodic_kde(z, bandwidth=h, resolution=res).density
+    region = f > 0.3 * f.max()
+    sd = RegionMassNoise(z, bandwidth=h, resolution=res)(region)
+    # float64 reference without binning: g_i = share of item i's kernel in the region
+    g_nodes = grid_points(res, 2)[region.ravel()]
+    k = wrapped_gaussian(g_nodes[:, None, 0] - z[None, :, 0], h[0]) * wrapped_gaussian(
+        g_nodes[:, None, 1] - z[None, :, 1], h[1])
+    g = k.sum(0) / res ** 2
+    ref = np.sqrt((np.mean(g ** 2) - np.mean(g) ** 2) / len(z))
+    assert sd == pytest.approx(ref, rel=0.02)
+    # and the bootstrap of the FFT density's mass in the region converges to it
+    boot = [periodic_kde(z[rng.integers(0, len(z), len(z))], bandwidth=h, resolution=res).density[region].sum()
+            / res ** 2 for _ in range(400)]
+    assert sd == pytest.approx(np.std(boot), rel=0.12)
+    with pytest.raises(ParameterError, match="grid's shape"):
+        RegionMassNoise(z, bandwidth=h, resolution=res)(region[:10])
 
 
 def test_points_on_grid_nodes_are_exact(rng):

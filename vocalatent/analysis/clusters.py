@@ -6,16 +6,22 @@ Algorithm (a grid version of mean shift with topological merging, cf. ToMATo):
 2. Steepest ascent on the grid: every node points to its highest neighbour among the ``3^d - 1``
    wrap-around neighbours (or to itself at a local maximum); following the pointers gives each
    node's basin of attraction. This is mean shift restricted to the grid.
-3. Merge basins by persistence. For every pair of adjacent basins the *saddle* is the highest
-   "pass" ``min(f(a), f(b))`` over neighbouring node pairs across their border. Processing
-   saddles from high to low, the basin with the lower peak ``p`` is merged into its neighbour
-   when the dip ``(p - saddle) / p`` is below ``min_persistence`` (a shallow dip is noise), or
-   when ``p`` is below ``min_relative_height`` times the highest peak.
+3. Merge basins. For every pair of adjacent basins the *saddle* is the highest "pass"
+   ``min(f(a), f(b))`` over neighbouring node pairs across their border. Processing saddles
+   from high to low, the group with the lower peak ``p`` is merged into its neighbour unless
+   its dip to the pass is real. With ``method="significance"`` (default) real means beyond
+   sampling noise: the dip ``p - saddle`` at the peak exceeds ``significance`` noise sds
+   (with ``excess_mass=True``, also when the group's excess mass above the pass, summed over
+   all its nodes, does: a broad group whose highest node is one small bump of a plateau).
+   With ``method="persistence"`` it means the dip ``(p - saddle) / p`` is at least
+   ``min_persistence`` and ``p`` at least ``min_relative_height`` times the highest peak.
 4. Each item takes the label of its nearest grid node; with a lattice posterior it takes the
    cluster that holds most of its posterior mass instead (posterior-weighted assignment).
 5. With the model's decoder and the items' data (:func:`merge_by_decoder`), clusters whose
    data do not separate along the decoder's direction between them (medians fewer than
-   ``separation`` sds of the tighter cluster apart) are joined: one type that a fitted map laid out as several lumps.
+   ``separation`` sds of the tighter cluster apart) are joined: one type that a fitted map
+   laid out as several lumps (``linkage``: closest pair first with the merged clusters tested
+   again, or along every close pair).
 
 Labels are 0..k-1 ordered by the number of items (largest first); -1 marks items below
 ``noise_density`` when that option is used.
@@ -29,7 +35,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._utils import DataError, ParameterError, check_option, check_positive
-from .density import GridKDE, interpolate_grid, kde_sampling_sd, periodic_kde, wrapped_gaussian
+from .density import (GridKDE, RegionMassNoise, interpolate_grid, kde_sampling_sd, periodic_kde,
+                      wrapped_gaussian)
 from .torus import as_latent, wrap
 
 __all__ = ["DEFAULT_SEPARATION", "METHOD_DEFAULTS", "ClusterResult", "decoder_separation", "find_clusters", "grid_basins",
@@ -135,10 +142,32 @@ def _saddles(f: np.ndarray, basin: np.ndarray, sd: np.ndarray | None = None) -> 
     return best
 
 
+class _ExcessMass:
+    """The excess-mass dip of a group of basins above a pass, in sampling-noise sds.
+
+    The excess mass is ``E = sum over the group's nodes above s of (f - s) / N``: the items
+    the group holds above the pass level. Its noise is that of the density's mass in those
+    nodes (:class:`~vocalatent.analysis.density.RegionMassNoise`, exact in the binned
+    approximation) and of the pass level itself, which moves every node at once:
+    ``sd(E) = sqrt(sd(mass)^2 + (sd(s) * area)^2)``."""
+
+    def __init__(self, f: np.ndarray, basin: np.ndarray, noise: RegionMassNoise):
+        self._f, self._basin, self._noise = f, basin, noise
+
+    def __call__(self, members, level: float, sd_level: float) -> float:
+        region = np.isin(self._basin, members) & (self._f > level)
+        if not region.any():
+            return 0.0
+        mass = float(np.sum(self._f[region] - level)) / region.size
+        area = float(region.sum()) / region.size
+        sd = float(np.hypot(self._noise(region), sd_level * area))
+        return mass / sd if sd > 0 else np.inf
+
+
 def _merge_basins(f_flat: np.ndarray, peaks: np.ndarray, saddles: dict, *,
                   min_persistence: float, min_relative_height: float, sd_flat=None,
                   significance: float = 0.0, sizes: dict | None = None, empty_level: float = 0.0,
-                  min_size: int = 1) -> tuple[dict, dict]:
+                  min_size: int = 1, excess: _ExcessMass | None = None) -> tuple[dict, dict]:
     """Union-find merge of basins over saddles from high to low; returns each peak's root and,
     for every peak that was merged, the dip (in sampling-noise sd) at which it was.
 
@@ -146,6 +175,7 @@ def _merge_basins(f_flat: np.ndarray, peaks: np.ndarray, saddles: dict, *,
     within about three bandwidths) separates two groups outright when the lower one holds at
     least ``min_size`` items (``sizes``: items per basin peak); smaller groups are merged."""
     parent = {int(p): int(p) for p in peaks}
+    members = {int(p): [int(p)] for p in peaks}
     size = {int(p): int((sizes or {}).get(int(p), 0)) for p in peaks}
     merged_at: dict = {}
 
@@ -170,8 +200,11 @@ def _merge_basins(f_flat: np.ndarray, peaks: np.ndarray, saddles: dict, *,
             else:
                 scale = float(np.hypot(sd_flat[low], sd_s))
                 noise = (p - s) / scale if scale > 0 else np.inf
+                if excess is not None and scale > 0 and noise < significance:
+                    noise = max(noise, excess(members[low], s, sd_s))
         if dip < min_persistence or p < min_relative_height * top or noise < significance:
             parent[low] = high
+            members[high] += members.pop(low)
             size[high] += size[low]
             merged_at[low] = noise
     return {int(p): find(int(p)) for p in peaks}, merged_at
@@ -226,7 +259,8 @@ def find_clusters(z, *, method: str = "significance", weights=None, bandwidth=No
                   min_persistence: float | None = None, min_relative_height: float | None = None,
                   min_size: int = 5, posterior=None, lattice_z=None,
                   noise_density: float | None = None, kde: GridKDE | None = None, decoder=None,
-                  data=None, separation: float = DEFAULT_SEPARATION) -> ClusterResult:
+                  data=None, separation: float = DEFAULT_SEPARATION,
+                  excess_mass: bool = False, linkage: str = "centroid") -> ClusterResult:
     """Cluster points on the torus by periodic mode seeking on the grid KDE.
 
     Parameters
@@ -259,6 +293,15 @@ def find_clusters(z, *, method: str = "significance", weights=None, bandwidth=No
     min_relative_height : float in [0, 1), optional
         Peaks lower than this fraction of the highest peak are merged into a neighbour
         (``"persistence"`` default 0.05; ``"significance"`` default 0).
+    excess_mass : bool
+        With ``"significance"``: a dip also counts when the lower group's *excess mass* above
+        the pass (the items above the pass level over all of its nodes) exceeds ``significance``
+        times its sampling noise. The peak test sees only the items within about a bandwidth of
+        the group's highest node; a type spread over a plateau wider than the kernel has a
+        small bump for a peak and needs all its items counted. For a group no wider than the
+        kernel the two tests agree. Default False: on the repertoire benchmark it also keeps
+        apart the lumps that one type's birds make, and lowers the median ARI by 0.015-0.04
+        (docs/analysis.md, "Broad groups and long continua").
     min_size : int
         With ``"significance"``: a group alone in empty space (no item within about three
         bandwidths of the pass to its neighbours) is a cluster when it holds at least this
@@ -284,6 +327,9 @@ def find_clusters(z, *, method: str = "significance", weights=None, bandwidth=No
         :func:`separation_index` (along the decoder's direction) below which
         :func:`merge_by_decoder` joins two clusters (default 6: medians fewer than 6 sds of
         the tighter cluster apart).
+    linkage : {"centroid", "single"}
+        How :func:`merge_by_decoder` joins the pairs below ``separation`` (default
+        ``"centroid"``).
 
     Returns
     -------
@@ -327,7 +373,10 @@ def find_clusters(z, *, method: str = "significance", weights=None, bandwidth=No
     root, _ = _merge_basins(f.ravel(), peaks, _saddles(f, basin, sd),
                             min_persistence=min_persistence, min_relative_height=min_relative_height,
                             sd_flat=None if sd is None else sd.ravel(), significance=significance,
-                            sizes=sizes, empty_level=empty, min_size=min_size)
+                            sizes=sizes, empty_level=empty, min_size=min_size,
+                            excess=None if sd is None or not excess_mass else _ExcessMass(
+                                f, basin, RegionMassNoise(pts, bandwidth=kde.bandwidth, resolution=r,
+                                                          weights=weights)))
     roots = np.array(sorted(set(root.values())))
     lut = np.zeros(f.size, dtype=np.int64)
     for p, rt in root.items():
@@ -358,7 +407,8 @@ def find_clusters(z, *, method: str = "significance", weights=None, bandwidth=No
                              f"(got decoder={'set' if decoder is not None else None}, "
                              f"data={'set' if data is not None else None})")
     if decoder is not None:
-        result = merge_by_decoder(result, pts, decoder=decoder, data=data, separation=separation)
+        result = merge_by_decoder(result, pts, decoder=decoder, data=data, separation=separation,
+                                  linkage=linkage)
     return result
 
 
@@ -498,15 +548,22 @@ def _separation_matrix(proj, means, lab, counts) -> np.ndarray:
 
 
 def merge_by_decoder(result: ClusterResult, z, *, decoder, data,
-                     separation: float = DEFAULT_SEPARATION) -> ClusterResult:
+                     separation: float = DEFAULT_SEPARATION, linkage: str = "centroid") -> ClusterResult:
     """Join clusters that the decoder says are one type laid out as several lumps.
 
     A fitted map can split one type into two or more density peaks (it spends part of the
-    torus on the type's within-type variation, or folds it twice). Repeatedly, the pair of
-    clusters whose data separate least along the decoder's direction between them
-    (:func:`decoder_separation`) is merged while its separation index is below ``separation``; a merged cluster's decoded mean is the count-weighted mean of its parts, and its
-    pairs are tested again. Pairs need not touch on the torus (a type folded into two places
-    is joined too). The merged cluster keeps the mode and basin of its highest part.
+    torus on the type's within-type variation, or folds it twice). Two clusters whose data
+    separate along the decoder's direction between them (:func:`decoder_separation`) by less
+    than ``separation`` are one type. With ``linkage="centroid"`` (default) the closest pair
+    is merged while it is below ``separation``, a merged cluster's decoded mean is the
+    count-weighted mean of its parts, and its pairs are tested again: the far end of one
+    type's long continuum of variation (an arc of the map cut into pieces by density dips) is
+    then compared with all the rest of it and can stay apart. With ``linkage="single"`` the
+    clusters are joined along every such pair, so the pieces of an arc, each close to its
+    neighbours only, become one; but two pieces that are each close to different parts of
+    one type can be left as two. Neither wins on the repertoire benchmark (docs/analysis.md,
+    "Broad groups and long continua"). Pairs need not touch on the torus (a type folded into two places is
+    joined too). The merged cluster keeps the mode and basin of its highest part.
 
     Parameters
     ----------
@@ -525,6 +582,8 @@ def merge_by_decoder(result: ClusterResult, z, *, decoder, data,
         fitted maps of repertoires that are not the reported ones,
         ``benchmarks/bench_repertoire.py``). A piece of one type's continuum of variation is
         narrower than the type, so the yardstick is a piece's spread: hence a large value.
+    linkage : {"centroid", "single"}
+        How pairs below ``separation`` are joined (above).
 
     Returns
     -------
@@ -532,6 +591,7 @@ def merge_by_decoder(result: ClusterResult, z, *, decoder, data,
         With fewer (or as many) clusters; labels 0..k-1 by decreasing size again.
     """
     check_positive("separation", separation)
+    check_option("linkage", linkage, ["centroid", "single"])
     pts = as_latent(z)
     lab = np.asarray(result.labels, dtype=np.int64).copy()
     k = result.n_clusters
@@ -540,6 +600,9 @@ def merge_by_decoder(result: ClusterResult, z, *, decoder, data,
     means, counts = _decoded_means(decoder, pts, lab, k)
     proj = _projections(data, means, len(pts))
     height = np.asarray(result.mode_density, dtype=float).copy()
+    if linkage == "single":
+        return _join_components(result, lab, _separation_matrix(proj, means, lab, counts) < separation,
+                                height)
     target = np.arange(k)  # original cluster -> the cluster it now belongs to
     alive = set(range(k))
 
@@ -567,6 +630,23 @@ def merge_by_decoder(result: ClusterResult, z, *, decoder, data,
         for c in alive - {keep}:
             cache[(min(c, keep), max(c, keep))] = sep(min(c, keep), max(c, keep))
     return _relabel(result, lab, target, sorted(alive))
+
+
+def _join_components(result: ClusterResult, lab: np.ndarray, close: np.ndarray,
+                     height: np.ndarray) -> ClusterResult:
+    """Join the clusters of each connected component of the graph ``close`` (k x k, bool);
+    each component keeps the label, mode and basin of its highest cluster."""
+    from scipy.sparse.csgraph import connected_components
+
+    k = close.shape[0]
+    adjacency = close & ~np.eye(k, dtype=bool)
+    _, comp = connected_components(adjacency.astype(np.int8), directed=False)
+    target = np.arange(k)
+    for c in np.unique(comp):
+        parts = np.flatnonzero(comp == c)
+        target[parts] = parts[np.argmax(height[parts])]
+    lab = np.where(lab >= 0, target[np.maximum(lab, 0)], -1)
+    return _relabel(result, lab, target, sorted(set(target.tolist())))
 
 
 def _compact(lab: np.ndarray, alive: list) -> np.ndarray:

@@ -38,6 +38,9 @@ class AnalysisParams:
                                   "deviations", range=(0.0, 100.0))
     min_size: int = _f(5, "a group of items alone in empty space is a cluster when it has at "
                           "least this many items", range=(1, None))
+    excess_mass: bool = _f(False, "with significance: a dip also counts when the lower group's "
+                                  "excess mass above the pass (all its items, not only those "
+                                  "near its peak) exceeds the threshold: broad groups")
     min_persistence: float = _f(0.0, "two density peaks stay separate clusters only if the "
                                      "density between them dips by this fraction",
                                 range=(0.0, 1.0))
@@ -49,5 +52,9 @@ class AnalysisParams:
     separation: float = _f(6.0, "with decoder_merge: two clusters stay apart when their items' "
                                 "medians along the decoder's direction are this many sds (of "
                                 "the tighter cluster) apart", range=(0.0, 100.0))
+    merge_linkage: str = _f("centroid", "with decoder_merge: \"centroid\" joins the closest pair "
+                                        "and tests the merged cluster again; \"single\" joins "
+                                        "along every close pair (the pieces of a long continuum)",
+                            choices=("centroid", "single"))
     geodesic: bool = _f(True, "draw a geodesic between the two largest clusters")
     figures: bool = _f(True, "write PNG figures to OUT/figures")
