@@ -189,7 +189,8 @@ def run_qlvm(specs, resolution, settings, *, epochs, seed, size, cache, jobs, ga
         k = (s, size, epochs, seed, FIT, SPEC) + (() if gaps == "context" else (GAPS[gaps],))
         k = k + (() if context == "keep" else (("context", context, "column weights"),))
         k = k + (() if time_mode == SPEC["time_mode"] else (("time_mode", time_mode),))
-        return k + (() if training == "bench" else (("training", TRAINING[training]),))
+        # the resolved settings (AVERAGE_EPOCHS included), so a changed default refits
+        return k + (() if training == "bench" else (("training", training_settings(epochs, training)),))
     work = [dict(spec=s, epochs=epochs, seed=seed, size=size, gaps=gaps, context=context,
                  time_mode=time_mode, training=training,
                  cache=os.path.join(cache, "rep_" + hashlib.md5(repr(key(s)).encode())
