@@ -133,8 +133,9 @@ def test_pieces_of_one_continuum_are_joined_by_single_linkage():
     sep = decoder_separation(z, decoder=f, data=x, labels=dens.labels)
     arc = [int(np.bincount(dens.labels[(truth == 0) & (np.abs(z[:, 0] - c) < 0.05)]).argmax())
            for c in (0.12, 0.32, 0.52, 0.72)]
-    # neighbours along the arc are close (4 and 2.7 sds of the tighter: 1.5 widths over a
-    # width's sd, 2 over 2), the two ends are not (5 widths apart)
+    # neighbours along the arc are close (an end and its neighbour: medians 1.5 widths apart,
+    # about 4 sds of the end piece; the two middle pieces: 2 widths, 2.7 sds), the two ends
+    # are not (5 widths apart)
     assert all(sep[p, q] < 5.0 for p, q in zip(arc[:-1], arc[1:]))
     assert sep[arc[0], arc[-1]] > 10.0
     single = merge_by_decoder(dens, z, decoder=f, data=x, linkage="single")
