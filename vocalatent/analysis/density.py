@@ -349,17 +349,22 @@ def kde_sampling_sd(z, *, bandwidth, resolution: int, weights=None) -> np.ndarra
     np.ndarray [shape=(resolution,)*d, >= 0]
         In the density's units (per unit torus volume; grid mean of the density = 1).
     """
+    hist, kernels, n_eff = _binned_items(z, bandwidth, resolution, weights)
+    f = np.maximum(_convolve(hist, kernels), 0.0)
+    f2 = np.maximum(_convolve(hist, [k ** 2 for k in kernels]), 0.0)
+    return np.sqrt(np.maximum(f2 - f ** 2, 0.0) / n_eff)
+
+
+def _binned_items(z, bandwidth, resolution: int, weights=None):
+    """The items linearly binned on the grid (weights summing to 1), the kernel spectra and
+    ``n_eff = 1 / sum v_i^2``: what the sampling-noise estimates start from."""
     pts = as_latent(z)
     n, d = pts.shape
     v = _normalised_weights(weights, n)
-    h = _bandwidth_vector(bandwidth, d)
     check_positive("resolution", resolution, integer=True)
     hist = _linear_bin(pts, v, resolution)
-    kernels = _kernel_fft(h, resolution)
-    f = np.maximum(_convolve(hist, kernels), 0.0)
-    f2 = np.maximum(_convolve(hist, [k ** 2 for k in kernels]), 0.0)
-    n_eff = 1.0 / np.sum(v ** 2)
-    return np.sqrt(np.maximum(f2 - f ** 2, 0.0) / n_eff)
+    kernels = _kernel_fft(_bandwidth_vector(bandwidth, d), resolution)
+    return hist, kernels, 1.0 / float(np.sum(v ** 2))
 
 
 class RegionMassNoise:
@@ -384,13 +389,7 @@ class RegionMassNoise:
     """
 
     def __init__(self, z, *, bandwidth, resolution: int, weights=None):
-        pts = as_latent(z)
-        n, d = pts.shape
-        v = _normalised_weights(weights, n)
-        check_positive("resolution", resolution, integer=True)
-        self._hist = _linear_bin(pts, v, resolution)
-        self._kernels = _kernel_fft(_bandwidth_vector(bandwidth, d), resolution)
-        self._n_eff = 1.0 / float(np.sum(v ** 2))
+        self._hist, self._kernels, self._n_eff = _binned_items(z, bandwidth, resolution, weights)
 
     def __call__(self, region) -> float:
         """Standard deviation of the mass in ``region`` [bool, shape (r,)*d], per unit mass."""
