@@ -26,7 +26,8 @@ from . import plot as _plot
 from ._utils import ParameterError
 from .analysis._decoder import model_decoder
 from .analysis.agreement import label_agreement
-from .analysis.clusters import DEFAULT_SEPARATION, METHOD_DEFAULTS, find_clusters
+from .analysis.clusters import (DEFAULT_CONTINUUM_DIP, DEFAULT_CONTINUUM_SEPARATION, DEFAULT_SEPARATION,
+                                METHOD_DEFAULTS, find_clusters)
 from .analysis.density import GridKDE, default_resolution, periodic_kde
 from .analysis.geodesic import geodesic as _geodesic
 from .analysis.boundary_lines import BoundaryLines, boundary_lines
@@ -173,8 +174,9 @@ class VocalatentAccessor:
                  weights=None, significance: float | None = None, min_persistence: float | None = None,
                  min_relative_height: float | None = None, min_size: int = 5, posterior=None,
                  lattice_z=None, noise_density: float | None = None, model=None, data=None,
-                 separation: float | None = None, excess_mass: bool = False,
-                 linkage: str = "centroid") -> xr.Dataset:
+                 separation: float | None = None, excess_mass: bool = True,
+                 linkage: str = "centroid", continuum_separation: float | None = None,
+                 continuum_dip: float | None = None) -> xr.Dataset:
         """Cluster the items by periodic mode seeking; adds ``cluster`` and friends.
 
         With ``model`` (anything with ``mean_function()``) and ``data`` (the items it was fitted
@@ -209,7 +211,10 @@ class VocalatentAccessor:
                                noise_density=noise_density, kde=kde,
                                decoder=None if model is None else model.mean_function(), data=data,
                                separation=DEFAULT_SEPARATION if separation is None else separation,
-                               excess_mass=excess_mass, linkage=linkage)
+                               excess_mass=excess_mass, linkage=linkage,
+                               continuum_separation=(DEFAULT_CONTINUUM_SEPARATION if continuum_separation
+                                                     is None else continuum_separation),
+                               continuum_dip=DEFAULT_CONTINUUM_DIP if continuum_dip is None else continuum_dip)
         ds = self._with_density(result.kde)
         k = result.n_clusters
         sizes = np.bincount(result.labels[result.labels >= 0], minlength=k)
@@ -222,6 +227,9 @@ class VocalatentAccessor:
         if model is not None:
             params["separation"] = float(DEFAULT_SEPARATION if separation is None else separation)
             params["linkage"] = str(linkage)
+            params["continuum_separation"] = float(DEFAULT_CONTINUUM_SEPARATION if continuum_separation
+                                                   is None else continuum_separation)
+            params["continuum_dip"] = float(DEFAULT_CONTINUUM_DIP if continuum_dip is None else continuum_dip)
         return ds.assign(
             cluster=xr.DataArray(result.labels, dims="item",
                                  attrs={"long_name": "cluster (periodic mode seeking; -1 = none)", **params}),

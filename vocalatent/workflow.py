@@ -309,7 +309,9 @@ def analyze(ds: xr.Dataset, model: QLVM | None, cfg: Mapping, *, data=None) -> x
                             min_relative_height=float(a["min_relative_height"]),
                             model=model if merge else None, data=data if merge else None,
                             separation=float(a["separation"]), excess_mass=bool(a["excess_mass"]),
-                            linkage=str(a["merge_linkage"]))
+                            linkage=str(a["merge_linkage"]),
+                            continuum_separation=float(a["continuum_separation"]),
+                            continuum_dip=float(a["continuum_dip"]))
     else:
         ds = ds.vl.density(bandwidth=bw, resolution=res)
     if a["jacobian"] and model is not None:
@@ -931,7 +933,7 @@ _COMMENTS = {
     "model.likelihood": "gaussian | bernoulli | poisson | poisson_offset | multinomial | negbin",
     "model.decoder": "auto (conv for images, MLP otherwise) | conv | mlp",
     "model.n_lattice": "training lattice size m; 0 = automatic (d=1/2/3: 256/987/2039 on CUDA, 128/377/1021 on CPU)",
-    "model.batch_size": "items per step; a step decodes m points whatever the batch size; 0 = automatic from the cost model (equal batches up to where the likelihood work equals the decoder work)",
+    "model.batch_size": "items per step; a step decodes m points whatever the batch size; 0 = automatic from the cost model (equal batches up to where the likelihood work equals the decoder work, at least 3 steps per epoch)",
     "model.schedule": "\"auto\": lr warm-up and decay on plateaus, a growing training lattice, early stopping on the running median; \"none\": constant lr, one lattice",
     "model.max_epochs": "upper bound on epochs; early stopping on held-out log p(x) usually ends sooner",
     "model.lr": "Adam learning rate",
@@ -956,6 +958,8 @@ _COMMENTS = {
     "analysis.decoder_merge": "join clusters whose items do not separate along the decoder's direction between them",
     "analysis.separation": "with decoder_merge: two clusters stay apart when their items' medians along the decoder's direction are this many sds (of the tighter cluster) apart",
     "analysis.merge_linkage": "with decoder_merge: \"centroid\" joins the closest pair and tests the merged cluster again; \"single\" joins along every close pair",
+    "analysis.continuum_separation": "with decoder_merge: pairs closer than this are joined too when their items make one mode along the decoder's direction; at or below separation: off",
+    "analysis.continuum_dip": "with decoder_merge: a pair's pooled density along the decoder's direction counts as one mode when it stays above this fraction of the lower peak",
     "analysis.figures": "write PNG figures to OUT/figures",
 }
 

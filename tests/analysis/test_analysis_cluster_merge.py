@@ -8,7 +8,8 @@ import torch
 from sklearn.metrics import adjusted_rand_score
 
 from vocalatent import ParameterError
-from vocalatent.analysis.clusters import decoder_separation, find_clusters, merge_by_decoder, separation_index
+from vocalatent.analysis.clusters import (decoder_separation, find_clusters, merge_by_decoder, projection_dip,
+                                         separation_index)
 from vocalatent.analysis.torus import wrap
 
 from .decoders import von_mises_bump
@@ -125,7 +126,7 @@ def _arc_map(rng, *, n=150, second_type=False):
     return z, x, truth, LumpDecoder(centres[:len(images)], images)
 
 
-def test_pieces_of_one_continuum_are_joined_by_single_linkage():
+def test_pieces_of_one_continuum_are_joined_by_single_linkage_and_the_continuum_test():
     rng = np.random.default_rng(0)
     z, x, truth, f = _arc_map(rng, second_type=True)
     dens = find_clusters(z, resolution=128)
@@ -141,15 +142,86 @@ def test_pieces_of_one_continuum_are_joined_by_single_linkage():
     single = merge_by_decoder(dens, z, decoder=f, data=x, linkage="single")
     assert single.n_clusters == 2
     assert adjusted_rand_score(truth, single.labels) == pytest.approx(1.0)
-    # the centroid rule joins the middle pieces first and then compares each end with that
-    # block (medians 2.5 widths apart, 6.8 sds of the end): an end stays apart
-    centroid = merge_by_decoder(dens, z, decoder=f, data=x)  # the default
+    # without the continuum test the centroid rule joins the middle pieces first and then
+    # compares each end with that block (medians 2.5 widths apart, 6.8 sds of the end): an
+    # end stays apart
+    centroid = merge_by_decoder(dens, z, decoder=f, data=x, continuum_separation=6.0)
     assert centroid.n_clusters >= 3
     assert adjusted_rand_score(truth, centroid.labels) < 0.95
+    # with it (the default) the end and the block fill the space between their medians
+    # (one mode along the decoder's direction), so the end is joined: the two types
+    default = merge_by_decoder(dens, z, decoder=f, data=x)
+    assert default.n_clusters == 2
+    assert adjusted_rand_score(truth, default.labels) == pytest.approx(1.0)
     # find_clusters passes the linkage on
     assert find_clusters(z, resolution=128, decoder=f, data=x, linkage="single").n_clusters == 2
     with pytest.raises(ParameterError, match="linkage"):
         merge_by_decoder(dens, z, decoder=f, data=x, linkage="complete")
+
+
+def _dip_reference(values, groups):
+    """projection_dip by the exact (unbinned) float64 KDE on a fine grid between the medians."""
+    v = np.asarray(values, float)
+    m1, m2 = sorted((np.median(v[groups]), np.median(v[~groups])))
+    h = 1.06 * v.std() * v.size ** -0.2
+    x = np.linspace(m1, m2, 4001)
+    f = np.exp(-0.5 * ((x[:, None] - v[None, :]) / h) ** 2).sum(1)
+    j = int(np.argmin(f))
+    return f[j] / min(f[:j + 1].max(), f[j:].max())
+
+
+def test_projection_dip_known_answers_and_brute_force_reference():
+    rng = np.random.default_rng(5)
+    # two normal modes 8 sds apart: a deep gap (the pooled bandwidth, 1.1 sds here, smooths
+    # each mode to sd 1.5, so the midpoint keeps 2 exp(-0.5 (4 / 1.5)^2) = 0.06 of a peak)
+    v = np.r_[rng.normal(0, 1, 400), rng.normal(8, 1, 400)]
+    g = np.arange(800) < 400
+    assert 0.02 < projection_dip(v, g) < 0.1
+    # one uniform range cut into a narrow and a wide piece: the separation index is large
+    # (medians 3 narrow widths apart, ~8 sds of the narrow piece) but it is one mode
+    u = rng.uniform(0, 6, 1200)
+    narrow = u < 1.0
+    assert separation_index(u, narrow) > 7.0
+    assert projection_dip(u, narrow) > 0.8
+    # one normal split at its median
+    w = rng.normal(0, 1, 1000)
+    assert projection_dip(w, w < np.median(w)) == pytest.approx(1.0, abs=0.02)
+    # the binned estimate agrees with the exact KDE on mixtures of every depth
+    for gap in (2.0, 3.0, 4.0, 5.0):
+        v = np.r_[rng.normal(0, 1, 300), rng.normal(gap, 0.7, 150)]
+        g = np.arange(450) < 300
+        assert projection_dip(v, g) == pytest.approx(_dip_reference(v, g), abs=0.02)
+    with pytest.raises(ParameterError, match="2 or more"):
+        projection_dip(v[:3], np.array([True, False, False]))
+
+
+def test_continuum_test_keeps_two_types_apart_and_joins_one_continuum():
+    """Two clusters at the same separation index (~8, between the thresholds 6 and 10): two
+    narrow types stay apart (their data leave a gap), the narrow end of one type's uniform
+    continuum is joined to the rest (its data fill the space between the medians)."""
+    rng = np.random.default_rng(11)
+    a, v = rng.normal(0, 1, (2, D))
+    v /= np.linalg.norm(v)
+    z = wrap(np.r_[np.array([0.2, 0.5]) + 0.015 * rng.standard_normal((100, 2)),
+                   np.array([0.6, 0.5]) + 0.03 * rng.standard_normal((500, 2))])
+    lumps = np.r_[np.zeros(100, int), np.ones(500, int)]
+    centres = np.array([[0.2, 0.5], [0.6, 0.5]])
+    cases = {"two types": np.r_[rng.normal(0, 1, 100), rng.normal(8.5, 1, 500)],
+             "one continuum": np.r_[rng.uniform(0, 1, 100), rng.uniform(1, 6, 500)] * 2.7}
+    for name, s in cases.items():
+        x = a + SPREAD * s[:, None] * v + NOISE * rng.standard_normal((600, D))
+        images = np.stack([x[lumps == j].mean(0) for j in range(2)])
+        f = LumpDecoder(centres, images)
+        dens = find_clusters(z, resolution=128)
+        assert dens.n_clusters == 2, name
+        sep = decoder_separation(z, decoder=f, data=x, labels=dens.labels)[0, 1]
+        assert 6.5 < sep < 9.5, (name, sep)
+        merged = merge_by_decoder(dens, z, decoder=f, data=x)
+        assert merged.n_clusters == (2 if name == "two types" else 1), name
+        # switched off (continuum_separation at separation), both stay apart
+        assert merge_by_decoder(dens, z, decoder=f, data=x, continuum_separation=6.0).n_clusters == 2
+    with pytest.raises(ParameterError, match="continuum_dip"):
+        merge_by_decoder(dens, z, decoder=f, data=x, continuum_dip=1.5)
 
 
 def test_separation_index_known_answers():
@@ -189,7 +261,11 @@ def test_accessor_clusters_with_a_model_merge_the_lumps():
     assert adjusted_rand_score(truth, merged["cluster"].values) == pytest.approx(1.0)
     assert merged["cluster"].attrs["decoder_merge"] == 1 and plain["cluster"].attrs["decoder_merge"] == 0
     assert merged["cluster"].attrs["separation"] == pytest.approx(6.0)
-    assert merged["cluster"].attrs["linkage"] == "centroid" and merged["cluster"].attrs["excess_mass"] == 0
-    other = ds.vl.clusters(resolution=128, model=Model(), data=x, linkage="single", excess_mass=True)
-    assert other["cluster"].attrs["linkage"] == "single" and other["cluster"].attrs["excess_mass"] == 1
+    assert merged["cluster"].attrs["linkage"] == "centroid" and merged["cluster"].attrs["excess_mass"] == 1
+    assert merged["cluster"].attrs["continuum_separation"] == pytest.approx(10.0)
+    assert merged["cluster"].attrs["continuum_dip"] == pytest.approx(0.5)
+    other = ds.vl.clusters(resolution=128, model=Model(), data=x, linkage="single", excess_mass=False,
+                           continuum_separation=6.0)
+    assert other["cluster"].attrs["linkage"] == "single" and other["cluster"].attrs["excess_mass"] == 0
+    assert other["cluster"].attrs["continuum_separation"] == pytest.approx(6.0)
     assert adjusted_rand_score(truth, other["cluster"].values) == pytest.approx(1.0)

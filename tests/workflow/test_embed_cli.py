@@ -218,10 +218,14 @@ def test_analyze_reads_the_runs_items_for_the_decoder_merge(run, tmp_path):
     ds = analyze_run(out).dataset
     assert ds["cluster"].attrs["decoder_merge"] == 1
     np.testing.assert_array_equal(ds["cluster"].values, job_labels)
-    assert ds["cluster"].attrs["linkage"] == "centroid" and ds["cluster"].attrs["excess_mass"] == 0
+    assert ds["cluster"].attrs["linkage"] == "centroid" and ds["cluster"].attrs["excess_mass"] == 1
+    assert ds["cluster"].attrs["continuum_separation"] == 10.0 and ds["cluster"].attrs["continuum_dip"] == 0.5
     # the [analysis] table's cluster options reach the clusters
-    opt = analyze_run(out, overrides={"analysis": {"excess_mass": True, "merge_linkage": "single"}}).dataset
-    assert opt["cluster"].attrs["linkage"] == "single" and opt["cluster"].attrs["excess_mass"] == 1
+    opt = analyze_run(out, overrides={"analysis": {"excess_mass": False, "merge_linkage": "single",
+                                                   "continuum_separation": 8.0,
+                                                   "continuum_dip": 0.4}}).dataset
+    assert opt["cluster"].attrs["linkage"] == "single" and opt["cluster"].attrs["excess_mass"] == 0
+    assert opt["cluster"].attrs["continuum_separation"] == 8.0 and opt["cluster"].attrs["continuum_dip"] == 0.4
     # a store that holds other syllables than the embedding is named, not used
     prepared, problem = run_items(out, ds.isel(item=slice(1, None)), {})
     assert prepared is None and f"holds {ds.sizes['item']} syllables, the run embedded" in problem

@@ -21,7 +21,9 @@ Algorithm (a grid version of mean shift with topological merging, cf. ToMATo):
    data do not separate along the decoder's direction between them (medians fewer than
    ``separation`` sds of the tighter cluster apart) are joined: one type that a fitted map
    laid out as several lumps (``linkage``: closest pair first with the merged clusters tested
-   again, or along every close pair).
+   again, or along every close pair). Pairs a little further apart (up to
+   ``continuum_separation``) are joined too when their data make *one* mode along that
+   direction (:func:`projection_dip`): the pieces of one type's continuum of variation.
 
 Labels are 0..k-1 ordered by the number of items (largest first); -1 marks items below
 ``noise_density`` when that option is used.
@@ -39,12 +41,19 @@ from .density import (GridKDE, RegionMassNoise, interpolate_grid, kde_sampling_s
                       wrapped_gaussian)
 from .torus import as_latent, wrap
 
-__all__ = ["DEFAULT_SEPARATION", "METHOD_DEFAULTS", "ClusterResult", "decoder_separation", "find_clusters", "grid_basins",
-           "merge_by_decoder", "nearest_node", "separation_index"]
+__all__ = ["DEFAULT_CONTINUUM_DIP", "DEFAULT_CONTINUUM_SEPARATION", "DEFAULT_SEPARATION", "METHOD_DEFAULTS",
+           "ClusterResult", "decoder_separation", "find_clusters", "grid_basins", "merge_by_decoder",
+           "nearest_node", "projection_dip", "separation_index"]
 
 #: Default :func:`separation_index` (along the decoder's direction) below which
 #: :func:`merge_by_decoder` joins two clusters: medians fewer than 6 sds of the tighter apart.
 DEFAULT_SEPARATION = 6.0
+#: Pairs up to this :func:`separation_index` are joined by :func:`merge_by_decoder` when their
+#: data make one mode along the decoder's direction (:func:`projection_dip` above
+#: ``DEFAULT_CONTINUUM_DIP``): pieces of one type's continuum. Both chosen on fitted maps
+#: (docs/analysis.md, "One mode or two: the continuum test").
+DEFAULT_CONTINUUM_SEPARATION = 10.0
+DEFAULT_CONTINUUM_DIP = 0.5
 
 #: Defaults of each ``find_clusters`` method (``None`` arguments take these).
 METHOD_DEFAULTS = {
@@ -260,7 +269,9 @@ def find_clusters(z, *, method: str = "significance", weights=None, bandwidth=No
                   min_size: int = 5, posterior=None, lattice_z=None,
                   noise_density: float | None = None, kde: GridKDE | None = None, decoder=None,
                   data=None, separation: float = DEFAULT_SEPARATION,
-                  excess_mass: bool = False, linkage: str = "centroid") -> ClusterResult:
+                  excess_mass: bool = True, linkage: str = "centroid",
+                  continuum_separation: float = DEFAULT_CONTINUUM_SEPARATION,
+                  continuum_dip: float = DEFAULT_CONTINUUM_DIP) -> ClusterResult:
     """Cluster points on the torus by periodic mode seeking on the grid KDE.
 
     Parameters
@@ -299,9 +310,11 @@ def find_clusters(z, *, method: str = "significance", weights=None, bandwidth=No
         times its sampling noise. The peak test sees only the items within about a bandwidth of
         the group's highest node; a type spread over a plateau wider than the kernel has a
         small bump for a peak and needs all its items counted. For a group no wider than the
-        kernel the two tests agree. Default False: on the repertoire benchmark it also keeps
-        apart the lumps that one type's birds make, and lowers the median ARI by 0.015-0.04
-        (docs/analysis.md, "Broad groups and long continua").
+        kernel the two tests agree. Default True: without it the maps of a converged fit,
+        whose types are broad plateaus, lose types (the synthetic song sets of
+        docs/analysis.md, "One mode or two: the continuum test"); the lumps that one type's
+        birds make, which it also keeps apart, are joined again by the decoder merge's
+        continuum test.
     min_size : int
         With ``"significance"``: a group alone in empty space (no item within about three
         bandwidths of the pass to its neighbours) is a cluster when it holds at least this
@@ -330,6 +343,10 @@ def find_clusters(z, *, method: str = "significance", weights=None, bandwidth=No
     linkage : {"centroid", "single"}
         How :func:`merge_by_decoder` joins the pairs below ``separation`` (default
         ``"centroid"``).
+    continuum_separation, continuum_dip : float
+        :func:`merge_by_decoder` also joins pairs with an index below ``continuum_separation``
+        (default 10) whose data make one mode (:func:`projection_dip` above ``continuum_dip``,
+        default 0.5).
 
     Returns
     -------
@@ -408,7 +425,8 @@ def find_clusters(z, *, method: str = "significance", weights=None, bandwidth=No
                              f"data={'set' if data is not None else None})")
     if decoder is not None:
         result = merge_by_decoder(result, pts, decoder=decoder, data=data, separation=separation,
-                                  linkage=linkage)
+                                  linkage=linkage, continuum_separation=continuum_separation,
+                                  continuum_dip=continuum_dip)
     return result
 
 
@@ -495,6 +513,64 @@ def separation_index(values, groups) -> float:
     return float(abs(m1 - m2) / scale)
 
 
+def projection_dip(values, groups, *, bins: int = 1024) -> float:
+    """How deep the density of two groups' pooled 1-D values dips between their medians.
+
+    The pooled values get a Gaussian KDE with the normal-reference (Scott) bandwidth
+    ``h = 1.06 sd n^(-1/5)`` of the pooled values. Between the two groups' medians the value is
+    the KDE's lowest point over the lower of its two highest points on either side of it:
+    1 when it does not dip (one mode: the pieces of one type's continuum of variation), near
+    0 for an empty gap (two modes: two types). The normal-reference bandwidth is the one a
+    single normal mode is smoothed with, and it over-smooths a mixture, so a dip that survives
+    it comes from two modes (the fact behind Silverman's 1981 test of multimodality). Binned
+    on ``bins`` cells over the values' range (the kernel spans several cells unless a few far
+    outliers stretch the range: ``h / dx`` is about 6 for a million values within 10 sds).
+
+    Parameters
+    ----------
+    values : np.ndarray [shape=(n,)]
+    groups : np.ndarray [shape=(n,), bool]
+        True for the items of the first group (each group needs 2 or more items).
+    bins : int
+
+    Returns
+    -------
+    float in [0, 1]
+    """
+    from scipy.ndimage import gaussian_filter1d
+
+    v = np.asarray(values, dtype=float)
+    g = np.asarray(groups, dtype=bool)
+    if g.sum() < 2 or (~g).sum() < 2:
+        raise ParameterError(f"each group needs 2 or more values; got {int(g.sum())} and {int((~g).sum())}")
+    m1, m2 = sorted((float(np.median(v[g])), float(np.median(v[~g]))))
+    h = 1.06 * float(np.std(v)) * v.size ** -0.2
+    if h == 0 or m1 == m2:
+        return 1.0
+    lo, hi = float(v.min()) - 3 * h, float(v.max()) + 3 * h
+    hist, edges = np.histogram(v, bins=bins, range=(lo, hi))
+    dx = edges[1] - edges[0]
+    f = gaussian_filter1d(hist.astype(float), sigma=h / dx, mode="constant", truncate=5.0)
+    i1, i2 = (np.clip(((np.array([m1, m2]) - lo) / dx).astype(int), 0, bins - 1))
+    seg = f[i1:i2 + 1]
+    j = int(np.argmin(seg))
+    top = min(float(seg[:j + 1].max()), float(seg[j:].max()))
+    return float(seg[j] / top) if top > 0 else 1.0
+
+
+def _merge_score(values, groups, separation: float, continuum_separation: float,
+                 continuum_dip: float) -> float:
+    """Below 1: :func:`merge_by_decoder` joins the pair (smaller first). ``S / separation``
+    when the separation index ``S`` is below ``separation``; ``S / continuum_separation`` when
+    it is below that and the pooled projections make one mode; else at least 1."""
+    sep = separation_index(values, groups)
+    if sep < separation or not sep < continuum_separation:
+        return sep / separation
+    if projection_dip(values, groups) > continuum_dip:
+        return sep / continuum_separation
+    return max(sep / separation, 1.0)
+
+
 def decoder_separation(z, *, decoder, data, labels) -> np.ndarray:
     """How clearly the data of every pair of clusters separate along the decoder's direction.
 
@@ -532,8 +608,9 @@ def decoder_separation(z, *, decoder, data, labels) -> np.ndarray:
     return _separation_matrix(_projections(data, means, len(pts)), means, lab, counts)
 
 
-def _separation_matrix(proj, means, lab, counts) -> np.ndarray:
-    """Pairwise :func:`separation_index` from the projections ``proj = x @ means.T`` (n, k)."""
+def _separation_matrix(proj, means, lab, counts, index=separation_index) -> np.ndarray:
+    """Pairwise ``index`` (default :func:`separation_index`) from the projections
+    ``proj = x @ means.T`` (n, k)."""
     k = means.shape[0]
     out = np.full((k, k), np.inf)
     members = [np.flatnonzero(lab == c) for c in range(k)]
@@ -543,12 +620,14 @@ def _separation_matrix(proj, means, lab, counts) -> np.ndarray:
                 continue
             both = np.r_[members[a], members[b]]
             s = proj[both, a] - proj[both, b]
-            out[a, b] = out[b, a] = separation_index(s, np.arange(both.size) < members[a].size)
+            out[a, b] = out[b, a] = index(s, np.arange(both.size) < members[a].size)
     return out
 
 
 def merge_by_decoder(result: ClusterResult, z, *, decoder, data,
-                     separation: float = DEFAULT_SEPARATION, linkage: str = "centroid") -> ClusterResult:
+                     separation: float = DEFAULT_SEPARATION, linkage: str = "centroid",
+                     continuum_separation: float = DEFAULT_CONTINUUM_SEPARATION,
+                     continuum_dip: float = DEFAULT_CONTINUUM_DIP) -> ClusterResult:
     """Join clusters that the decoder says are one type laid out as several lumps.
 
     A fitted map can split one type into two or more density peaks (it spends part of the
@@ -564,6 +643,14 @@ def merge_by_decoder(result: ClusterResult, z, *, decoder, data,
     one type can be left as two. Neither wins on the repertoire benchmark (docs/analysis.md,
     "Broad groups and long continua"). Pairs need not touch on the torus (a type folded into two places is
     joined too). The merged cluster keeps the mode and basin of its highest part.
+
+    A pair whose index lies between ``separation`` and ``continuum_separation`` is joined too
+    when the two clusters' data make one mode along that direction (:func:`projection_dip`
+    above ``continuum_dip``): the pieces of a type's long continuum are narrow, so their
+    medians lie many piece-sds apart, but the items fill the space between them; two types
+    with the same index leave a dip between their modes. Pairs are taken in the order of
+    their index relative to the threshold that applies (``index / separation`` or
+    ``index / continuum_separation``).
 
     Parameters
     ----------
@@ -584,6 +671,12 @@ def merge_by_decoder(result: ClusterResult, z, *, decoder, data,
         narrower than the type, so the yardstick is a piece's spread: hence a large value.
     linkage : {"centroid", "single"}
         How pairs below ``separation`` are joined (above).
+    continuum_separation : float
+        Pairs with an index below this are joined when their data make one mode (default 10;
+        a value at or below ``separation`` switches the test off).
+    continuum_dip : float in [0, 1]
+        :func:`projection_dip` above which a pair's data count as one mode (default 0.5: the
+        pooled density between the medians never falls below half of the lower peak).
 
     Returns
     -------
@@ -591,7 +684,14 @@ def merge_by_decoder(result: ClusterResult, z, *, decoder, data,
         With fewer (or as many) clusters; labels 0..k-1 by decreasing size again.
     """
     check_positive("separation", separation)
+    check_positive("continuum_separation", continuum_separation)
     check_option("linkage", linkage, ["centroid", "single"])
+    if not 0 <= continuum_dip <= 1:
+        raise ParameterError(f"continuum_dip must be in [0, 1]; got {continuum_dip!r}")
+
+    def score(values, groups):
+        return _merge_score(values, groups, separation, continuum_separation, continuum_dip)
+
     pts = as_latent(z)
     lab = np.asarray(result.labels, dtype=np.int64).copy()
     k = result.n_clusters
@@ -601,7 +701,7 @@ def merge_by_decoder(result: ClusterResult, z, *, decoder, data,
     proj = _projections(data, means, len(pts))
     height = np.asarray(result.mode_density, dtype=float).copy()
     if linkage == "single":
-        return _join_components(result, lab, _separation_matrix(proj, means, lab, counts) < separation,
+        return _join_components(result, lab, _separation_matrix(proj, means, lab, counts, score) < 1,
                                 height)
     target = np.arange(k)  # original cluster -> the cluster it now belongs to
     alive = set(range(k))
@@ -611,12 +711,12 @@ def merge_by_decoder(result: ClusterResult, z, *, decoder, data,
         if ia.size < 2 or ib.size < 2:
             return np.inf
         both = np.r_[ia, ib]
-        return separation_index(proj[both, a] - proj[both, b], np.arange(both.size) < ia.size)
+        return score(proj[both, a] - proj[both, b], np.arange(both.size) < ia.size)
 
     cache = {(a, b): sep(a, b) for a in range(k) for b in range(a + 1, k)}
     while cache:
         (a, b), val = min(cache.items(), key=lambda kv: kv[1])
-        if not val < separation:
+        if not val < 1:
             break
         keep, drop = (a, b) if height[a] >= height[b] else (b, a)
         w = counts[[keep, drop]]

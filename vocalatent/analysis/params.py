@@ -38,9 +38,9 @@ class AnalysisParams:
                                   "deviations", range=(0.0, 100.0))
     min_size: int = _f(5, "a group of items alone in empty space is a cluster when it has at "
                           "least this many items", range=(1, None))
-    excess_mass: bool = _f(False, "with significance: a dip also counts when the lower group's "
-                                  "excess mass above the pass (all its items, not only those "
-                                  "near its peak) exceeds the threshold: broad groups")
+    excess_mass: bool = _f(True, "with significance: a dip also counts when the lower group's "
+                                 "excess mass above the pass (all its items, not only those "
+                                 "near its peak) exceeds the threshold: broad groups")
     min_persistence: float = _f(0.0, "two density peaks stay separate clusters only if the "
                                      "density between them dips by this fraction",
                                 range=(0.0, 1.0))
@@ -56,5 +56,14 @@ class AnalysisParams:
                                         "and tests the merged cluster again; \"single\" joins "
                                         "along every close pair (the pieces of a long continuum)",
                             choices=("centroid", "single"))
+    continuum_separation: float = _f(10.0, "with decoder_merge: pairs closer than this are "
+                                           "joined too when their items make one mode along the "
+                                           "decoder's direction (a type's continuum cut into "
+                                           "pieces); at or below separation: off",
+                                     range=(0.0, 100.0))
+    continuum_dip: float = _f(0.5, "with decoder_merge: the pooled density of a pair's items "
+                                   "along the decoder's direction counts as one mode when it "
+                                   "stays above this fraction of the lower peak between the "
+                                   "medians", range=(0.0, 1.0))
     geodesic: bool = _f(True, "draw a geodesic between the two largest clusters")
     figures: bool = _f(True, "write PNG figures to OUT/figures")
