@@ -52,6 +52,7 @@ os.environ.setdefault("VOCALATENT_NO_PROGRESS", "1")
 from vocalatent.analysis.agreement import label_agreement  # noqa: E402
 from vocalatent.analysis.clusters import find_clusters  # noqa: E402
 from vocalatent.analysis.density import select_bandwidth  # noqa: E402
+from vocalatent.schedules import MIN_STEPS  # noqa: E402
 from vocalatent.data.repertoire import (  # noqa: E402
     benchmark_repertoires,
     make_repertoire,
@@ -69,17 +70,25 @@ SETTINGS = {
     "peak or mass dip > 2.5 sd": dict(method="significance", bandwidth_scale=1.0, significance=2.5,
                                       excess_mass=True),
 }
-#: Settings that need the fitted model (qlvm part only).
+#: Settings that need the fitted model (qlvm part only). The first three are the rules of
+#: session 6 (no continuum test: ``continuum_separation`` at ``separation``); the last is the
+#: default since session 7.
 MODEL_SETTINGS = {
     "peak dip + decoder merge": dict(
         method="significance", bandwidth_scale=1.0, significance=2.5, needs_model=True,
-        separation=6.0, excess_mass=False),
+        separation=6.0, excess_mass=False, continuum_separation=6.0),
     "peak or mass dip + decoder merge": dict(
         method="significance", bandwidth_scale=1.0, significance=2.5, needs_model=True,
-        separation=6.0, excess_mass=True),
+        separation=6.0, excess_mass=True, continuum_separation=6.0),
     "peak dip + decoder merge, single linkage": dict(
         method="significance", bandwidth_scale=1.0, significance=2.5, needs_model=True,
-        separation=6.0, excess_mass=False, linkage="single"),
+        separation=6.0, excess_mass=False, linkage="single", continuum_separation=6.0),
+    "peak dip + merge with continuum test": dict(
+        method="significance", bandwidth_scale=1.0, significance=2.5, needs_model=True,
+        separation=6.0, excess_mass=False, continuum_separation=10.0, continuum_dip=0.5),
+    "peak or mass dip + merge with continuum test (default)": dict(
+        method="significance", bandwidth_scale=1.0, significance=2.5, needs_model=True,
+        separation=6.0, excess_mass=True, continuum_separation=10.0, continuum_dip=0.5),
 }
 
 
@@ -189,8 +198,12 @@ def run_qlvm(specs, resolution, settings, *, epochs, seed, size, cache, jobs, ga
         k = (s, size, epochs, seed, FIT, SPEC) + (() if gaps == "context" else (GAPS[gaps],))
         k = k + (() if context == "keep" else (("context", context, "column weights"),))
         k = k + (() if time_mode == SPEC["time_mode"] else (("time_mode", time_mode),))
-        # the resolved settings (AVERAGE_EPOCHS included), so a changed default refits
-        return k + (() if training == "bench" else (("training", training_settings(epochs, training)),))
+        # the resolved settings (AVERAGE_EPOCHS, and the batch rule's MIN_STEPS for
+        # batch_size="auto"), so a changed default refits
+        if training == "bench":
+            return k
+        kw = training_settings(epochs, training)
+        return k + (("training", kw),) + ((("min_steps", MIN_STEPS),) if kw.get("batch_size") == "auto" else ())
     work = [dict(spec=s, epochs=epochs, seed=seed, size=size, gaps=gaps, context=context,
                  time_mode=time_mode, training=training,
                  cache=os.path.join(cache, "rep_" + hashlib.md5(repr(key(s)).encode())

@@ -149,12 +149,14 @@ def test_knee_batch_size_is_the_cost_models_balance_point():
 
 
 @pytest.mark.parametrize("n, knee, expected", [
-    (269, 1540.0, 269),          # the README job: one batch per epoch
+    (269, 1540.0, 90),           # the README job: at least 3 steps per epoch (MIN_STEPS)
+    (600, 1540.0, 200),          # a repertoire of the benchmark: 3 steps
     (9000, 516.0, 500),          # 18 equal steps of 500 (ceil(9000 / 516) = 18)
     (100_000, 1540.0, 1539),     # 65 steps
-    (1000, 1000.0, 1000),
-    (1001, 1000.0, 501),         # never one big step plus a left-over of 1 item
+    (1000, 1000.0, 334),
+    (3001, 1000.0, 751),         # 4 steps: never 3 big ones plus a left-over of 1 item
     (5000, 3.0, 32),             # never below min_batch
+    (80, 1540.0, 40),            # ... not even for the 3 steps (2 of 40, not 3 of 27)
     (10, 3.0, 10),               # ... nor above N
 ])
 def test_auto_batch_size_known_answers(n, knee, expected):

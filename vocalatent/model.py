@@ -1075,8 +1075,8 @@ class QLVM(LatentModel):
         Items per step. Steps cost m decoder passes whatever the batch size, so large batches
         are cheap (see docs/method.md). ``"auto"``: from the cost model, equal batches no
         larger than the size at which a step's likelihood work equals its decoder work
-        (:func:`vocalatent.schedules.auto_batch_size`; a few hundred items are one batch per
-        epoch); the size used is ``batch_size_``.
+        (:func:`vocalatent.schedules.auto_batch_size`), and at least three steps per epoch
+        (a few hundred items are three batches); the size used is ``batch_size_``.
     max_epochs : int, default 200
     lr : float, default 1e-3
         Adam learning rate.

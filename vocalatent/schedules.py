@@ -42,7 +42,7 @@ from . import lattice as _lattice
 from ._utils import check_positive
 from .training import Callback, EarlyStopping, TrainState
 
-__all__ = ["AVERAGE_EPOCHS", "DECODER_EFFICIENCY", "GrowingLattice", "SmoothedEarlyStopping", "WarmupPlateauLR",
+__all__ = ["AVERAGE_EPOCHS", "DECODER_EFFICIENCY", "MIN_STEPS", "GrowingLattice", "SmoothedEarlyStopping", "WarmupPlateauLR",
            "auto_batch_size", "knee_batch_size", "lattice_steps", "stage_sizes_summary"]
 
 logger = logging.getLogger(__name__)
@@ -51,6 +51,13 @@ logger = logging.getLogger(__name__)
 #: chosen between 2 and 5 on the 10k synthetic set at m = 377 and 987 (docs/benchmarks.md);
 #: 5 ended higher at both.
 AVERAGE_EPOCHS = 5.0
+
+#: Fewest steps per epoch of ``batch_size="auto"``: an epoch also validates and takes the
+#: schedule's decisions (warm-up, rate cuts, lattice stages, early stopping), so one step per
+#: epoch gives the optimiser one move per decision. With one or two steps the README job's fit
+#: and the repertoire benchmark's fits ended far lower, and two of those 600-item fits collapsed
+#: their maps to a point (docs/benchmarks.md, "Steps per epoch").
+MIN_STEPS = 3
 
 
 class SmoothedEarlyStopping(EarlyStopping):
@@ -307,14 +314,15 @@ def knee_batch_size(decoder_flops: float, n_features: int, *, efficiency: float 
     return float(efficiency) * 3.0 * float(decoder_flops) / (6.0 * int(n_features))
 
 
-def auto_batch_size(n_items: int, *, knee: float, min_batch: int = 32) -> int:
+def auto_batch_size(n_items: int, *, knee: float, min_batch: int = 32, min_steps: int = MIN_STEPS) -> int:
     """The batch size of ``batch_size="auto"``: equal batches no larger than the cost knee.
 
     An epoch of k steps costs about ``k * m`` decoder passes plus ``6 * N * m * D`` kernel
     flops. With batches at the knee (:func:`knee_batch_size`) an epoch costs at most twice its
     floor (the kernel work alone) while keeping as many steps as that allows; so
-    ``k = ceil(N / knee)`` steps of ``ceil(N / k)`` items. A small job is one batch per epoch
-    (the README job: 269 training items, knee ~1,500 for the 128 x 128 conv decoder).
+    ``k = ceil(N / knee)`` steps of ``ceil(N / k)`` items, but at least ``min_steps`` (a small
+    job pays a few more decoder passes per epoch for steps that converge: the README job's
+    269 training items are 3 steps of 90, not one of 269).
 
     Parameters
     ----------
@@ -323,8 +331,10 @@ def auto_batch_size(n_items: int, *, knee: float, min_batch: int = 32) -> int:
     knee : float > 0
         The knee batch size.
     min_batch : int, default 32
-        The batch never drops below this (or N when N is smaller), whatever the knee: tiny
-        batches make noisy steps and the decoder term is paid per step anyway.
+        The batch never drops below this (or N when N is smaller), whatever the knee or
+        ``min_steps``: tiny batches make noisy steps and the decoder term is paid per step.
+    min_steps : int, default :data:`MIN_STEPS`
+        Fewest steps per epoch (when ``min_batch`` allows).
 
     Returns
     -------
@@ -334,7 +344,9 @@ def auto_batch_size(n_items: int, *, knee: float, min_batch: int = 32) -> int:
     check_positive("n_items", n_items, integer=True)
     check_positive("knee", knee)
     check_positive("min_batch", min_batch, integer=True)
+    check_positive("min_steps", min_steps, integer=True)
     n = int(n_items)
     target = max(float(knee), float(min_batch))
-    steps = max(1, math.ceil(n / target))
+    # the extra steps for min_steps only where batches of min_batch items allow them
+    steps = max(math.ceil(n / target), min(int(min_steps), max(1, n // int(min_batch))))
     return int(min(n, math.ceil(n / steps)))

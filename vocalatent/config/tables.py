@@ -100,7 +100,8 @@ MODEL_FIELDS: dict[str, tuple[Any, str, dict]] = {
     "batch_size": (None, "items per step; a step decodes m points whatever the batch size",
                    {"range": (1, None), "zero": "automatic from the cost model: equal batches no "
                                                 "larger than the size where a step's likelihood "
-                                                "work equals its decoder work"}),
+                                                "work equals its decoder work, and at least 3 "
+                                                "steps per epoch"}),
     "max_epochs": (None, "upper bound on epochs (passes over the items); early stopping on the "
                          "held-out log-likelihood usually ends sooner", {"range": (1, None)}),
     "lr": (None, "Adam learning rate", {"range": (1e-8, 10.0)}),
