@@ -1,8 +1,9 @@
 """Do two seeds agree? ARI between the clusters of two runs of ``vocalatent embed`` on one session.
 
 Items are matched by source file and onset. Each run's embedding is clustered again by the old
-defaults, the density rule and the density rule with the decoder merge (its model and
-``syllables.h5``), beside the job's own ``cluster``; and, for the maps themselves, the share
+defaults, the density rule (peak test), the density rule with the decoder merge of session 6
+(its model and ``syllables.h5``) and the current defaults (the 128² grid), beside the job's own
+``cluster`` (its own grid); and, for the maps themselves, the share
 of each syllable's 10 nearest neighbours (torus distance) that are its neighbours in both
 maps (chance: 10 / N), and the table of the job's clusters of one seed against the other
 (docs/analysis.md, "Two seeds")::
@@ -35,8 +36,12 @@ for out in runs:
     bw = select_bandwidth(z)
     labs = {
         "old": find_clusters(z, method="persistence", bandwidth=2 * bw, min_persistence=0.5, min_relative_height=0.1).labels,
-        "dip": find_clusters(z, bandwidth=bw).labels,
-        "dip+merge": find_clusters(z, bandwidth=bw, decoder=m.mean_function(), data=X).labels,
+        "dip": find_clusters(z, bandwidth=bw, excess_mass=False).labels,
+        # the default of session 6: the peak test and the merge below index 6
+        "dip+merge": find_clusters(z, bandwidth=bw, decoder=m.mean_function(), data=X,
+                                   excess_mass=False, continuum_separation=6.0).labels,
+        # the default since session 7: peak or mass test, the merge with the continuum test
+        "default": find_clusters(z, bandwidth=bw, decoder=m.mean_function(), data=X).labels,
         "job": ds["cluster"].values,
     }
     res[out] = (key, labs, z)

@@ -218,8 +218,9 @@ def test_continuum_test_keeps_two_types_apart_and_joins_one_continuum():
         assert 6.5 < sep < 9.5, (name, sep)
         merged = merge_by_decoder(dens, z, decoder=f, data=x)
         assert merged.n_clusters == (2 if name == "two types" else 1), name
-        # switched off (continuum_separation at separation), both stay apart
-        assert merge_by_decoder(dens, z, decoder=f, data=x, continuum_separation=6.0).n_clusters == 2
+        # switched off (continuum_separation at or below separation, 0 too), both stay apart
+        for off in (6.0, 0.0):
+            assert merge_by_decoder(dens, z, decoder=f, data=x, continuum_separation=off).n_clusters == 2
     with pytest.raises(ParameterError, match="continuum_dip"):
         merge_by_decoder(dens, z, decoder=f, data=x, continuum_dip=1.5)
 

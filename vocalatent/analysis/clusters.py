@@ -684,7 +684,7 @@ def merge_by_decoder(result: ClusterResult, z, *, decoder, data,
         With fewer (or as many) clusters; labels 0..k-1 by decreasing size again.
     """
     check_positive("separation", separation)
-    check_positive("continuum_separation", continuum_separation)
+    check_positive("continuum_separation", continuum_separation, allow_zero=True)
     check_option("linkage", linkage, ["centroid", "single"])
     if not 0 <= continuum_dip <= 1:
         raise ParameterError(f"continuum_dip must be in [0, 1]; got {continuum_dip!r}")
