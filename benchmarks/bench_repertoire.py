@@ -291,9 +291,10 @@ def main(argv=None) -> int:
     if args.part == "qlvm":
         settings.update(MODEL_SETTINGS)
         for sep in args.separation or []:
+            # the threshold alone, as it was chosen (peak test, no continuum test)
             settings[f"decoder merge index < {sep:g}"] = dict(
                 method="significance", bandwidth_scale=1.0, significance=2.5, needs_model=True,
-                separation=sep)
+                separation=sep, excess_mass=False, continuum_separation=sep)
     for sig in args.significance or []:
         settings[f"dip > {sig:g} sd"] = dict(method="significance", bandwidth_scale=1.0, significance=sig)
     specs = benchmark_repertoires(args.n, n_syllables=600, seed=args.spec_seed, corners=not args.no_corners)
