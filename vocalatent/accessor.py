@@ -175,8 +175,8 @@ class VocalatentAccessor:
                  min_relative_height: float | None = None, min_size: int = 5, posterior=None,
                  lattice_z=None, noise_density: float | None = None, model=None, data=None,
                  separation: float | None = None, excess_mass: bool = True,
-                 linkage: str = "centroid", continuum_separation: float | None = None,
-                 continuum_dip: float | None = None) -> xr.Dataset:
+                 linkage: str = "centroid", continuum_separation: float = DEFAULT_CONTINUUM_SEPARATION,
+                 continuum_dip: float = DEFAULT_CONTINUUM_DIP) -> xr.Dataset:
         """Cluster the items by periodic mode seeking; adds ``cluster`` and friends.
 
         With ``model`` (anything with ``mean_function()``) and ``data`` (the items it was fitted
@@ -212,9 +212,7 @@ class VocalatentAccessor:
                                decoder=None if model is None else model.mean_function(), data=data,
                                separation=DEFAULT_SEPARATION if separation is None else separation,
                                excess_mass=excess_mass, linkage=linkage,
-                               continuum_separation=(DEFAULT_CONTINUUM_SEPARATION if continuum_separation
-                                                     is None else continuum_separation),
-                               continuum_dip=DEFAULT_CONTINUUM_DIP if continuum_dip is None else continuum_dip)
+                               continuum_separation=continuum_separation, continuum_dip=continuum_dip)
         ds = self._with_density(result.kde)
         k = result.n_clusters
         sizes = np.bincount(result.labels[result.labels >= 0], minlength=k)
@@ -227,9 +225,8 @@ class VocalatentAccessor:
         if model is not None:
             params["separation"] = float(DEFAULT_SEPARATION if separation is None else separation)
             params["linkage"] = str(linkage)
-            params["continuum_separation"] = float(DEFAULT_CONTINUUM_SEPARATION if continuum_separation
-                                                   is None else continuum_separation)
-            params["continuum_dip"] = float(DEFAULT_CONTINUUM_DIP if continuum_dip is None else continuum_dip)
+            params["continuum_separation"] = float(continuum_separation)
+            params["continuum_dip"] = float(continuum_dip)
         return ds.assign(
             cluster=xr.DataArray(result.labels, dims="item",
                                  attrs={"long_name": "cluster (periodic mode seeking; -1 = none)", **params}),

@@ -961,8 +961,6 @@ _COMMENTS = {
     "analysis.decoder_merge": "join clusters whose items do not separate along the decoder's direction between them",
     "analysis.separation": "with decoder_merge: two clusters stay apart when their items' medians along the decoder's direction are this many sds (of the tighter cluster) apart",
     "analysis.merge_linkage": "with decoder_merge: \"centroid\" joins the closest pair and tests the merged cluster again; \"single\" joins along every close pair",
-    "analysis.continuum_separation": "with decoder_merge: pairs closer than this are joined too when their items make one mode along the decoder's direction; at or below separation: off",
-    "analysis.continuum_dip": "with decoder_merge: a pair's pooled density along the decoder's direction counts as one mode when it stays above this fraction of the lower peak",
     "analysis.figures": "write PNG figures to OUT/figures",
 }
 
@@ -975,4 +973,24 @@ def config_template(*, pipeline=None) -> str:
             f"# Start from the preset {pipe.get('name', 'default')!r}: {pipe.get('description', '')}",
             "# Use with: vocalatent embed PATH --config THIS_FILE   (flags override this file)",
             "", "[pipeline]", f"extends = {json.dumps(pipe.get('name', 'default'))}", ""]
-    return "\n".join(head) + dump_toml(cfg, comments=_COMMENTS)
+    return "\n".join(head) + dump_toml(cfg, comments=_template_comments(cfg))
+
+
+def _template_comments(cfg: Mapping) -> dict:
+    """The template's comment per ``table.key``: the short line of ``_COMMENTS`` where it has
+    one, else the key's help text from the config schema (so a new setting needs no second
+    copy of its help here)."""
+    from .config.schema import field_help
+
+    out = {}
+    for table, tab in cfg.items():
+        if not isinstance(tab, Mapping):
+            continue
+        for key, val in tab.items():
+            if not isinstance(val, Mapping):
+                name = f"{table}.{key}"
+                try:
+                    out[name] = _COMMENTS.get(name) or " ".join(field_help(table, key).split())
+                except (KeyError, VocalatentError):  # a key or table the schema does not know
+                    continue
+    return out
