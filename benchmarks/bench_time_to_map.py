@@ -27,8 +27,12 @@ means (fitted on all items); its held-out figure is its importance-sampled estim
 
 Configurations: ``old`` (lr 1e-3, constant, one lattice, raw early stopping, patience 20,
 max 150 epochs — the job's settings before this change), ``lr3e-3`` (only the learning rate
-changed) and ``auto`` (lr 3e-3 with ``schedule="auto"``: warm-up, reduce-on-plateau, a
-growing lattice, median-smoothed early stopping).
+changed), ``auto`` (lr 3e-3 with ``schedule="auto"``: warm-up, reduce-on-plateau, a
+growing lattice, median-smoothed early stopping, the weight average), ``new`` (the vocal
+presets' training: ``auto`` with patience 10, the cost model's batch and a 400-epoch cap) and
+``new-unaveraged`` (``new`` without the weight average, ``average_epochs=0``). Until the
+weight average became part of ``schedule="auto"`` (session 8), ``"schedule": "auto"`` in a
+``--config`` meant no average; add ``"average_epochs": 0`` to rerun the earlier tables.
 
 Usage::
 
@@ -57,6 +61,11 @@ CONFIGS = {
     "lr3e-3": dict(lr=3e-3, schedule="none", patience=20),
     "auto": dict(lr=3e-3, schedule="auto", patience=20),
     "auto-b1024": dict(lr=3e-3, schedule="auto", patience=20, batch_size=1024),
+    # the vocal presets' training (pipelines/default.toml), with and without the weight
+    # average that schedule="auto" includes
+    "new": dict(lr=3e-3, schedule="auto", patience=10, batch_size="auto", max_epochs=400),
+    "new-unaveraged": dict(lr=3e-3, schedule="auto", patience=10, batch_size="auto", max_epochs=400,
+                           average_epochs=0),
     "vae-umap": dict(lr=1e-3, patience=20),
 }
 

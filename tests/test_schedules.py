@@ -253,13 +253,30 @@ def test_training_keeps_and_scores_the_averaged_weights():
     assert float(obj.w.weight.detach()) == pytest.approx(obj.scored[best], abs=1e-7)
 
 
-def test_average_epochs_is_opt_in():
+def test_average_epochs_follows_the_schedule():
     from vocalatent.schedules import AVERAGE_EPOCHS
 
-    assert QLVM(schedule="auto")._average_horizon() is None          # opt-in
-    assert QLVM(schedule="auto", average_epochs=AVERAGE_EPOCHS)._average_horizon() == AVERAGE_EPOCHS
+    assert QLVM(schedule="auto")._average_horizon() == AVERAGE_EPOCHS     # part of "auto"
+    assert QLVM()._average_horizon() is None                               # "none": off
+    assert QLVM(schedule="auto", average_epochs=2.5)._average_horizon() == 2.5
     assert QLVM(schedule="auto", average_epochs=0)._average_horizon() is None
     assert QLVM(schedule="none", average_epochs=2.5)._average_horizon() == 2.5
     X = np.random.default_rng(0).random((40, 3)).astype(np.float32)
     with pytest.raises(Exception, match="average_epochs"):
         QLVM(1, average_epochs=-1, max_epochs=1, verbose=False).fit(X)
+
+
+def test_job_config_passes_the_weight_average_only_with_the_auto_schedule():
+    from vocalatent.schedules import AVERAGE_EPOCHS
+    from vocalatent.workflow import make_model, resolve
+
+    vocal = make_model(resolve(pipeline="bengalese_finch"), device="cpu", verbose=False)
+    assert vocal.schedule == "auto" and vocal._average_horizon() == AVERAGE_EPOCHS
+    off = make_model(resolve(pipeline="bengalese_finch", overrides={"model": {"average_epochs": 0.0}}),
+                     device="cpu", verbose=False)
+    assert off._average_horizon() is None
+    short = make_model(resolve(pipeline="bengalese_finch", overrides={"model": {"average_epochs": 2}}),
+                       device="cpu", verbose=False)
+    assert short._average_horizon() == 2.0
+    cells = make_model(resolve(pipeline="single_cell"), device="cpu", verbose=False)
+    assert cells.schedule == "none" and cells._average_horizon() is None

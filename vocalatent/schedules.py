@@ -17,14 +17,16 @@ Why each exists (the cost model of docs/method.md: a step costs m decoder passes
   epoch to epoch (a new shift, a new batch order); stopping on a running median of it neither
   stops on a lucky peak nor runs on past a real plateau. The weights kept are
   still those of the best single epoch.
-- weight averaging (``QLVM(average_epochs=AVERAGE_EPOCHS)``, opt-in,
-  :class:`vocalatent.training.WeightAverage`) — at the schedule's learning rate each step
-  moves the decoder by as much as the noise of its random lattice shift; an exponential
-  average of the weights over a few epochs is a better model than any one step and gives a
-  smooth validation curve, so the plateau rules above cut the rate and stop on real plateaus
-  rather than on one noisy epoch (docs/benchmarks.md: on the 10k synthetic set +11 nats/item
-  held-out and the old defaults' score in 0.27x their time). Not the default: on one
-  synthetic song set its map's clusters joined two of four types.
+- weight averaging (part of ``schedule="auto"``: ``QLVM(average_epochs=None)`` averages over
+  :data:`AVERAGE_EPOCHS`, :class:`vocalatent.training.WeightAverage`) — at the schedule's
+  learning rate each step moves the decoder by as much as the noise of its random lattice
+  shift; an exponential average of the weights over a few epochs is a better model than any
+  one step and gives a smooth validation curve, so the plateau rules above cut the rate and
+  stop on real plateaus rather than on one noisy epoch (docs/benchmarks.md, "Weight
+  averaging": the README job's fit in 0.74x the time and 555 nats/item higher held-out; on
+  the 10k synthetic set at m = 377, where without it the rate was cut five times on noisy
+  epochs and the fit stopped below the old defaults, it ends 4.1 nats/item above them and
+  reaches their score in 0.39x their time).
 - :func:`auto_batch_size` — the batch size from the cost model (``batch_size="auto"``): the
   largest number of steps per epoch whose batches are still big enough that a step's
   likelihood work is at least its decoder work, with equal batches (no step spent decoding
@@ -47,9 +49,9 @@ __all__ = ["AVERAGE_EPOCHS", "DECODER_EFFICIENCY", "MIN_STEPS", "GrowingLattice"
 
 logger = logging.getLogger(__name__)
 
-#: Epochs of the weight average measured best (``QLVM(average_epochs=AVERAGE_EPOCHS)``, opt-in):
-#: chosen between 2 and 5 on the 10k synthetic set at m = 377 and 987 (docs/benchmarks.md);
-#: 5 ended higher at both.
+#: Epochs of the weight average of ``schedule="auto"`` (``QLVM(average_epochs=None)``): chosen
+#: between 2 and 5 on the 10k synthetic set at m = 377 and 987 (docs/benchmarks.md); 5 ended
+#: higher at both.
 AVERAGE_EPOCHS = 5.0
 
 #: Fewest steps per epoch of ``batch_size="auto"``: an epoch also validates and takes the

@@ -144,6 +144,8 @@ def make_model(cfg: Mapping, *, device="auto", seed=None, verbose: bool = True) 
     kwargs["n_eval_lattice"] = int(m["n_eval_lattice"]) or (auto[1] if auto else None)
     kwargs["n_eval_shifts"] = int(m["n_eval_shifts"]) or (auto[2] if auto else 4)
     kwargs["batch_size"] = int(m["batch_size"]) or "auto"      # 0: the cost model's rule
+    # the weight average belongs to the "auto" schedule (QLVM's own rule: none under "none")
+    kwargs["average_epochs"] = float(m["average_epochs"]) if m["schedule"] == "auto" else None
     kwargs["decoder_options"] = dict(m["decoder_options"]) or None
     kwargs["likelihood_options"] = dict(m["likelihood_options"]) or None
     return QLVM(**kwargs, device=device, random_state=seed, verbose=verbose)

@@ -124,6 +124,10 @@ MODEL_FIELDS: dict[str, tuple[Any, str, dict]] = {
                        "lattice growing to n_lattice, early stopping on the running median of the "
                        "held-out curve; \"none\": constant lr, one lattice, raw early stopping",
                  {"choices": "vocalatent.model:SCHEDULES"}),
+    "average_epochs": (5.0, "with schedule = \"auto\": epochs of the exponential moving average of "
+                            "the weights that is validated, kept and returned (ignored with "
+                            "schedule = \"none\")",
+                       {"range": (0.1, 1000.0), "zero": "no averaging"}),
     "decoder_options": ({}, "extra decoder arguments, e.g. { hidden = [256, 256] }", {}),
     "likelihood_options": ({}, "extra likelihood arguments", {}),
 }

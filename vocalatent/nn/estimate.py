@@ -234,7 +234,9 @@ def training_resolution_message(ess: np.ndarray, n_lattice: int, *, floor: float
             if floor else "a likelihood with more noise (a variance floor, a larger sigma)")
     return (f"the training lattice's posterior has collapsed onto one point (ESS < {collapsed_ess:g}) "
             f"for {100 * frac:.0f} % of the items (median ESS {np.median(ess):.2f} of m = {n_lattice:,}): "
-            f"the model is sharper than its integrator resolves, so its training estimate of log p(x) is "
-            f"loose and the embedding sits on lattice points. Use a larger n_lattice or {knob}; with "
-            f"thousands of informative features neither may suffice (the posterior is that sharp), and "
-            f"evaluate() then scores held-out items by local refinement (docs/method.md section 7.3).")
+            f"the model is sharper than its integrator resolves, so training optimised a loose lattice "
+            f"estimate of log p(x). Use a larger n_lattice or {knob}; with thousands of informative "
+            f"features neither may suffice (the posterior is that sharp). evaluate() and transform() "
+            f"refine such items locally (score_samples(refine=True) too), so the held-out figure and "
+            f"the positions they report are checked for convergence (docs/method.md section 7.3); the "
+            f"training estimate is not.")
