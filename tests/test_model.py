@@ -332,3 +332,40 @@ def test_latent_dim_above_three_warns(caplog):
         QLVM(latent_dim=4, n_lattice=64, max_epochs=1, device="cpu", verbose=False,
              decoder_options={"hidden": [8]}).fit(X)
     assert "latent_dim=4" in caplog.text and "exponentially" in caplog.text
+
+
+def test_channels_last_conv_decoder_matches_the_default_order(tmp_path):
+    from vocalatent.nn.decoders import ConvDecoder
+
+    z = torch.rand(17, 2)
+    decs, seen = [], {}
+    for flag in (False, True, "auto"):
+        torch.manual_seed(3)
+        dec = ConvDecoder(2, (24, 20), n_params=2, base_channels=8, channels_last=flag)
+        dec.conv[0].register_forward_pre_hook(
+            lambda mod, args, flag=flag: seen.__setitem__(
+                flag, args[0].is_contiguous(memory_format=torch.channels_last) and not args[0].is_contiguous()))
+        decs.append(dec)
+    outs = [d(z) for d in decs]
+    for out in outs:
+        out.square().sum().backward()
+    assert seen == {False: False, True: True, "auto": True}        # "auto": NHWC on CPU
+    for dec, out in zip(decs[1:], outs[1:]):
+        np.testing.assert_allclose(out.detach(), outs[0].detach(), rtol=1e-5, atol=1e-6)
+        for p0, p1 in zip(decs[0].parameters(), dec.parameters()):
+            np.testing.assert_allclose(p1.grad, p0.grad, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ParameterError, match="channels_last"):
+        ConvDecoder(2, (24, 20), channels_last="yes")
+    # inside torch.func.vmap (the Jacobian map) the decoder falls back to NCHW, same values
+    from vocalatent.analysis.jacobian import jacobian_norm_grid
+
+    grids = [np.asarray(jacobian_norm_grid(lambda u, d=d: d(u)[:, 0], latent_dim=2, resolution=6))
+             for d in (decs[0], decs[2])]
+    np.testing.assert_allclose(grids[1], grids[0], rtol=1e-5)
+    # the option travels in the checkpoint
+    X = np.random.default_rng(0).random((40, 24, 20)).astype(np.float32)
+    m = QLVM(2, decoder="conv", n_lattice=34, max_epochs=2, random_state=0, verbose=False, device="cpu",
+             decoder_options={"channels_last": False, "base_channels": 8}).fit(X)
+    loaded = QLVM.load(m.save(tmp_path / "cl.pt"), device="cpu")
+    assert loaded.module_.decoder.channels_last is False
+    np.testing.assert_array_equal(loaded.decode([[0.3, 0.6]]), m.decode([[0.3, 0.6]]))
