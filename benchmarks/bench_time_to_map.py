@@ -15,7 +15,10 @@ Data sets:
 - ``synth``: ``--n-synth`` (10,000) syllables of 8 known types sung by 2 birds
   (:mod:`vocalatent.data.repertoire`, seed 0), as small ``--synth-px`` x ``--synth-px``
   (default 32 x 32, "window" time mode) spectrograms so the set fits the loaded 2-core machine;
-  cached under ``--cache``.
+  cached under ``--cache``, keyed on the size and on the source of the modules that render it
+  (a changed generator or spectrogram makes a new set; until session 9 the key was the size
+  alone, so the 10k tables from 2026-12-01 14:51 UTC to session 8 ran on the set rendered at
+  11:07 that day, before window-mode spectrograms masked the columns outside a syllable).
 
 For data with labels (``synth``, ``digits``) every configuration also reports the map's label
 k-NN accuracy (k = 5, fitted on the training items' map positions, scored on the held-out
@@ -100,8 +103,10 @@ def digits_items():
 
 def synth_items(cache: Path, n: int, px: int):
     """``n`` syllables of known types rendered by the repertoire generator, (n, px, px) in [0, 1]."""
+    from vocalatent.data.repertoire import renderer_digest
+
     cache.mkdir(parents=True, exist_ok=True)
-    path = cache / f"synth_{n}_{px}.npz"
+    path = cache / f"synth_{n}_{px}_{renderer_digest()}.npz"
     if path.is_file():
         with np.load(path) as f:
             return f["X"], f["y"]

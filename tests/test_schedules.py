@@ -95,6 +95,59 @@ def test_growing_lattice_time_budget_per_stage():
     assert state.history["n_lattice"] == [144] * 10 + [377] * 10 + [987] * 10
 
 
+def test_rate_is_cut_on_the_final_lattice_only():
+    # flat curve: the coarse stage is left after its patience (3 bad epochs) without a rate
+    # cut; on the final lattice the same plateau halves the rate every 3 epochs
+    obj = _Objective(377)
+    lr_cb = WarmupPlateauLR(warmup_epochs=0, factor=0.5, patience=3, min_lr_ratio=0.01)
+    grow = GrowingLattice([144, 377], patience=3, max_fraction=1.0)
+    state = _state(objective=obj, max_epochs=100)
+    lrs = []
+    for epoch, score in enumerate([1.0] + [1.0] * 12, 1):
+        state.epoch = epoch
+        lr_cb.on_epoch_start(state)
+        grow.on_epoch_start(state)
+        lrs.append(state.optimizer.param_groups[0]["lr"])
+        state.history["val_log_likelihood"].append(score)
+        lr_cb.on_epoch_end(state)
+        grow.on_epoch_end(state)
+    assert state.history["n_lattice"] == [144] * 4 + [377] * 9
+    np.testing.assert_allclose(lrs[:7], 0.01)              # no cut on the coarse lattice
+    np.testing.assert_allclose(lrs[7:10], 0.005)           # 3 flat final epochs (5, 6, 7)
+    np.testing.assert_allclose(lrs[10:], 0.0025)
+    # without the lattice callback the same curve is cut from epoch 5 on
+    lr_alone = WarmupPlateauLR(warmup_epochs=0, factor=0.5, patience=3, min_lr_ratio=0.01)
+    lrs_alone = _run(lr_alone, _state(), [1.0] * 13)
+    np.testing.assert_allclose(lrs_alone[4], 0.005)
+
+
+def test_growing_lattice_leaves_a_stage_whose_gain_has_slowed():
+    obj = _Objective(987)
+    cb = GrowingLattice([144, 377, 987], patience=50, max_fraction=1.0, slowdown=0.25, window=5)
+    state = _state(objective=obj, max_epochs=200)
+    # gains of 10 per epoch for 12 epochs, then 1 per epoch. On a rising curve the difference
+    # of the two windows' medians (epochs e-9..e-5 and e-4..e) over 5 is the mean gain of
+    # epochs e-6..e-2: it first falls to 1 <= 0.25 * 10 at e = 19 (the gains of 13..17)
+    gains = [10.0] * 12 + [1.0] * 30
+    scores = np.cumsum(gains)
+    _run(cb, state, scores)
+    n = state.history["n_lattice"]
+    assert n[:19] == [144] * 19 and n[19] == 377
+    # a stage that never speeds up (constant gains) runs on: the rate never falls below
+    # a quarter of its own peak, so only patience or the budget end it
+    cb2 = GrowingLattice([144, 377], patience=50, max_fraction=1.0, slowdown=0.25)
+    state2 = _state(objective=_Objective(377), max_epochs=100)
+    _run(cb2, state2, np.arange(1, 60, dtype=float))
+    assert set(state2.history["n_lattice"]) == {144}
+    # a stage that only falls (no positive gain) is left by patience, not by the rate test
+    cb3 = GrowingLattice([144, 377], patience=3, max_fraction=1.0, slowdown=0.25)
+    state3 = _state(objective=_Objective(377), max_epochs=100)
+    _run(cb3, state3, [5.0, 4.0, 3.0, 2.0, 1.0, 0.0])
+    assert state3.history["n_lattice"] == [144] * 4 + [377] * 2
+    with pytest.raises(ValueError, match="slowdown"):
+        GrowingLattice([144, 377], slowdown=1.5)
+
+
 def test_smoothed_stopping_ignores_single_spikes():
     rng = np.random.default_rng(0)
     raw = EarlyStopping(5)

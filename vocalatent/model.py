@@ -1115,7 +1115,8 @@ class QLVM(LatentModel):
     schedule : {"none", "auto"}, default "none"
         ``"auto"``: learning-rate warm-up and reduce-on-plateau, a training lattice that grows
         along the lattice sequence to ``n_lattice`` when the validation score stalls (coarse
-        lattices are cheaper per step), and early stopping on a smoothed validation curve
+        lattices are cheaper per step; a plateau there moves to the next size and does not
+        cut the rate), and early stopping on a smoothed validation curve
         (:mod:`vocalatent.schedules`; needs validation data for the plateau-driven parts).
         ``"none"``: constant ``lr``, one lattice, early stopping on the raw curve.
     average_epochs : float >= 0 or None

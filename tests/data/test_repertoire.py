@@ -61,3 +61,21 @@ def test_latents_and_the_benchmark_list():
     specs = benchmark_repertoires(12)
     assert len(specs) == 12 and min(s.n_types for s in specs) == 3 and max(s.n_types for s in specs) == 30
     assert max(s.abundance_ratio for s in specs) == 50.0
+
+
+def test_renderer_digest_follows_the_rendering_source(monkeypatch):
+    import inspect
+
+    from vocalatent.audio import spectrogram
+    from vocalatent.data.repertoire import renderer_digest
+
+    first = renderer_digest()
+    assert first == renderer_digest() and len(first) == 12
+    real = inspect.getsource
+
+    def edited(obj):        # the spectrogram module as if one line had changed
+        text = real(obj)
+        return text + "\n# edited\n" if obj is spectrogram else text
+
+    monkeypatch.setattr(inspect, "getsource", edited)
+    assert renderer_digest() != first

@@ -120,8 +120,8 @@ MODEL_FIELDS: dict[str, tuple[Any, str, dict]] = {
                          "kept (fights folded maps)", {"range": (1, 100)}),
     "precision": (None, "\"32\" or \"bf16\" (bfloat16 decoder on CUDA)",
                   {"choices": ("32", "bf16")}),
-    "schedule": (None, "\"auto\": learning-rate warm-up and decay on plateaus, a training "
-                       "lattice growing to n_lattice, early stopping on the running median of the "
+    "schedule": (None, "\"auto\": learning-rate warm-up and decay on plateaus of the final "
+                       "lattice, a training lattice growing to n_lattice, early stopping on the running median of the "
                        "held-out curve; \"none\": constant lr, one lattice, raw early stopping",
                  {"choices": "vocalatent.model:SCHEDULES"}),
     "average_epochs": (5.0, "with schedule = \"auto\": epochs of the exponential moving average of "

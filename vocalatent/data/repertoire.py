@@ -43,6 +43,7 @@ __all__ = [
     "SyllableType",
     "benchmark_repertoires",
     "make_repertoire",
+    "renderer_digest",
     "repertoire_latents",
     "repertoire_recordings",
     "repertoire_spectrograms",
@@ -335,6 +336,28 @@ def repertoire_spectrograms(audio: dict, segments: pd.DataFrame, params, *, leve
     for source, (idx, db) in dbs.items():
         out[[pos[i] for i in idx]] = apply_level_ranges(db, *ranges[source])
     return out
+
+
+def renderer_digest() -> str:
+    """A digest of the source of the code that renders repertoire images (this module and
+    :mod:`vocalatent.audio.spectrogram`): part of a cache key for rendered or fitted sets, so
+    a changed generator or spectrogram never serves images of the code before it.
+
+    Returns
+    -------
+    str
+        12 hex digits of a SHA-256.
+    """
+    import hashlib
+    import inspect
+    import sys
+
+    from ..audio import spectrogram
+
+    digest = hashlib.sha256()
+    for module in (sys.modules[__name__], spectrogram):
+        digest.update(inspect.getsource(module).encode())
+    return digest.hexdigest()[:12]
 
 
 def repertoire_latents(rep: Repertoire, *, spread: float = 0.018, bird_offset: float = 0.6,
