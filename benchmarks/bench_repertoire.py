@@ -13,7 +13,8 @@ Two parts (docs/analysis.md, "Clusters whose number is chosen by the data"):
   with an MLP decoder fitted for ``--epochs`` (300) epochs with every training setting given
   explicitly (``FIT``), and the clusters of its embedding, also with the decoder merge (which
   needs the model and the images). Fits are cached under ``--cache`` (keyed on the spec,
-  every setting and the digest of the renderer's source, ``renderer_digest``) so settings can be compared without refitting. ``--gaps context`` keeps the
+  every setting and the digest of the renderer's source, ``renderer_digest``) so settings
+  can be compared without refitting. ``--gaps context`` keeps the
   generator's 30-90 ms gaps (neighbours show in the window); ``--gaps isolated`` leaves
   150-250 ms so that each window holds one syllable. ``--context mask`` (the default, as in
   :class:`~vocalatent.audio.spectrogram.SpectrogramParams`) blanks each window outside its
@@ -204,7 +205,8 @@ def run_qlvm(specs, resolution, settings, *, epochs, seed, size, cache, jobs, ga
     code = renderer_digest()
 
     def key(s):     # with the renderer's source digest: a changed generator refits (session 9)
-        k = (s, size, epochs, seed, FIT, SPEC, ("renderer", code)) + (() if gaps == "context" else (GAPS[gaps],))
+        k = (s, size, epochs, seed, FIT, SPEC, ("renderer", code))
+        k = k + (() if gaps == "context" else (GAPS[gaps],))
         k = k + (() if context == "keep" else (("context", context, "column weights"),))
         k = k + (() if time_mode == SPEC["time_mode"] else (("time_mode", time_mode),))
         # the resolved settings (AVERAGE_EPOCHS, and the batch rule's MIN_STEPS for

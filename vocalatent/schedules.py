@@ -292,7 +292,8 @@ class GrowingLattice(Callback):
             return
         scores = state.history.get("val_log_likelihood", [])
         if scores and math.isfinite(scores[-1]):
-            self.stage_scores.append(float(scores[-1]))
+            if self.slowdown is not None:
+                self.stage_scores.append(float(scores[-1]))
             if scores[-1] > self.best:
                 self.best, self.bad = scores[-1], 0
             else:

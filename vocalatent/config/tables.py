@@ -121,8 +121,9 @@ MODEL_FIELDS: dict[str, tuple[Any, str, dict]] = {
     "precision": (None, "\"32\" or \"bf16\" (bfloat16 decoder on CUDA)",
                   {"choices": ("32", "bf16")}),
     "schedule": (None, "\"auto\": learning-rate warm-up and decay on plateaus of the final "
-                       "lattice, a training lattice growing to n_lattice, early stopping on the running median of the "
-                       "held-out curve; \"none\": constant lr, one lattice, raw early stopping",
+                       "lattice, a training lattice growing to n_lattice, early stopping on the "
+                       "running median of the held-out curve; \"none\": constant lr, one "
+                       "lattice, raw early stopping",
                  {"choices": "vocalatent.model:SCHEDULES"}),
     "average_epochs": (5.0, "with schedule = \"auto\": epochs of the exponential moving average of "
                             "the weights that is validated, kept and returned (ignored with "
