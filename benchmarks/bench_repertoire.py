@@ -73,24 +73,31 @@ SETTINGS = {
                                       excess_mass=True),
 }
 #: Settings that need the fitted model (qlvm part only). The first three are the rules of
-#: session 6 (no continuum test: ``continuum_separation`` at ``separation``); the last is the
-#: default since session 7.
+#: session 6 (no continuum test: ``continuum_separation`` at ``separation``); the fifth is the
+#: default of sessions 7-9; the last (session 10) also lets the decoder judge the density
+#: dips of 1.5 to 2.5 noise sds (``decoder_dip``). ``--decoder-dip`` adds rows.
 MODEL_SETTINGS = {
     "peak dip + decoder merge": dict(
         method="significance", bandwidth_scale=1.0, significance=2.5, needs_model=True,
-        separation=6.0, excess_mass=False, continuum_separation=6.0),
+        separation=6.0, excess_mass=False, continuum_separation=6.0, decoder_dip=None),
     "peak or mass dip + decoder merge": dict(
         method="significance", bandwidth_scale=1.0, significance=2.5, needs_model=True,
-        separation=6.0, excess_mass=True, continuum_separation=6.0),
+        separation=6.0, excess_mass=True, continuum_separation=6.0, decoder_dip=None),
     "peak dip + decoder merge, single linkage": dict(
         method="significance", bandwidth_scale=1.0, significance=2.5, needs_model=True,
-        separation=6.0, excess_mass=False, linkage="single", continuum_separation=6.0),
+        separation=6.0, excess_mass=False, linkage="single", continuum_separation=6.0, decoder_dip=None),
     "peak dip + merge with continuum test": dict(
         method="significance", bandwidth_scale=1.0, significance=2.5, needs_model=True,
-        separation=6.0, excess_mass=False, continuum_separation=10.0, continuum_dip=0.5),
-    "peak or mass dip + merge with continuum test (default)": dict(
+        separation=6.0, excess_mass=False, continuum_separation=10.0, continuum_dip=0.5,
+        decoder_dip=None),
+    "peak or mass dip + merge with continuum test (sessions 7-9)": dict(
         method="significance", bandwidth_scale=1.0, significance=2.5, needs_model=True,
-        separation=6.0, excess_mass=True, continuum_separation=10.0, continuum_dip=0.5),
+        separation=6.0, excess_mass=True, continuum_separation=10.0, continuum_dip=0.5,
+        decoder_dip=None),
+    "the same + decoder judges dips >= 1.5 sd (default)": dict(
+        method="significance", bandwidth_scale=1.0, significance=2.5, needs_model=True,
+        separation=6.0, excess_mass=True, continuum_separation=10.0, continuum_dip=0.5,
+        decoder_dip=1.5),
 }
 
 
@@ -296,6 +303,8 @@ def main(argv=None) -> int:
                     help="extra new-rule rows with these noise-sd thresholds")
     ap.add_argument("--separation", type=float, nargs="*", default=None,
                     help="extra decoder-merge rows with these thresholds (qlvm part)")
+    ap.add_argument("--decoder-dip", type=float, nargs="*", default=None,
+                    help="extra rows of the default rule with these decoder_dip values (qlvm part)")
     ap.add_argument("--out", default=None, help="write the markdown table here")
     ap.add_argument("--json", default=None, help="write the rows as JSON here")
     args = ap.parse_args(argv)
@@ -306,7 +315,12 @@ def main(argv=None) -> int:
             # the threshold alone, as it was chosen (peak test, no continuum test)
             settings[f"decoder merge index < {sep:g}"] = dict(
                 method="significance", bandwidth_scale=1.0, significance=2.5, needs_model=True,
-                separation=sep, excess_mass=False, continuum_separation=sep)
+                separation=sep, excess_mass=False, continuum_separation=sep, decoder_dip=None)
+        for dd in args.decoder_dip or []:
+            settings[f"default rule, decoder_dip {dd:g}"] = dict(
+                method="significance", bandwidth_scale=1.0, significance=2.5, needs_model=True,
+                separation=6.0, excess_mass=True, continuum_separation=10.0, continuum_dip=0.5,
+                decoder_dip=dd)
     for sig in args.significance or []:
         settings[f"dip > {sig:g} sd"] = dict(method="significance", bandwidth_scale=1.0, significance=sig)
     specs = benchmark_repertoires(args.n, n_syllables=600, seed=args.spec_seed, corners=not args.no_corners)

@@ -26,7 +26,8 @@ from . import plot as _plot
 from ._utils import ParameterError
 from .analysis._decoder import model_decoder
 from .analysis.agreement import label_agreement
-from .analysis.clusters import (DEFAULT_CONTINUUM_DIP, DEFAULT_CONTINUUM_SEPARATION, DEFAULT_SEPARATION,
+from .analysis.clusters import (DEFAULT_CONTINUUM_DIP, DEFAULT_CONTINUUM_SEPARATION, DEFAULT_DECODER_DIP,
+                                DEFAULT_SEPARATION,
                                 METHOD_DEFAULTS, find_clusters)
 from .analysis.density import GridKDE, default_resolution, periodic_kde
 from .analysis.geodesic import geodesic as _geodesic
@@ -176,7 +177,8 @@ class VocalatentAccessor:
                  lattice_z=None, noise_density: float | None = None, model=None, data=None,
                  separation: float | None = None, excess_mass: bool = True,
                  linkage: str = "centroid", continuum_separation: float = DEFAULT_CONTINUUM_SEPARATION,
-                 continuum_dip: float = DEFAULT_CONTINUUM_DIP) -> xr.Dataset:
+                 continuum_dip: float = DEFAULT_CONTINUUM_DIP,
+                 decoder_dip: float | None = DEFAULT_DECODER_DIP) -> xr.Dataset:
         """Cluster the items by periodic mode seeking; adds ``cluster`` and friends.
 
         With ``model`` (anything with ``mean_function()``) and ``data`` (the items it was fitted
@@ -212,7 +214,8 @@ class VocalatentAccessor:
                                decoder=None if model is None else model.mean_function(), data=data,
                                separation=DEFAULT_SEPARATION if separation is None else separation,
                                excess_mass=excess_mass, linkage=linkage,
-                               continuum_separation=continuum_separation, continuum_dip=continuum_dip)
+                               continuum_separation=continuum_separation, continuum_dip=continuum_dip,
+                               decoder_dip=decoder_dip)
         ds = self._with_density(result.kde)
         k = result.n_clusters
         sizes = np.bincount(result.labels[result.labels >= 0], minlength=k)
@@ -227,6 +230,8 @@ class VocalatentAccessor:
             params["linkage"] = str(linkage)
             params["continuum_separation"] = float(continuum_separation)
             params["continuum_dip"] = float(continuum_dip)
+            if decoder_dip is not None:
+                params["decoder_dip"] = float(decoder_dip)
         return ds.assign(
             cluster=xr.DataArray(result.labels, dims="item",
                                  attrs={"long_name": "cluster (periodic mode seeking; -1 = none)", **params}),

@@ -316,7 +316,8 @@ def analyze(ds: xr.Dataset, model: QLVM | None, cfg: Mapping, *, data=None) -> x
                             separation=float(a["separation"]), excess_mass=bool(a["excess_mass"]),
                             linkage=str(a["merge_linkage"]),
                             continuum_separation=float(a["continuum_separation"]),
-                            continuum_dip=float(a["continuum_dip"]))
+                            continuum_dip=float(a["continuum_dip"]),
+                            decoder_dip=float(a["decoder_dip"]))
     else:
         ds = ds.vl.density(bandwidth=bw, resolution=res)
     if a["jacobian"] and model is not None:

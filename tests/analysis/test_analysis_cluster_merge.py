@@ -265,8 +265,55 @@ def test_accessor_clusters_with_a_model_merge_the_lumps():
     assert merged["cluster"].attrs["linkage"] == "centroid" and merged["cluster"].attrs["excess_mass"] == 1
     assert merged["cluster"].attrs["continuum_separation"] == pytest.approx(10.0)
     assert merged["cluster"].attrs["continuum_dip"] == pytest.approx(0.5)
+    assert merged["cluster"].attrs["decoder_dip"] == pytest.approx(1.5)
+    assert "decoder_dip" not in plain["cluster"].attrs
     other = ds.vl.clusters(resolution=128, model=Model(), data=x, linkage="single", excess_mass=False,
                            continuum_separation=6.0)
     assert other["cluster"].attrs["linkage"] == "single" and other["cluster"].attrs["excess_mass"] == 0
     assert other["cluster"].attrs["continuum_separation"] == pytest.approx(6.0)
     assert adjusted_rand_score(truth, other["cluster"].values) == pytest.approx(1.0)
+
+
+def _two_lumps_with_a_thin_gap(seed=1, n=60, radius=0.1, centres=(0.3, 0.6), n_gap=6):
+    """Two broad uniform discs of ``n`` items and ``n_gap`` items scattered in the gap between
+    them: the shape of the song test's failure (issue of session 10), a density dip that is
+    real but, at this size, within 2.5 noise sds of the pass. ``side``: 0 left, 1 right."""
+    rng = np.random.default_rng(seed)
+    parts = []
+    for c in centres:
+        a, r = rng.uniform(0, 2 * np.pi, n), radius * np.sqrt(rng.uniform(0, 1, n))
+        parts.append(np.c_[c + r * np.cos(a), 0.5 + r * np.sin(a)])
+    gap = np.c_[rng.uniform(centres[0] + radius, centres[1] - radius, n_gap),
+                0.5 + rng.normal(0, 0.03, n_gap)]
+    z = wrap(np.concatenate(parts + [gap]))
+    side = (z[:, 0] > np.mean(centres)).astype(int)
+    return z, side, np.array([[centres[0], 0.5], [centres[1], 0.5]])
+
+
+def test_a_borderline_dip_is_a_border_when_the_decoder_sees_two_types():
+    z, side, centres = _two_lumps_with_a_thin_gap()
+    # the setting: the density alone joins the two lumps at the default 2.5 sds, though the
+    # dip is at least 1.5 noise sds deep (1.5 keeps them apart)
+    assert adjusted_rand_score(side, find_clusters(z, resolution=64).labels) < 0.1
+    assert adjusted_rand_score(side, find_clusters(z, resolution=64, significance=1.5).labels) > 0.9
+    rng = np.random.default_rng(0)
+    a, b, v = rng.normal(0, 1, (3, D))
+    v /= np.linalg.norm(v)
+    spread = SPREAD * rng.standard_normal((len(z), 1)) * v + NOISE * rng.standard_normal((len(z), D))
+    # two types: the left items are a's, the right ones b's
+    x2 = np.where(side[:, None] == 0, a, b) + spread
+    f2 = LumpDecoder(centres, [a, b])
+    two = find_clusters(z, resolution=64, decoder=f2, data=x2)
+    assert two.n_clusters == 2 and adjusted_rand_score(side, two.labels) > 0.9
+    # one type whose within-type variation the map lays out from left to right: its two sides
+    # differ along v by much less than their spread, so the dip alone decides (merged)
+    x1 = a + 0.5 * SPREAD * (2 * side[:, None] - 1) * v + spread
+    f1 = LumpDecoder(centres, [x1[side == 0].mean(0), x1[side == 1].mean(0)])
+    one = find_clusters(z, resolution=64, decoder=f1, data=x1)
+    assert one.n_clusters == 1
+    # without the decoder's say on the dip (decoder_dip=None) or when the dip is shallower than
+    # decoder_dip, the two types are one cluster again, as before the rule
+    for dd in (None, 2.45):
+        assert find_clusters(z, resolution=64, decoder=f2, data=x2, decoder_dip=dd).n_clusters == 1
+    with pytest.raises(ParameterError, match="decoder_dip"):
+        find_clusters(z, resolution=64, decoder=f2, data=x2, decoder_dip=-1.0)

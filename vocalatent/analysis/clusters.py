@@ -24,6 +24,13 @@ Algorithm (a grid version of mean shift with topological merging, cf. ToMATo):
    again, or along every close pair). Pairs a little further apart (up to
    ``continuum_separation``) are joined too when their data make *one* mode along that
    direction (:func:`projection_dip`): the pieces of one type's continuum of variation.
+   The decoder also speaks in step 3: a dip that sampling noise could have made (fewer than
+   ``significance`` sds) but that is at least ``decoder_dip`` sds deep stays a border when the
+   two groups' items are clearly two types along the decoder's direction: medians at least
+   ``continuum_separation`` sds apart with a near-empty gap between them (pooled density
+   below ``continuum_dip / 2`` of the lower peak). Without it a map that lays two types out
+   as broad lumps with a thinly populated gap between them gets one cluster for both, which
+   step 5 cannot undo.
 
 Labels are 0..k-1 ordered by the number of items (largest first); -1 marks items below
 ``noise_density`` when that option is used.
@@ -32,6 +39,7 @@ Labels are 0..k-1 ordered by the number of items (largest first); -1 marks items
 from __future__ import annotations
 
 import itertools
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,7 +49,8 @@ from .density import (GridKDE, RegionMassNoise, interpolate_grid, kde_sampling_s
                       wrapped_gaussian)
 from .torus import as_latent, wrap
 
-__all__ = ["DEFAULT_CONTINUUM_DIP", "DEFAULT_CONTINUUM_SEPARATION", "DEFAULT_SEPARATION", "METHOD_DEFAULTS",
+__all__ = ["DEFAULT_CONTINUUM_DIP", "DEFAULT_CONTINUUM_SEPARATION", "DEFAULT_DECODER_DIP",
+           "DEFAULT_SEPARATION", "METHOD_DEFAULTS",
            "ClusterResult", "decoder_separation", "find_clusters", "grid_basins", "merge_by_decoder",
            "nearest_node", "projection_dip", "separation_index"]
 
@@ -54,6 +63,12 @@ DEFAULT_SEPARATION = 6.0
 #: (docs/analysis.md, "One mode or two: the continuum test").
 DEFAULT_CONTINUUM_SEPARATION = 10.0
 DEFAULT_CONTINUUM_DIP = 0.5
+#: With the decoder: a density dip of at least this many sampling-noise sds (and below the
+#: significance threshold) keeps two groups apart when the decoder separates their items as
+#: two types (docs/analysis.md, "Borderline dips: the decoder decides").
+DEFAULT_DECODER_DIP = 1.5
+
+logger = logging.getLogger(__name__)
 
 #: Defaults of each ``find_clusters`` method (``None`` arguments take these).
 METHOD_DEFAULTS = {
@@ -173,16 +188,65 @@ class _ExcessMass:
         return mass / sd if sd > 0 else np.inf
 
 
+class _DecoderSplit:
+    """Whether the decoder says, clearly, that two groups of basins hold two types.
+
+    The items of each group (those whose nearest grid node lies in its basins) are projected
+    with their data onto the direction between the groups' mean decoded images, and
+    ``two_types(values, groups)`` judges the two sets of values (:func:`find_clusters` asks for
+    a :func:`separation_index` of at least ``continuum_separation`` *and* a pooled density
+    that falls below half of ``continuum_dip`` between the medians, :func:`projection_dip`).
+    Every item is decoded once and projected once onto each basin's mean decoded image
+    (``n x basins`` values, the data read in chunks); a group's projection is the
+    count-weighted mean of its basins' columns, so no test reads the data again. Groups of
+    fewer than ``min_size`` items are not judged."""
+
+    def __init__(self, pts, item_peaks, *, decoder, data, two_types, min_size: int):
+        self._pts, self._decoder, self._data, self._two_types = pts, decoder, data, two_types
+        self._peaks, self._col = np.unique(item_peaks, return_inverse=True)
+        self._min_size = max(int(min_size), 2)
+        self._proj = None
+        self._seen: dict = {}
+        self.tested = self.kept = 0
+
+    def __call__(self, low, high) -> bool:
+        key = (tuple(sorted(low)), tuple(sorted(high)))
+        if key not in self._seen:
+            self._seen[key] = self._judge(low, high)
+        return self._seen[key]
+
+    def _judge(self, low, high) -> bool:
+        ca = np.flatnonzero(np.isin(self._peaks, low))
+        cb = np.flatnonzero(np.isin(self._peaks, high))
+        ia, ib = np.flatnonzero(np.isin(self._col, ca)), np.flatnonzero(np.isin(self._col, cb))
+        if ia.size < self._min_size or ib.size < self._min_size:
+            return False
+        if self._proj is None:
+            means, self._counts = _decoded_means(self._decoder, self._pts, self._col, self._peaks.size)
+            self._proj = _projections(self._data, means, len(self._pts))
+        both = np.r_[ia, ib]
+        wa, wb = self._counts[ca] / self._counts[ca].sum(), self._counts[cb] / self._counts[cb].sum()
+        values = self._proj[np.ix_(both, ca)] @ wa - self._proj[np.ix_(both, cb)] @ wb
+        self.tested += 1
+        two = bool(self._two_types(values, np.arange(both.size) < ia.size))
+        self.kept += two
+        return two
+
+
 def _merge_basins(f_flat: np.ndarray, peaks: np.ndarray, saddles: dict, *,
                   min_persistence: float, min_relative_height: float, sd_flat=None,
                   significance: float = 0.0, sizes: dict | None = None, empty_level: float = 0.0,
-                  min_size: int = 1, excess: _ExcessMass | None = None) -> tuple[dict, dict]:
+                  min_size: int = 1, excess: _ExcessMass | None = None,
+                  split=None, split_dip: float = np.inf) -> tuple[dict, dict]:
     """Union-find merge of basins over saddles from high to low; returns each peak's root and,
     for every peak that was merged, the dip (in sampling-noise sd) at which it was.
 
     With ``sd_flat`` (the significance rule), a pass at or below ``empty_level`` (no item
     within about three bandwidths) separates two groups outright when the lower one holds at
-    least ``min_size`` items (``sizes``: items per basin peak); smaller groups are merged."""
+    least ``min_size`` items (``sizes``: items per basin peak); smaller groups are merged.
+    ``split(low_members, high_members) -> bool`` (:class:`_DecoderSplit`) is asked about every
+    merge that the significance test alone makes at a dip of ``split_dip`` sds or more; True
+    keeps the two groups apart."""
     parent = {int(p): int(p) for p in peaks}
     members = {int(p): [int(p)] for p in peaks}
     size = {int(p): int((sizes or {}).get(int(p), 0)) for p in peaks}
@@ -212,6 +276,10 @@ def _merge_basins(f_flat: np.ndarray, peaks: np.ndarray, saddles: dict, *,
                 if excess is not None and scale > 0 and noise < significance:
                     noise = max(noise, excess(members[low], s, sd_s))
         if dip < min_persistence or p < min_relative_height * top or noise < significance:
+            if (split is not None and split_dip <= noise < significance and s > empty_level
+                    and dip >= min_persistence and p >= min_relative_height * top
+                    and split(members[low], members[high])):
+                continue
             parent[low] = high
             members[high] += members.pop(low)
             size[high] += size[low]
@@ -271,7 +339,8 @@ def find_clusters(z, *, method: str = "significance", weights=None, bandwidth=No
                   data=None, separation: float = DEFAULT_SEPARATION,
                   excess_mass: bool = True, linkage: str = "centroid",
                   continuum_separation: float = DEFAULT_CONTINUUM_SEPARATION,
-                  continuum_dip: float = DEFAULT_CONTINUUM_DIP) -> ClusterResult:
+                  continuum_dip: float = DEFAULT_CONTINUUM_DIP,
+                  decoder_dip: float | None = DEFAULT_DECODER_DIP) -> ClusterResult:
     """Cluster points on the torus by periodic mode seeking on the grid KDE.
 
     Parameters
@@ -347,6 +416,17 @@ def find_clusters(z, *, method: str = "significance", weights=None, bandwidth=No
         :func:`merge_by_decoder` also joins pairs with an index below ``continuum_separation``
         (default 10) whose data make one mode (:func:`projection_dip` above ``continuum_dip``,
         default 0.5).
+    decoder_dip : float >= 0 or None
+        With ``"significance"`` and the decoder: a dip of at least this many noise sds but
+        below ``significance``, which the density alone would merge, stays a border when the
+        two groups' items (``min_size`` or more each) are clearly two types along the
+        decoder's direction: a :func:`separation_index` of ``continuum_separation`` or more
+        and a :func:`projection_dip` below ``continuum_dip / 2`` (two modes with a near-empty
+        gap; default 1.5; None: the density alone decides). Two types that a fit lays out as
+        broad lumps with a few items in the gap between them have such a dip. The lumps of
+        one type made by its birds separate by large indices too, but their items fill the
+        gap (dips of 0.36 or more on the repertoire benchmark), hence the stricter dip than
+        the continuum test's (docs/analysis.md, "Borderline dips: the decoder decides").
 
     Returns
     -------
@@ -387,13 +467,32 @@ def find_clusters(z, *, method: str = "significance", weights=None, bandwidth=No
         item_peaks = basin[nearest_node(pts, r)]
         uniq, cnt = np.unique(item_peaks, return_counts=True)
         sizes = dict(zip(uniq.tolist(), cnt.tolist()))
+    if (decoder is None) != (data is None):
+        raise ParameterError("decoder and data go together: the decoder merge needs both "
+                             f"(got decoder={'set' if decoder is not None else None}, "
+                             f"data={'set' if data is not None else None})")
+    split = None
+    if decoder is not None and sd is not None and decoder_dip is not None:
+        check_positive("decoder_dip", decoder_dip, allow_zero=True)
+        far = max(separation, continuum_separation)
+
+        def two_types(v, g):
+            return separation_index(v, g) >= far and projection_dip(v, g) < continuum_dip / 2
+
+        split = _DecoderSplit(pts, item_peaks, decoder=decoder, data=data, min_size=min_size,
+                              two_types=two_types)
     root, _ = _merge_basins(f.ravel(), peaks, _saddles(f, basin, sd),
                             min_persistence=min_persistence, min_relative_height=min_relative_height,
                             sd_flat=None if sd is None else sd.ravel(), significance=significance,
                             sizes=sizes, empty_level=empty, min_size=min_size,
                             excess=None if sd is None or not excess_mass else _ExcessMass(
                                 f, basin, RegionMassNoise(pts, bandwidth=kde.bandwidth, resolution=r,
-                                                          weights=weights)))
+                                                          weights=weights)),
+                            split=split, split_dip=np.inf if decoder_dip is None else float(decoder_dip))
+    if split is not None and split.tested:
+        logger.info("clusters: %d of %d borderline density dip(s) (%g to %g noise sds) kept as "
+                    "borders: the decoder separates the items on their two sides as two types",
+                    split.kept, split.tested, decoder_dip, significance)
     roots = np.array(sorted(set(root.values())))
     lut = np.zeros(f.size, dtype=np.int64)
     for p, rt in root.items():
@@ -419,10 +518,6 @@ def find_clusters(z, *, method: str = "significance", weights=None, bandwidth=No
         labels = np.where(interpolate_grid(f, pts) < noise_density * f.max(), -1, labels)
     result = ClusterResult(labels=labels.astype(np.int64), modes=modes, mode_density=heights,
                            grid_labels=grid_labels, kde=kde)
-    if (decoder is None) != (data is None):
-        raise ParameterError("decoder and data go together: the decoder merge needs both "
-                             f"(got decoder={'set' if decoder is not None else None}, "
-                             f"data={'set' if data is not None else None})")
     if decoder is not None:
         result = merge_by_decoder(result, pts, decoder=decoder, data=data, separation=separation,
                                   linkage=linkage, continuum_separation=continuum_separation,

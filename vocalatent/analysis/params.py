@@ -65,5 +65,9 @@ class AnalysisParams:
                                    "along the decoder's direction counts as one mode when it "
                                    "stays above this fraction of the lower peak between the "
                                    "medians", range=(0.0, 1.0))
+    decoder_dip: float = _f(1.5, "with decoder_merge: a density dip of at least this many "
+                                 "sampling-noise sds (below significance) stays a border when "
+                                 "the decoder separates the items on its two sides as two types",
+                            range=(0.0, 100.0))
     geodesic: bool = _f(True, "draw a geodesic between the two largest clusters")
     figures: bool = _f(True, "write PNG figures to OUT/figures")
