@@ -1,6 +1,6 @@
 """Decoder-side savings on CPU: what channels-last memory, ``torch.compile`` and bf16 autocast buy.
 
-(channels-last is the conv decoder's opt-in ``channels_last="auto"``, session 8.)
+(channels-last, ``channels_last="auto"``, is the conv decoder's CPU default since session 12.)
 
 A QLVM training step decodes all m lattice points forward and backward, whatever the batch
 size (the cost model of docs/method.md), so a faster decoder pass is a faster epoch. This
@@ -70,8 +70,8 @@ def main(argv=None):
         print(f"{name:56s} {1000 * s:8.1f} ms per pass (forward + backward, m = {args.m})  "
               f"max deviation {dev:.1e} of the output range" + (f"  {extra}" if extra else ""), flush=True)
 
-    record("float32, NCHW (channels_last=False, the default)", base)
-    record("float32, channels-last (channels_last='auto')", build(channels_last="auto"))
+    record("float32, NCHW (channels_last=False)", base)
+    record("float32, channels-last (channels_last='auto', the default)", build(channels_last="auto"))
 
     def bf16(zz):
         with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -112,13 +112,40 @@ def test_rate_is_cut_on_the_final_lattice_only():
         lr_cb.on_epoch_end(state)
         grow.on_epoch_end(state)
     assert state.history["n_lattice"] == [144] * 4 + [377] * 9
-    np.testing.assert_allclose(lrs[:7], 0.01)              # no cut on the coarse lattice
-    np.testing.assert_allclose(lrs[7:10], 0.005)           # 3 flat final epochs (5, 6, 7)
-    np.testing.assert_allclose(lrs[10:], 0.0025)
+    # no cut on the coarse lattice; on the final one epoch 5 is its first best, then 3 flat
+    # epochs (6, 7, 8) halve the rate from epoch 9 and again from epoch 12
+    np.testing.assert_allclose(lrs[:8], 0.01)
+    np.testing.assert_allclose(lrs[8:11], 0.005)
+    np.testing.assert_allclose(lrs[11:], 0.0025)
     # without the lattice callback the same curve is cut from epoch 5 on
     lr_alone = WarmupPlateauLR(warmup_epochs=0, factor=0.5, patience=3, min_lr_ratio=0.01)
     lrs_alone = _run(lr_alone, _state(), [1.0] * 13)
     np.testing.assert_allclose(lrs_alone[4], 0.005)
+
+
+def test_a_stage_counts_its_plateaus_from_its_own_best():
+    # after a change of lattice the validation score first falls below the coarse stage's
+    # best, then climbs: the stage (and the rate) must not treat the climb as a plateau
+    obj = _Objective(987)
+    lr_cb = WarmupPlateauLR(warmup_epochs=0, factor=0.5, patience=2, min_lr_ratio=0.01)
+    grow = GrowingLattice([144, 377, 987], patience=2, max_fraction=1.0)
+    state = _state(objective=obj, max_epochs=100)
+    coarse = [1.0, 2.0, 3.0, 3.0, 3.0]                # 144: left after two flat epochs
+    middle = [2.0, 2.2, 2.4, 2.6, 2.6, 2.6]           # 377: below 3.0 but rising, then flat
+    final = [2.5, 2.7, 2.9, 3.1, 3.3, 3.3, 3.3]       # 987: rising from below, then flat
+    lrs = []
+    for epoch, score in enumerate(coarse + middle + final, 1):
+        state.epoch = epoch
+        lr_cb.on_epoch_start(state)
+        grow.on_epoch_start(state)
+        lrs.append(state.optimizer.param_groups[0]["lr"])
+        state.history["val_log_likelihood"].append(score)
+        lr_cb.on_epoch_end(state)
+        grow.on_epoch_end(state)
+    assert state.history["n_lattice"] == [144] * 5 + [377] * 6 + [987] * 7
+    # the final lattice's climb from 2.5 is not a plateau under the coarse best of 3.0:
+    # the first cut follows the two flat epochs 17 and 18
+    np.testing.assert_allclose(lrs[:18], 0.01)
 
 
 def test_growing_lattice_leaves_a_stage_whose_gain_has_slowed():

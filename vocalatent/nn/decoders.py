@@ -125,21 +125,23 @@ class ConvDecoder(nn.Module):
         ``2``: the convolutions make an (F/2, T/2) image that is upsampled bilinearly — about
         3x cheaper per decoded point (measured on CPU at 128 x 128), at the price of detail
         finer than 2 pixels. ``"auto"``: 2 when both sides are >= 96, else 1.
-    channels_last : {False, "auto", True}
+    channels_last : {"auto", True, False}, default "auto"
         Feed the convolutions their input in channels-last (NHWC) memory order: ``"auto"`` on
-        CPU only, ``True`` always. On the 2-core CPU the README job's decoder pass at m = 377
-        (forward and backward) takes 0.23-0.29 s instead of 0.42-0.46 s, with outputs within
-        3e-7 of the default order (``benchmarks/bench_decoder_options.py``). Off by default:
-        with ``"auto"`` the README job took 0.70x its time alone, but the fits follow another
-        floating-point path; the README job then took 1.056x the old settings' time side by
-        side, and the slow song test's clusters failed (ARI 0.42; docs/benchmarks.md,
-        "Decoder-side savings on CPU"). Not measured on a GPU.
+        CPU only, ``True`` always, ``False`` never (the order before session 12). On the
+        2-core CPU the README job's decoder pass at m = 377 (forward and backward) takes
+        0.23-0.29 s instead of 0.42-0.46 s, with outputs within 3e-7 of NCHW order
+        (``benchmarks/bench_decoder_options.py``); it is what brings the README job's new
+        training defaults under the old defaults' wall time (docs/benchmarks.md, "The
+        end-to-end job on CPU"). Every fit takes another floating-point path than in NCHW
+        order, so fits of the same seed differ from those of earlier versions by as much as
+        fits of two seeds do. Inside ``torch.func.vmap`` (the Jacobian map) the decoder falls
+        back to NCHW. Not measured on a GPU.
     """
 
     def __init__(self, latent_dim: int, output_shape, *, n_params: int = 1,
                  base_channels: int = 32, n_up: int | None = None, hidden: int = 256,
                  activation: str = "gelu", input_map: str = "periodic", n_harmonics: int = 1,
-                 upsample="auto", channels_last=False):
+                 upsample="auto", channels_last="auto"):
         super().__init__()
         check_option("activation", activation, tuple(_ACTIVATIONS))
         if len(output_shape) != 2 or min(output_shape) < 1:
